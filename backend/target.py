@@ -1,0 +1,260 @@
+"""Hardware targets: the RDU (or a GPU node) as small frozen objects built from TOML.
+
+Calculon's habit: each hardware concept is a plain class, units live in the key
+names (``_GiB``, ``_GBps``) and are converted once here, and key sets are checked
+exactly — an unknown or missing key is one ConfigError naming the key and file.
+Every number may be written ``{ value = N, source = "..." }`` so its provenance
+sits beside it; shipped targets give a source for every number.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+
+from coec.ir.errors import ConfigError
+
+FORMAT = "coec.target/1"
+LAUNCH_MODES = ("software", "hardware")
+_UNITS = {"MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "GBps": 1e9, "GHz": 1e9, "us": 1e-6}
+
+
+@dataclass(frozen=True)
+class Compute:
+    """The PCU array: how many units, how fast, how much each does per cycle."""
+
+    pcus: int
+    pmus: int
+    clock_hz: float
+    matmul_flop_per_cycle_per_pcu: float
+    vector_flop_per_cycle_per_pcu: float
+
+    @property
+    def peak_matmul_flops(self) -> float:
+        return self.pcus * self.matmul_flop_per_cycle_per_pcu * self.clock_hz
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One memory tier: capacity in bytes and bandwidth in bytes/s (0: not a limit)."""
+
+    tier: str
+    capacity_bytes: int
+    bandwidth_Bps: float
+
+
+@dataclass(frozen=True)
+class Network:
+    p2p_bandwidth_Bps: float
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Per-kernel launch cost: host (software) or on-chip (hardware) orchestrated."""
+
+    mode: str
+    software_s: float
+    hardware_s: float
+    fill_cycles_per_stage: int
+
+    @property
+    def seconds(self) -> float:
+        return self.software_s if self.mode == "software" else self.hardware_s
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    sockets: int
+    compute: Compute
+    memory: dict[str, Memory]
+    network: Network
+    launch: Launch
+    sources: dict[str, str]
+
+    def with_launch(self, mode: str) -> Target:
+        if mode not in LAUNCH_MODES:
+            raise ConfigError(f"launch mode {mode!r}: expected one of {', '.join(LAUNCH_MODES)}")
+        return replace(self, launch=replace(self.launch, mode=mode))
+
+    def to_json(self) -> dict:
+        """The parameters a schedule carries so the runtime needs no TOML file."""
+        c, n, la = self.compute, self.network, self.launch
+        return {
+            "name": self.name,
+            "sockets": self.sockets,
+            "compute": {
+                "pcus": c.pcus,
+                "pmus": c.pmus,
+                "clock_hz": c.clock_hz,
+                "matmul_flop_per_cycle_per_pcu": c.matmul_flop_per_cycle_per_pcu,
+                "vector_flop_per_cycle_per_pcu": c.vector_flop_per_cycle_per_pcu,
+            },
+            "memory": {
+                t: {"capacity_bytes": m.capacity_bytes, "bandwidth_Bps": m.bandwidth_Bps}
+                for t, m in self.memory.items()
+            },
+            "network": {"p2p_bandwidth_Bps": n.p2p_bandwidth_Bps},
+            "launch": {
+                "mode": la.mode,
+                "software_s": la.software_s,
+                "hardware_s": la.hardware_s,
+                "fill_cycles_per_stage": la.fill_cycles_per_stage,
+            },
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> Target:
+        return cls(
+            name=d["name"],
+            description="",
+            sockets=d["sockets"],
+            compute=Compute(**d["compute"]),
+            memory={t: Memory(t, **m) for t, m in d["memory"].items()},
+            network=Network(**d["network"]),
+            launch=Launch(**d["launch"]),
+            sources={},
+        )
+
+
+# -- loading -----------------------------------------------------------------------------
+class _Table:
+    """Reads one TOML table, checking keys exactly and converting units once."""
+
+    def __init__(self, data: dict, where: str, file: str, sources: dict[str, str]):
+        self.data, self.where, self.file, self.sources = data, where, file, sources
+        self.used: set[str] = set()
+
+    def _fail(self, msg: str) -> ConfigError:
+        return ConfigError(f"{self.file}: [{self.where}] {msg}")
+
+    def table(self, key: str) -> _Table:
+        self.used.add(key)
+        value = self.data.get(key)
+        if not isinstance(value, dict):
+            raise self._fail(f"missing table '{key}'")
+        return _Table(value, f"{self.where}.{key}".strip("."), self.file, self.sources)
+
+    def text(self, key: str, choices: tuple[str, ...] | None = None) -> str:
+        self.used.add(key)
+        value = self.data.get(key)
+        if not isinstance(value, str):
+            raise self._fail(f"missing or non-string key '{key}'")
+        if choices and value not in choices:
+            raise self._fail(f"'{key}' = {value!r}: expected one of {', '.join(choices)}")
+        return value
+
+    def number(self, key: str, *, integer: bool = False, positive: bool = True) -> float:
+        """`key` in its unit (the key's suffix), converted to SI; `{value, source}` allowed."""
+        self.used.add(key)
+        if key not in self.data:
+            raise self._fail(f"missing key '{key}'")
+        raw = self.data[key]
+        if isinstance(raw, dict):
+            extra = set(raw) - {"value", "source"}
+            if extra or "value" not in raw:
+                raise self._fail(f"'{key}' must be a number or {{ value = N, source = \"...\" }}")
+            if "source" in raw:
+                self.sources[f"{self.where}.{key}".strip(".")] = str(raw["source"])
+            raw = raw["value"]
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise self._fail(f"'{key}' must be a number, got {raw!r}")
+        if (positive and raw <= 0) or raw < 0:
+            raise self._fail(f"'{key}' must be {'positive' if positive else '>= 0'}, got {raw}")
+        if integer and raw != int(raw):
+            raise self._fail(f"'{key}' must be a whole number, got {raw}")
+        unit = key.rsplit("_", 1)[-1]
+        return raw * _UNITS.get(unit, 1)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self._fail(f"unknown key '{unknown[0]}'")
+
+
+def _memory(t: _Table, tier: str, *, bandwidth: bool) -> Memory:
+    m = t.table(tier)
+    cap_key = next((k for k in m.data if k.startswith("capacity_")), "capacity_GiB")
+    mem = Memory(
+        tier=tier,
+        capacity_bytes=int(m.number(cap_key)),
+        bandwidth_Bps=m.number("bandwidth_GBps") if bandwidth else 0.0,
+    )
+    m.done()
+    return mem
+
+
+def parse_target(data: dict, file: str) -> Target:
+    sources: dict[str, str] = {}
+    top = _Table(data, "", file, sources)
+    fmt = top.text("format")
+    if fmt != FORMAT:
+        raise ConfigError(f"{file}: format {fmt!r} is not {FORMAT!r}")
+    name, description = top.text("name"), top.text("description")
+    sockets = int(top.number("sockets", integer=True))
+
+    c = top.table("compute")
+    compute = Compute(
+        pcus=int(c.number("pcus", integer=True)),
+        pmus=int(c.number("pmus", integer=True)),
+        clock_hz=c.number("clock_GHz"),
+        matmul_flop_per_cycle_per_pcu=c.number("matmul_flop_per_cycle_per_pcu"),
+        vector_flop_per_cycle_per_pcu=c.number("vector_flop_per_cycle_per_pcu"),
+    )
+    c.done()
+
+    mem = top.table("memory")
+    memory = {
+        "sram": _memory(mem, "sram", bandwidth=False),
+        "hbm": _memory(mem, "hbm", bandwidth=True),
+        "ddr": _memory(mem, "ddr", bandwidth=True),
+    }
+    mem.done()
+
+    n = top.table("network")
+    network = Network(p2p_bandwidth_Bps=n.number("p2p_bandwidth_GBps"))
+    n.done()
+
+    la = top.table("launch")
+    launch = Launch(
+        mode=la.text("mode", LAUNCH_MODES),
+        software_s=la.number("software_us", positive=False),
+        hardware_s=la.number("hardware_us", positive=False),
+        fill_cycles_per_stage=int(la.number("fill_cycles_per_stage", integer=True, positive=False)),
+    )
+    la.done()
+    top.done()
+    return Target(name, description, sockets, compute, memory, network, launch, sources)
+
+
+def builtin_targets() -> list[str]:
+    folder = resources.files("coec.backend") / "targets"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_target(spec: str | Path | Target) -> Target:
+    """A built-in target by name (``sn40l``) or a user's TOML file by path."""
+    if isinstance(spec, Target):
+        return spec
+    spec = str(spec)
+    if spec in builtin_targets():
+        text = (resources.files("coec.backend") / "targets" / f"{spec}.toml").read_text()
+        return parse_target(tomllib.loads(text), f"{spec}.toml")
+    path = Path(spec)
+    if not path.suffix == ".toml" and not path.exists():
+        raise ConfigError(
+            f"unknown target {spec!r}: built-in targets are {', '.join(builtin_targets())}, "
+            "or give a path to a .toml file"
+        )
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read target file ({e.strerror})") from e
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from e
+    return parse_target(data, str(path))

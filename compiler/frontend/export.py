@@ -1,0 +1,49 @@
+"""torch.export front door: capture a module as an ATen graph fit for lowering.
+
+High-level ops are kept whole through decomposition so fusion can see them
+(linear, layer_norm, softmax, gelu, silu, embedding, SDPA, rms_norm); every
+other op lowers to Core ATen.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.export import ExportedProgram
+
+from coec.ir.errors import UnsupportedOpError
+
+aten = torch.ops.aten
+
+#: ops that stay whole through ``run_decompositions``
+KEPT_WHOLE = (
+    aten.linear.default,
+    aten.layer_norm.default,
+    aten.softmax.int,
+    aten._softmax.default,
+    aten.log_softmax.int,
+    aten._log_softmax.default,
+    aten.gelu.default,
+    aten.silu.default,
+    aten.embedding.default,
+    aten.scaled_dot_product_attention.default,
+    aten.rms_norm.default,
+)
+
+
+def decomposition_table() -> dict:
+    table = torch.export.default_decompositions()
+    for op in KEPT_WHOLE:
+        table.pop(op, None)
+    return table
+
+
+def export_module(module: torch.nn.Module, example_inputs: tuple) -> ExportedProgram:
+    """Export (non-strict) and decompose; a failure is one UnsupportedOpError line."""
+    module.eval()
+    try:
+        with torch.no_grad():
+            program = torch.export.export(module, tuple(example_inputs), strict=False)
+            return program.run_decompositions(decomposition_table())
+    except Exception as e:  # torch raises many types here; the user needs the first line
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise UnsupportedOpError(f"torch.export failed: {first}") from e

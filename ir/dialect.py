@@ -1,0 +1,50 @@
+"""The df dialect object, a context that knows it, and text print/parse helpers."""
+
+from __future__ import annotations
+
+import io
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import Builtin, ModuleOp
+from xdsl.dialects.func import Func
+from xdsl.ir import Dialect
+from xdsl.parser import Parser
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import ParseError, VerifyException
+
+from coec.ir.errors import VerifyError
+from coec.ir.ops import ALL_OPS
+from coec.ir.types import TensorType
+
+DF = Dialect("df", list(ALL_OPS), [TensorType])
+
+
+def make_context() -> Context:
+    ctx = Context()
+    for dialect in (Builtin, Func, DF):
+        ctx.load_dialect(dialect)
+    return ctx
+
+
+def print_module(module: ModuleOp) -> str:
+    out = io.StringIO()
+    Printer(stream=out).print_op(module)
+    return out.getvalue() + "\n"
+
+
+def parse_module(text: str, source: str = "<ir>") -> ModuleOp:
+    """Parse df IR text; a malformed file is one VerifyError naming the place."""
+    try:
+        module = Parser(make_context(), text, name=source).parse_module()
+        module.verify()
+    except (ParseError, VerifyException) as e:
+        first = str(e).strip().splitlines()
+        raise VerifyError(f"{source}: {first[-1] if first else e}") from e
+    return module
+
+
+def verify(module: ModuleOp) -> None:
+    try:
+        module.verify()
+    except VerifyException as e:
+        raise VerifyError(str(e).strip().splitlines()[0]) from e

@@ -1,0 +1,129 @@
+"""The df tensor type: shape, storage dtype and memory tier.
+
+Printed compactly as `!df.tensor<4x64xbf16, hbm>`; a value not yet placed by the
+placement pass has no tier and prints as `!df.tensor<4x64xbf16>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    BFloat16Type,
+    Float16Type,
+    Float32Type,
+    Float64Type,
+    IntAttr,
+    IntegerType,
+    NoneAttr,
+    StringAttr,
+)
+from xdsl.ir import Attribute, ParametrizedAttribute, TypeAttribute
+from xdsl.irdl import irdl_attr_definition
+from xdsl.parser import AttrParser
+from xdsl.printer import Printer
+
+from coec.ir.errors import VerifyError
+
+#: Memory tiers of the modeled RDU, fastest first.
+TIERS: tuple[str, ...] = ("sram", "hbm", "ddr")
+
+#: dtype name -> (xDSL element type, bytes per element, NumPy compute dtype)
+DTYPES: dict[str, tuple[Attribute, int, str]] = {
+    "bf16": (BFloat16Type(), 2, "float32"),
+    "f16": (Float16Type(), 2, "float32"),
+    "f32": (Float32Type(), 4, "float32"),
+    "f64": (Float64Type(), 8, "float64"),
+    "i64": (IntegerType(64), 8, "int64"),
+    "i32": (IntegerType(32), 4, "int64"),
+    "i8": (IntegerType(8), 1, "int64"),
+    "i1": (IntegerType(1), 1, "bool"),
+}
+
+
+def dtype_name(element_type: Attribute) -> str:
+    for name, (attr, _, _) in DTYPES.items():
+        if attr == element_type:
+            return name
+    raise VerifyError(f"unsupported element type {element_type}")
+
+
+def dtype_bytes(dtype: str) -> int:
+    return DTYPES[dtype][1]
+
+
+def is_float(dtype: str) -> bool:
+    return dtype.startswith(("f", "bf"))
+
+
+@irdl_attr_definition
+class TensorType(ParametrizedAttribute, TypeAttribute):
+    """A dense tensor stored in `dtype` and living in memory tier `tier`."""
+
+    name = "df.tensor"
+
+    shape: ArrayAttr[IntAttr]
+    element_type: Attribute
+    tier: Attribute  # StringAttr naming a tier, or NoneAttr before placement
+
+    def __init__(self, shape: Sequence[int], dtype: str, tier: str | None = None):
+        if dtype not in DTYPES:
+            raise VerifyError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
+        super().__init__(
+            ArrayAttr([IntAttr(int(d)) for d in shape]),
+            DTYPES[dtype][0],
+            StringAttr(tier) if tier else NoneAttr(),
+        )
+
+    def verify(self) -> None:
+        if any(d.data < 0 for d in self.shape.data):
+            raise VerifyError(f"negative dimension in {self.shape_tuple}")
+        if isinstance(self.tier, StringAttr) and self.tier.data not in TIERS:
+            raise VerifyError(f"unknown tier {self.tier.data!r}; known: {', '.join(TIERS)}")
+
+    # -- accessors -----------------------------------------------------------
+    @property
+    def shape_tuple(self) -> tuple[int, ...]:
+        return tuple(d.data for d in self.shape.data)
+
+    @property
+    def dtype(self) -> str:
+        return dtype_name(self.element_type)
+
+    @property
+    def tier_name(self) -> str | None:
+        return self.tier.data if isinstance(self.tier, StringAttr) else None
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape_tuple:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * dtype_bytes(self.dtype)
+
+    def with_tier(self, tier: str | None) -> TensorType:
+        return TensorType(self.shape_tuple, self.dtype, tier)
+
+    # -- compact text form -----------------------------------------------------
+    def print_parameters(self, printer: Printer) -> None:
+        dims = "".join(f"{d}x" for d in self.shape_tuple)
+        printer.print_string(f"<{dims}")
+        printer.print_attribute(self.element_type)
+        if self.tier_name:
+            printer.print_string(f", {self.tier_name}")
+        printer.print_string(">")
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
+        parser.parse_punctuation("<")
+        shape, element_type = parser.parse_ranked_shape()
+        tier: Attribute = NoneAttr()
+        if parser.parse_optional_punctuation(","):
+            tier = StringAttr(parser.parse_identifier())
+        parser.parse_punctuation(">")
+        return [ArrayAttr([IntAttr(d) for d in shape]), element_type, tier]
