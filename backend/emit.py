@@ -1,0 +1,223 @@
+"""Emit a schedule from placed df IR, with the cost model's estimate of every kernel."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import SSAValue
+
+from coec.backend.cost import kernel_cost, op_work
+from coec.backend.schedule import FORMAT
+from coec.backend.target import Target
+from coec.ir import ops as df
+from coec.ir.types import TensorType, dtype_bytes
+
+
+class _Namer:
+    """Stable unique names for values, from their name hints."""
+
+    def __init__(self) -> None:
+        self.names: dict[SSAValue, str] = {}
+        self.taken: set[str] = set()
+
+    def __call__(self, v: SSAValue, preferred: str | None = None) -> str:
+        if v in self.names:
+            return self.names[v]
+        base = preferred or v.name_hint or "t"
+        name, i = base, 1
+        while name in self.taken:
+            name, i = f"{base}_{i}", i + 1
+        self.taken.add(name)
+        self.names[v] = name
+        return name
+
+
+def _type(v: SSAValue) -> TensorType:
+    return df.tensor_type(v)
+
+
+def _value_json(t: TensorType) -> dict:
+    return {"shape": list(t.shape_tuple), "dtype": t.dtype}
+
+
+def _op_attrs(op: df.DfOp) -> dict:
+    attrs = op.props()
+    if isinstance(op, df.LayerNormOp):
+        attrs["has_weight"], attrs["has_bias"] = op.weight is not None, op.bias is not None
+    return attrs
+
+
+def _dma(value: str, buffer: str, src: str, dst: str, t: TensorType) -> dict:
+    return {
+        "value": value,
+        "buffer": buffer,
+        "src": src,
+        "dst": dst,
+        "box": [[0, d] for d in t.shape_tuple],
+        "bytes": t.nbytes,
+    }
+
+
+def emit_schedule(module: ModuleOp, target: Target, options: dict) -> dict:
+    fn = next(op for op in module.ops if isinstance(op, func.FuncOp))
+    block = fn.body.block
+    name = _Namer()
+    buffers: dict[str, dict] = {}
+    kernels: list[dict] = []
+    pmu_bytes = target.memory["sram"].capacity_bytes // target.compute.pmus
+
+    def add_buffer(v: SSAValue, kind: str, offset: int, preferred: str | None = None) -> None:
+        t = _type(v)
+        buffers[name(v, preferred)] = {
+            **_value_json(t),
+            "bytes": t.nbytes,
+            "tier": t.tier_name,
+            "offset": offset,
+            "kind": kind,
+            "live": [-1, -1],
+        }
+
+    for op in block.ops:  # weights keep their state-dict names: claim them first
+        if isinstance(op, df.WeightOp):
+            name(op.result, op.sym_name.data)
+    arg_offsets = fn.attributes["arg_offsets"].get_values()
+    for arg, off in zip(block.args, arg_offsets, strict=True):
+        add_buffer(arg, "input", off)
+    for op in block.ops:
+        if isinstance(op, df.WeightOp):
+            add_buffer(op.result, "weight", op.attributes["offset"].get_values()[0], op.sym_name.data)
+        elif isinstance(op, df.ReshapeOp):
+            base = buffers[name(op.input)]
+            root = base.get("alias_of", name(op.input))
+            add_buffer(op.result, base["kind"], base["offset"])
+            buffers[name(op.result)]["alias_of"] = root
+        elif isinstance(op, df.KernelOp):
+            index = len(kernels)
+            for r, off in zip(op.outputs, op.attributes["offsets"].get_values(), strict=True):
+                add_buffer(r, "activation", off)
+                buffers[name(r)]["live"] = [index, index]
+            kernels.append(_kernel(op, name, buffers, target, pmu_bytes))
+    outputs = [name(v) for v in block.last_op.operands]
+
+    _liveness(buffers, kernels, outputs)
+    schedule = {
+        "format": FORMAT,
+        "target": target.to_json(),
+        "options": dict(options),
+        "inputs": [name(a) for a in block.args],
+        "outputs": outputs,
+        "buffers": buffers,
+        "kernels": kernels,
+    }
+    schedule["estimate"] = summarize(schedule)
+    return schedule
+
+
+def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target, pmu_bytes: int) -> dict:
+    values: dict[str, dict] = {}
+    loads, stores, ops, constants = [], [], [], {}
+    for outer, arg in zip(op.inputs, op.block.args, strict=True):
+        buf = name(outer)
+        name.names[arg] = buf  # the SRAM copy goes by its buffer's name
+        src = buffers[buf]["tier"]
+        loads.append(_dma(buf, buf, src, "sram", _type(arg)))
+        values[buf] = _value_json(_type(arg))
+    works = []
+    for inner in op.compute_ops():
+        if isinstance(inner, df.ConstantOp):
+            constants[name(inner.result)] = inner.props()["value"]
+            continue
+        out = name(inner.results[0])
+        in_types = [_type(v) for v in inner.operands]
+        record = {
+            "op": inner.name.removeprefix("df."),
+            "inputs": [name(v) for v in inner.operands],
+            "output": out,
+            "attrs": _op_attrs(inner),
+        }
+        ops.append(record)
+        values[out] = _value_json(_type(inner.results[0]))
+        works.append(
+            op_work(record["op"], record["attrs"], [t.shape_tuple for t in in_types], _type(inner.results[0]).shape_tuple)
+        )
+    yielded = op.block.last_op.operands
+    for inner_v, outer in zip(yielded, op.outputs, strict=True):
+        buf = name(outer)
+        stores.append(_dma(name(inner_v), buf, "sram", buffers[buf]["tier"], _type(outer)))
+    pairs: dict[str, int] = defaultdict(int)
+    for dma in loads + stores:
+        pairs[f"{dma['src']}->{dma['dst']}"] += dma["bytes"]
+    sram_bytes = sum(
+        math.prod(v["shape"]) * dtype_bytes(v["dtype"]) for v in values.values()
+    )
+    cost = kernel_cost(target, works, pairs, n_ops=len(ops))
+    return {
+        "name": op.sym_name.data,
+        "ops": ops,
+        "constants": constants,
+        "values": values,
+        "loads": loads,
+        "stores": stores,
+        "sram_bytes": sram_bytes,
+        "pmus": max(1, math.ceil(sram_bytes / pmu_bytes)),
+        "estimate": {
+            "flops": sum(w.total for w in works),
+            "bytes": dict(sorted(pairs.items())),
+            **cost.to_json(),
+        },
+    }
+
+
+def _liveness(buffers: dict, kernels: list[dict], outputs: list[str]) -> None:
+    """live = [defining kernel, last kernel reading it]; outputs live to the end."""
+    def root(b: str) -> str:
+        return buffers[b].get("alias_of", b)
+
+    for i, k in enumerate(kernels):
+        for dma in k["loads"]:
+            for b in {dma["buffer"], root(dma["buffer"])}:
+                buffers[b]["live"][1] = max(buffers[b]["live"][1], i)
+    end = len(kernels)
+    for b in outputs:
+        buffers[b]["live"][1] = end
+        buffers[root(b)]["live"][1] = end
+    for b in buffers.values():
+        if b["kind"] != "activation":
+            b["live"] = [-1, end]
+
+
+def summarize(schedule: dict) -> dict:
+    """Totals of the per-kernel estimates and peak occupancy per tier, as the runtime reports."""
+    kernels = schedule["kernels"]
+    pairs: dict[str, int] = defaultdict(int)
+    for k in kernels:
+        for pair, n in k["estimate"]["bytes"].items():
+            pairs[pair] += n
+    cycles = sum(k["estimate"]["cycles"] for k in kernels)
+    clock = schedule["target"]["compute"]["clock_hz"]
+    return {
+        "kernels": len(kernels),
+        "flops": sum(k["estimate"]["flops"] for k in kernels),
+        "cycles": cycles,
+        "seconds": cycles / clock,
+        "bytes": dict(sorted(pairs.items())),
+        "peak_bytes": peak_occupancy(schedule),
+    }
+
+
+def peak_occupancy(schedule: dict) -> dict[str, int]:
+    """Peak bytes per tier over the kernel sequence, from buffer lifetimes."""
+    buffers = schedule["buffers"]
+    kernels = schedule["kernels"]
+    peak = {"sram": max((k["sram_bytes"] for k in kernels), default=0), "hbm": 0, "ddr": 0}
+    for i in range(-1, len(kernels)):
+        live = defaultdict(int)
+        for b in buffers.values():
+            if "alias_of" not in b and b["live"][0] <= i <= b["live"][1]:
+                live[b["tier"]] += b["bytes"]
+        for tier in ("hbm", "ddr"):
+            peak[tier] = max(peak[tier], live[tier])
+    return peak

@@ -1,0 +1,100 @@
+"""The Python API: ``coec.compile(module, example_inputs)`` -> a callable compiled model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from coec.backend.schedule import dumps, write_atomic
+from coec.backend.target import Target
+from coec.pipeline import Compiled, Options, compile_program
+from coec.runtime.executor import Executor
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.float()
+    return t.numpy()
+
+
+def flatten_outputs(out) -> list[torch.Tensor]:
+    """The tensor leaves of a model's output, in torch.export's order."""
+    leaves, _ = torch.utils._pytree.tree_flatten(out)
+    return [x for x in leaves if isinstance(x, torch.Tensor)]
+
+
+class CompiledModel:
+    """A model compiled for the modeled RDU; calling it runs the NumPy runtime.
+
+    ``report`` holds the counts of the last call (before any call: a count-only
+    walk of the schedule); ``estimate`` the backend's static estimate; both have
+    the keys ``kernels, flops, cycles, seconds, bytes, peak_bytes``.
+    """
+
+    def __init__(self, compiled: Compiled, emulate_bf16: bool = False):
+        self.compiled = compiled
+        self.schedule = compiled.schedule
+        self.weights = {k: to_numpy(v) for k, v in compiled.program.weights.items()}
+        self.emulate_bf16 = emulate_bf16
+        self._executor = Executor(self.schedule, self.weights, emulate_bf16=emulate_bf16)
+        _, self.report = Executor(self.schedule, count_only=True).run()
+
+    @property
+    def estimate(self) -> dict:
+        return self.schedule["estimate"]
+
+    @property
+    def target(self) -> Target:
+        return self.compiled.target
+
+    def __call__(self, *inputs: torch.Tensor):
+        outs, self.report = self._executor.run([to_numpy(x) for x in inputs])
+        tensors = tuple(torch.from_numpy(np.ascontiguousarray(o)) for o in outs)
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    def schedule_json(self) -> str:
+        return dumps(self.schedule)
+
+    def save(self, path: str | Path, example_inputs: tuple | None = None) -> Path:
+        """Write the schedule JSON and its weights (``.safetensors``) beside it, atomically."""
+        from safetensors.torch import save as st_save
+
+        path = Path(path)
+        weights = {k: v.detach().contiguous() for k, v in self.compiled.program.weights.items()}
+        write_atomic(weights_path(path), st_save(weights))
+        if example_inputs is not None:
+            names = self.schedule["inputs"]
+            feeds = {n: x.detach().contiguous() for n, x in zip(names, example_inputs, strict=True)}
+            write_atomic(inputs_path(path), st_save(feeds))
+        write_atomic(path, self.schedule_json())
+        return path
+
+
+def weights_path(schedule_path: Path) -> Path:
+    return schedule_path.with_suffix(".weights.safetensors")
+
+
+def inputs_path(schedule_path: Path) -> Path:
+    return schedule_path.with_suffix(".inputs.safetensors")
+
+
+def compile(  # noqa: A001 - the public name users expect (like torch.compile)
+    module: torch.nn.Module,
+    example_inputs: tuple,
+    *,
+    target: str | Target = "sn40l",
+    fusion: str = "none",
+    dtype: str = "bf16",
+    launch: str | None = None,
+    emulate_bf16: bool = False,
+) -> CompiledModel:
+    """Compile ``module`` for ``target``; returns a callable running on the NumPy runtime.
+
+    ``dtype`` is the storage dtype bytes are counted in (bf16 or fp32); NumPy computes
+    in fp32 unless ``emulate_bf16`` rounds every stored value through bf16.
+    """
+    compiled = compile_program(module, tuple(example_inputs), Options(target, fusion, dtype, launch))
+    return CompiledModel(compiled, emulate_bf16=emulate_bf16)

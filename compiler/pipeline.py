@@ -1,0 +1,96 @@
+"""The compile pipeline as an explicit ordered list of stages.
+
+frontend (torch.export -> df IR) -> fuse -> place -> emit schedule.
+Each stage can be dumped (``--dump-ir=after-fuse``); the IR is verified after
+every pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from xdsl.context import Context
+
+from coec.backend.emit import emit_schedule
+from coec.backend.target import Target, load_target
+from coec.frontend.export import export_module
+from coec.frontend.lower import Program, lower_program
+from coec.ir import make_context, print_module, verify
+from coec.ir.errors import ConfigError
+from coec.passes.fusion import POLICIES, FusePass
+from coec.passes.placement import PlacePass
+
+DTYPE_ALIASES = {"bf16": "bf16", "bfloat16": "bf16", "fp32": "f32", "f32": "f32", "float32": "f32"}
+DUMP_POINTS = ("frontend", "after-fuse", "after-place")
+
+
+@dataclass(frozen=True)
+class Options:
+    target: str | Target = "sn40l"
+    fusion: str = "none"
+    dtype: str = "bf16"
+    launch: str | None = None  # None: the target's own setting
+
+    def normalized(self) -> Options:
+        if self.dtype not in DTYPE_ALIASES:
+            raise ConfigError(f"dtype {self.dtype!r}: choose bf16 or fp32")
+        if self.fusion not in POLICIES:
+            raise ConfigError(f"fusion policy {self.fusion!r}: choose from {', '.join(POLICIES)}")
+        return Options(self.target, self.fusion, DTYPE_ALIASES[self.dtype], self.launch)
+
+
+@dataclass
+class Compiled:
+    program: Program
+    target: Target
+    schedule: dict
+    dumps: dict[str, str] = field(default_factory=dict)
+
+
+def run_passes(
+    program: Program,
+    target: Target,
+    fusion: str,
+    dump: Callable[[str, str], None] | None = None,
+) -> None:
+    ctx: Context = make_context()
+    module = program.module
+    verify(module)
+    if dump:
+        dump("frontend", print_module(module))
+    FusePass(policy=fusion).apply(ctx, module)
+    verify(module)
+    if dump:
+        dump("after-fuse", print_module(module))
+    PlacePass.apply_target(module, target)
+    verify(module)
+    if dump:
+        dump("after-place", print_module(module))
+
+
+def compile_program(
+    module: torch.nn.Module,
+    example_inputs: tuple,
+    options: Options,
+    dump_points: tuple[str, ...] = (),
+) -> Compiled:
+    options = options.normalized()
+    target = load_target(options.target)
+    if options.launch:
+        target = target.with_launch(options.launch)
+    program = lower_program(export_module(module, example_inputs), options.dtype)
+    dumps: dict[str, str] = {}
+
+    def dump(point: str, text: str) -> None:
+        if point in dump_points:
+            dumps[point] = text
+
+    run_passes(program, target, options.fusion, dump)
+    schedule = emit_schedule(
+        program.module,
+        target,
+        {"fusion": options.fusion, "dtype": options.dtype, "launch": target.launch.mode},
+    )
+    return Compiled(program, target, schedule, dumps)
