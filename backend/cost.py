@@ -55,7 +55,9 @@ def op_work(op: str, attrs: Mapping, in_shapes: Sequence[Sequence[int]], out_sha
     if op == "attention":
         q, k, v = in_shapes[:3]
         scores = _numel(q[:-1]) * k[-2]  # batch*heads*L*S
-        return Work(matmul=2 * scores * q[-1] + 2 * scores * v[-1], vector=(SOFTMAX_FLOPS + 1) * scores)
+        return Work(
+            matmul=2 * scores * q[-1] + 2 * scores * v[-1], vector=(SOFTMAX_FLOPS + 1) * scores
+        )
     if op == "elementwise":
         return Work(vector=ELEMENTWISE_FLOPS.get(attrs.get("kind", ""), 1) * out)
     if op == "reduce":
@@ -135,8 +137,12 @@ def kernel_cost(
     ]
     pcus = allocate_pcus(stage_work, c.pcus)
     compute = max((math.ceil(w / p) for w, p in zip(stage_work, pcus, strict=True)), default=0)
-    hbm = _cycles_for_bytes(tier_bytes(bytes_by_pair, "hbm"), target.memory["hbm"].bandwidth_Bps, clock)
-    ddr = _cycles_for_bytes(tier_bytes(bytes_by_pair, "ddr"), target.memory["ddr"].bandwidth_Bps, clock)
+    hbm = _cycles_for_bytes(
+        tier_bytes(bytes_by_pair, "hbm"), target.memory["hbm"].bandwidth_Bps, clock
+    )
+    ddr = _cycles_for_bytes(
+        tier_bytes(bytes_by_pair, "ddr"), target.memory["ddr"].bandwidth_Bps, clock
+    )
     ring = (target.sockets - 1) / target.sockets if target.sockets > 1 else 0.0
     p2p = _cycles_for_bytes(int(p2p_bytes * ring), target.network.p2p_bandwidth_Bps, clock)
     launch = round(target.launch.seconds * clock)

@@ -88,7 +88,9 @@ def emit_schedule(module: ModuleOp, target: Target, options: dict) -> dict:
         add_buffer(arg, "input", off)
     for op in block.ops:
         if isinstance(op, df.WeightOp):
-            add_buffer(op.result, "weight", op.attributes["offset"].get_values()[0], op.sym_name.data)
+            add_buffer(
+                op.result, "weight", op.attributes["offset"].get_values()[0], op.sym_name.data
+            )
         elif isinstance(op, df.ReshapeOp):
             base = buffers[name(op.input)]
             root = base.get("alias_of", name(op.input))
@@ -141,7 +143,12 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target, pmu_by
         ops.append(record)
         values[out] = _value_json(_type(inner.results[0]))
         works.append(
-            op_work(record["op"], record["attrs"], [t.shape_tuple for t in in_types], _type(inner.results[0]).shape_tuple)
+            op_work(
+                record["op"],
+                record["attrs"],
+                [t.shape_tuple for t in in_types],
+                _type(inner.results[0]).shape_tuple,
+            )
         )
     yielded = op.block.last_op.operands
     for inner_v, outer in zip(yielded, op.outputs, strict=True):
@@ -150,9 +157,7 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target, pmu_by
     pairs: dict[str, int] = defaultdict(int)
     for dma in loads + stores:
         pairs[f"{dma['src']}->{dma['dst']}"] += dma["bytes"]
-    sram_bytes = sum(
-        math.prod(v["shape"]) * dtype_bytes(v["dtype"]) for v in values.values()
-    )
+    sram_bytes = sum(math.prod(v["shape"]) * dtype_bytes(v["dtype"]) for v in values.values())
     cost = kernel_cost(target, works, pairs, n_ops=len(ops))
     return {
         "name": op.sym_name.data,
@@ -173,6 +178,7 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target, pmu_by
 
 def _liveness(buffers: dict, kernels: list[dict], outputs: list[str]) -> None:
     """live = [defining kernel, last kernel reading it]; outputs live to the end."""
+
     def root(b: str) -> str:
         return buffers[b].get("alias_of", b)
 

@@ -9,10 +9,11 @@ sits beside it; shipped targets give a source for every number.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
+
+import tomllib
 
 from coec.ir.errors import ConfigError
 

@@ -1,9 +1,9 @@
 """coec — a dataflow compiler and NumPy reference runtime for a modeled SN40L-style RDU.
 
-    import coec
-    cm = coec.compile(module, example_inputs, target="sn40l")
-    y = cm(*example_inputs)          # runs on the NumPy runtime
-    cm.report["bytes"]["hbm->sram"]  # what it cost on the modeled chip
+import coec
+cm = coec.compile(module, example_inputs, target="sn40l")
+y = cm(*example_inputs)          # runs on the NumPy runtime
+cm.report["bytes"]["hbm->sram"]  # what it cost on the modeled chip
 """
 
 from coec.api import CompiledModel, compile

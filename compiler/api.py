@@ -96,5 +96,7 @@ def compile(  # noqa: A001 - the public name users expect (like torch.compile)
     ``dtype`` is the storage dtype bytes are counted in (bf16 or fp32); NumPy computes
     in fp32 unless ``emulate_bf16`` rounds every stored value through bf16.
     """
-    compiled = compile_program(module, tuple(example_inputs), Options(target, fusion, dtype, launch))
+    compiled = compile_program(
+        module, tuple(example_inputs), Options(target, fusion, dtype, launch)
+    )
     return CompiledModel(compiled, emulate_bf16=emulate_bf16)

@@ -56,11 +56,45 @@ from coec.ir.errors import VerifyError
 from coec.ir.types import TensorType
 
 UNARY_KINDS = frozenset(
-    "neg exp log sqrt rsqrt tanh sigmoid relu gelu gelu_tanh silu sin cos abs "
-    "reciprocal erf cast logical_not".split()
+    [
+        "neg",
+        "exp",
+        "log",
+        "sqrt",
+        "rsqrt",
+        "tanh",
+        "sigmoid",
+        "relu",
+        "gelu",
+        "gelu_tanh",
+        "silu",
+        "sin",
+        "cos",
+        "abs",
+        "reciprocal",
+        "erf",
+        "cast",
+        "logical_not",
+    ]
 )
 BINARY_KINDS = frozenset(
-    "add sub mul div pow maximum minimum eq ne lt le gt ge logical_and logical_or".split()
+    [
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "pow",
+        "maximum",
+        "minimum",
+        "eq",
+        "ne",
+        "lt",
+        "le",
+        "gt",
+        "ge",
+        "logical_and",
+        "logical_or",
+    ]
 )
 TERNARY_KINDS = frozenset({"where"})
 REDUCE_KINDS = frozenset({"sum", "mean", "max", "min", "prod"})
@@ -166,9 +200,7 @@ class ConstantOp(DfOp):
     assembly_format = "attr-dict `:` type($result)"
 
     def __init__(self, value: float, dtype: str):
-        super().__init__(
-            properties={"value": _float(value)}, result_types=[TensorType((), dtype)]
-        )
+        super().__init__(properties={"value": _float(value)}, result_types=[TensorType((), dtype)])
 
     def verify_(self) -> None:
         if self.out_type.shape_tuple != ():

@@ -29,7 +29,9 @@ def outline(ops: Sequence[Operation], name: str) -> df.KernelOp:
                     consts.append(owner)
             elif v not in inputs:
                 inputs.append(v)
-    outputs = [r for op in ops for r in op.results if any(u.operation not in members for u in r.uses)]
+    outputs = [
+        r for op in ops for r in op.results if any(u.operation not in members for u in r.uses)
+    ]
 
     block = Block(arg_types=[v.type for v in inputs])
     mapping: dict[SSAValue, SSAValue] = {}

@@ -57,7 +57,9 @@ class _Bump:
                 return tier, offset
             self.spilled += nbytes
         needed = self.top["hbm"] + self.top["ddr"] + nbytes
-        raise CapacityError("hbm+ddr", needed, self.cap["hbm"] + self.cap["ddr"], "the model's buffers")
+        raise CapacityError(
+            "hbm+ddr", needed, self.cap["hbm"] + self.cap["ddr"], "the model's buffers"
+        )
 
 
 @dataclass(frozen=True)

@@ -76,11 +76,14 @@ class Executor:
         self.weights = weights or {}
         if not count_only:
             missing = [
-                n for n, b in self.buffers.items()
+                n
+                for n, b in self.buffers.items()
                 if b["kind"] == "weight" and "alias_of" not in b and n not in self.weights
             ]
             if missing:
-                raise ExecutionError(f"no data for weight {missing[0]!r} (and {len(missing) - 1} more)")
+                raise ExecutionError(
+                    f"no data for weight {missing[0]!r} (and {len(missing) - 1} more)"
+                )
 
     # -- storage ------------------------------------------------------------------------
     def _store_dtype(self, x: np.ndarray, dtype: str) -> np.ndarray:
@@ -116,7 +119,9 @@ class Executor:
             for name, x in zip(sched["inputs"], inputs, strict=True):
                 want = tuple(self.buffers[name]["shape"])
                 if tuple(np.shape(x)) != want:
-                    raise ExecutionError(f"input {name}: shape {tuple(np.shape(x))}, expected {want}")
+                    raise ExecutionError(
+                        f"input {name}: shape {tuple(np.shape(x))}, expected {want}"
+                    )
                 feeds[name] = x
         for name, b in self.buffers.items():  # resident before the first kernel
             if b["kind"] in ("input", "weight") and "alias_of" not in b:
@@ -174,11 +179,15 @@ class Executor:
             if self.count_only:
                 out = None
             else:
-                out = run_op(op["op"], [env[i] for i in op["inputs"]], op["attrs"], out_shape, dtype)
+                out = run_op(
+                    op["op"], [env[i] for i in op["inputs"]], op["attrs"], out_shape, dtype
+                )
                 out = self._store_dtype(out, dtype)
             sram.alloc(op["output"], math.prod(out_shape) * DTYPE_BYTES[dtype])
             env[op["output"]], shapes[op["output"]] = out, out_shape
-            works.append(op_work(op["op"], op["attrs"], [shapes[i] for i in op["inputs"]], out_shape))
+            works.append(
+                op_work(op["op"], op["attrs"], [shapes[i] for i in op["inputs"]], out_shape)
+            )
 
         for dma in kernel["stores"]:
             b = self.buffers[dma["buffer"]]
@@ -191,7 +200,11 @@ class Executor:
             pairs[f"sram->{dma['dst']}"] += nbytes
 
         cost = kernel_cost(self.target, works, pairs, n_ops=len(kernel["ops"]))
-        counts.add_kernel(kernel["name"], works, pairs, cost, sram.used)
+        ops = [
+            op["attrs"].get("kind", op["op"]) if op["op"] == "elementwise" else op["op"]
+            for op in kernel["ops"]
+        ]
+        counts.add_kernel(kernel["name"], ops, works, pairs, cost, sram.used)
         for name in list(sram.sizes):
             sram.free(name)
 
@@ -205,7 +218,7 @@ class Counters:
         self.cycles = 0
         self.kernels: list[dict] = []
 
-    def add_kernel(self, name: str, works, pairs: Mapping[str, int], cost, sram_bytes: int) -> None:
+    def add_kernel(self, name: str, ops, works, pairs: Mapping[str, int], cost, sram_bytes) -> None:
         flops = sum(w.total for w in works)
         for pair, n in pairs.items():
             self.bytes[pair] += n
@@ -214,6 +227,7 @@ class Counters:
         self.kernels.append(
             {
                 "name": name,
+                "ops": ops,
                 "flops": flops,
                 "bytes": dict(sorted(pairs.items())),
                 "sram_bytes": sram_bytes,

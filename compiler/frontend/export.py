@@ -7,6 +7,9 @@ other op lowers to Core ATen.
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import torch
 from torch.export import ExportedProgram
 
@@ -40,10 +43,16 @@ def decomposition_table() -> dict:
 def export_module(module: torch.nn.Module, example_inputs: tuple) -> ExportedProgram:
     """Export (non-strict) and decompose; a failure is one UnsupportedOpError line."""
     module.eval()
+    torch_log = logging.getLogger("torch")
+    level = torch_log.level
+    torch_log.setLevel(logging.CRITICAL)  # torch logs whole tracebacks before raising
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecations
             program = torch.export.export(module, tuple(example_inputs), strict=False)
             return program.run_decompositions(decomposition_table())
     except Exception as e:  # torch raises many types here; the user needs the first line
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise UnsupportedOpError(f"torch.export failed: {first}") from e
+    finally:
+        torch_log.setLevel(level)

@@ -164,9 +164,7 @@ class Lowering:
     def ew(self, kind: str, *args, type_: TensorType | None = None) -> SSAValue:
         """Elementwise `kind` over FX args / scalars / df values."""
         tensor_arg = next((a for a in args if isinstance(a, torch.fx.Node)), None)
-        inputs = [
-            a if isinstance(a, SSAValue) else self.operand(a, tensor_arg) for a in args
-        ]
+        inputs = [a if isinstance(a, SSAValue) else self.operand(a, tensor_arg) for a in args]
         if type_ is None:
             shape = df.broadcast_shapes(*(df.tensor_type(v).shape_tuple for v in inputs))
             type_ = TensorType(shape, df.tensor_type(inputs[0]).dtype)
@@ -565,7 +563,9 @@ def _split(lw: Lowering, node, a):
     axis = _norm_dim(a["dim"], len(shape))
     sizes = a.get("split_sizes") or a.get("split_size")
     if isinstance(sizes, int):
-        sizes = [sizes] * (shape[axis] // sizes) + ([shape[axis] % sizes] if shape[axis] % sizes else [])
+        sizes = [sizes] * (shape[axis] // sizes) + (
+            [shape[axis] % sizes] if shape[axis] % sizes else []
+        )
     outs, start = [], 0
     for i, n in enumerate(sizes):
         outs.append(_slice(lw, x, axis, start, start + n, 1, f"{node.name}_{i}"))
@@ -602,9 +602,7 @@ def _index(lw: Lowering, node, a):
     if len(present) != 1:
         raise lw.unsupported("advanced indexing with more than one index tensor (aten.index)")
     axis = present[0]
-    return lw.emit(
-        df.GatherOp(lw.value(a["self"]), lw.value(idx[axis]), axis, lw.type_of(node))
-    )
+    return lw.emit(df.GatherOp(lw.value(a["self"]), lw.value(idx[axis]), axis, lw.type_of(node)))
 
 
 def lower_program(program: ExportedProgram, dtype: str = "bf16") -> Program:

@@ -1,0 +1,223 @@
+"""The ``coec`` command line.
+
+Every coec error becomes one line on stderr and a non-zero exit code (set
+``COEC_TRACEBACK=1`` to see the Python traceback instead).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from coec.ir.errors import CoecError, ConfigError
+
+DUMP_ALIASES = {
+    "frontend": "frontend",
+    "after-fuse": "after-fuse",
+    "after-fusion": "after-fuse",
+    "after-place": "after-place",
+    "after-placement": "after-place",
+}
+
+
+def _console() -> Console:
+    # Off a terminal rich assumes 80 columns; a report piped to a file should not be cut.
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"coec: error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="coec")
+def cli() -> None:
+    """coec — compile PyTorch models for a modeled SN40L-style RDU and run them."""
+
+
+@cli.command("compile")
+@click.argument("model_file", metavar="MODEL.py")
+@click.option("--entry", metavar="NAME", help="Function returning (module, example_inputs).")
+@click.option(
+    "--target",
+    default="sn40l",
+    show_default=True,
+    help="Built-in target name or a target .toml file.",
+)
+@click.option("--fusion", default="none", show_default=True, help="Fusion policy.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["bf16", "fp32"]),
+    default="bf16",
+    show_default=True,
+    help="Storage dtype bytes are counted in.",
+)
+@click.option(
+    "--launch",
+    type=click.Choice(["software", "hardware"]),
+    default=None,
+    help="Kernel launch orchestration (default: the target's).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the schedule JSON here (weights and inputs beside it).",
+)
+@click.option(
+    "--run",
+    "execute",
+    is_flag=True,
+    help="Execute with data on the NumPy runtime and compare with PyTorch eager.",
+)
+@click.option(
+    "--count-only",
+    is_flag=True,
+    help="Walk the schedule without data (the default when --run is not given).",
+)
+@click.option(
+    "--emulate-bf16", is_flag=True, help="Round every stored value through bf16 when running."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--dump-ir",
+    "dump_ir",
+    is_flag=False,
+    flag_value="after-place",
+    default=None,
+    metavar="[STAGE]",
+    help="Print the df IR at STAGE: frontend, after-fuse, after-place (default), or all.",
+)
+@click.option("--all-kernels", is_flag=True, help="List every kernel in the report table.")
+def compile_cmd(
+    model_file,
+    entry,
+    target,
+    fusion,
+    dtype,
+    launch,
+    output,
+    execute,
+    count_only,
+    emulate_bf16,
+    as_json,
+    dump_ir,
+    all_kernels,
+):
+    """Compile MODEL.py (defining model() and example_inputs()) and report its cost."""
+    from coec.driver import compile_model_file
+
+    if execute and count_only:
+        raise ConfigError("--run and --count-only exclude each other")
+    points: tuple[str, ...] = ()
+    if dump_ir:
+        if dump_ir == "all":
+            points = tuple(dict.fromkeys(DUMP_ALIASES.values()))
+        elif dump_ir in DUMP_ALIASES:
+            points = (DUMP_ALIASES[dump_ir],)
+        else:
+            raise ConfigError(
+                f"--dump-ir {dump_ir!r}: choose from {', '.join(DUMP_ALIASES)} or all"
+            )
+    result = compile_model_file(
+        model_file,
+        entry=entry,
+        target=target,
+        fusion=fusion,
+        dtype=dtype,
+        launch=launch,
+        execute=execute,
+        emulate_bf16=emulate_bf16,
+        output=output,
+        dump_points=points,
+    )
+    console = _console()
+    for point in points:
+        if len(points) > 1:
+            click.echo(f"// ----- df IR {point} -----")
+        click.echo(result.dumps[point], nl=False)
+    if as_json:
+        from coec.report import report_json
+
+        click.echo(report_json(result.report), nl=False)
+    elif not points:
+        from coec.report import print_report
+
+        header = f"{model_file}  target {result.target_name}  fusion {fusion}  dtype {dtype}  " + (
+            "executed" if execute else "count-only"
+        )
+        print_report(result.report, header, console, max_rows=10**9 if all_kernels else 20)
+        if output:
+            console.print(f"schedule written to {output}")
+
+
+@cli.command("run")
+@click.argument("schedule_file", metavar="SCHEDULE.json", type=click.Path(path_type=Path))
+@click.option(
+    "--inputs",
+    type=click.Path(path_type=Path),
+    help="Inputs (.safetensors or .npz); default: the inputs saved beside the schedule.",
+)
+@click.option("--count-only", is_flag=True, help="Walk the schedule without data.")
+@click.option("--emulate-bf16", is_flag=True, help="Round every stored value through bf16.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def run_cmd(schedule_file, inputs, count_only, emulate_bf16, as_json):
+    """Execute a saved schedule on the NumPy runtime."""
+    from coec.driver import run_schedule_file
+
+    report, outputs = run_schedule_file(
+        schedule_file, inputs, count_only=count_only, emulate_bf16=emulate_bf16
+    )
+    if as_json:
+        from coec.report import report_json
+
+        click.echo(report_json(report), nl=False)
+        return
+    from coec.report import print_report
+
+    console = _console()
+    print_report(
+        report, f"{schedule_file}  " + ("count-only" if count_only else "executed"), console
+    )
+    for name, arr in outputs.items():
+        console.print(
+            f"output {name}: shape {tuple(arr.shape)}  mean {float(arr.mean()):.6g}  max|x| {float(abs(arr).max()):.6g}"
+        )
+
+
+@cli.command("targets")
+def targets_cmd():
+    """List the built-in hardware targets."""
+    from coec.backend.target import builtin_targets, load_target
+
+    for name in builtin_targets():
+        click.echo(f"{name}: {load_target(name).description}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="coec", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except CoecError as e:
+        if os.environ.get("COEC_TRACEBACK"):
+            raise
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__, e.exit_code)
+    except Exception as e:  # a bug in coec, still one line unless asked
+        if os.environ.get("COEC_TRACEBACK"):
+            raise
+        _fail(f"internal error: {type(e).__name__}: {e} (set COEC_TRACEBACK=1 for details)", 70)
+
+
+if __name__ == "__main__":
+    main()

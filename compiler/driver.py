@@ -1,0 +1,95 @@
+"""What the CLI commands do, as plain functions (testable without a shell)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from coec.api import CompiledModel, flatten_outputs, inputs_path, to_numpy, weights_path
+from coec.backend.schedule import load as load_schedule
+from coec.ir.errors import ConfigError, ExecutionError
+from coec.model_file import load_model_file
+from coec.pipeline import Options, compile_program
+from coec.runtime.executor import Executor
+
+
+@dataclass
+class CompileResult:
+    report: dict
+    dumps: dict[str, str]
+    target_name: str
+    model: CompiledModel
+
+
+def compare(outputs: list[np.ndarray], reference: list[torch.Tensor]) -> tuple[float, float]:
+    """max |out - ref| over all outputs, absolute and relative to each output's scale."""
+    if len(outputs) != len(reference):
+        raise ExecutionError(f"{len(outputs)} outputs, PyTorch gives {len(reference)}")
+    abs_err, rel_err = 0.0, 0.0
+    for out, ref in zip(outputs, reference, strict=True):
+        ref_np = to_numpy(ref).astype(np.float64)
+        diff = float(np.max(np.abs(np.asarray(out, dtype=np.float64) - ref_np), initial=0.0))
+        scale = float(np.max(np.abs(ref_np), initial=0.0)) or 1.0
+        abs_err, rel_err = max(abs_err, diff), max(rel_err, diff / scale)
+    return abs_err, rel_err
+
+
+def compile_model_file(
+    path: str | Path,
+    *,
+    entry: str | None = None,
+    target: str = "sn40l",
+    fusion: str = "none",
+    dtype: str = "bf16",
+    launch: str | None = None,
+    execute: bool = False,
+    emulate_bf16: bool = False,
+    output: Path | None = None,
+    dump_points: tuple[str, ...] = (),
+) -> CompileResult:
+    module, inputs = load_model_file(path, entry)
+    compiled = compile_program(module, inputs, Options(target, fusion, dtype, launch), dump_points)
+    cm = CompiledModel(compiled, emulate_bf16=emulate_bf16)
+    report = dict(cm.report)
+    if execute:
+        outs, report = cm._executor.run([to_numpy(x) for x in inputs])
+        with torch.no_grad():
+            reference = flatten_outputs(module(*inputs))
+        report["max_abs_err"], report["max_rel_err"] = compare(outs, reference)
+    if output:
+        cm.save(output, inputs)
+    return CompileResult(report, compiled.dumps, compiled.target.name, cm)
+
+
+def _read_tensors(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        from safetensors.torch import load_file
+
+        return {k: to_numpy(v) for k, v in load_file(str(path)).items()}
+    except Exception as e:
+        raise ConfigError(f"{path}: cannot read tensors ({type(e).__name__}: {e})") from e
+
+
+def run_schedule_file(
+    path: Path, inputs: Path | None = None, *, count_only: bool = False, emulate_bf16: bool = False
+) -> tuple[dict, dict[str, np.ndarray]]:
+    schedule = load_schedule(path)
+    if count_only:
+        _, report = Executor(schedule, count_only=True).run()
+        return report, {}
+    weights = _read_tensors(weights_path(path))
+    feeds = _read_tensors(inputs or inputs_path(path))
+    missing = [n for n in schedule["inputs"] if n not in feeds]
+    if missing:
+        raise ConfigError(f"input {missing[0]!r} is not in {inputs or inputs_path(path)}")
+    executor = Executor(schedule, weights, emulate_bf16=emulate_bf16)
+    outs, report = executor.run([feeds[n] for n in schedule["inputs"]])
+    return report, dict(zip(schedule["outputs"], outs, strict=True))

@@ -1,0 +1,91 @@
+"""Op coverage: small modules exercising each lowering, compared with PyTorch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_numerics import check
+
+import coec
+
+X = (torch.randn(2, 6, 8),)
+CASES = {
+    "unary": lambda x: torch.sigmoid(x) + torch.tanh(x) - x.abs().sqrt() + torch.exp(x).log(),
+    "trig": lambda x: torch.sin(x) * torch.cos(x) + torch.erf(x) - torch.neg(x).reciprocal(),
+    "gelu": lambda x: F.gelu(x) + F.gelu(x, approximate="tanh") + F.silu(x) + F.relu(x),
+    "scalars": lambda x: (2.0 - x) * 3 / 4 + x**2 - torch.rsqrt(x * x + 1),
+    "compare_where": lambda x: torch.where(x > 0.1, x, torch.zeros_like(x) - 1.0),
+    "masked_fill": lambda x: x.masked_fill(x < 0, -5.0),
+    "clamp": lambda x: x.clamp(-0.5, 0.5) + x.clamp(min=0.2),
+    "minmax": lambda x: torch.maximum(x, x * 0.5) + torch.minimum(x, -x),
+    "reduce": lambda x: (
+        x.sum(-1, keepdim=True) + x.mean(1, keepdim=True) + x.amax(-1, keepdim=True)
+    ),
+    "reduce_all": lambda x: x - x.sum() + x.amin(dim=(0, 2), keepdim=True),
+    "softmax": lambda x: F.softmax(x, dim=-1) + F.log_softmax(x, dim=1),
+    "layer_norm": lambda x: F.layer_norm(x, (8,)) + F.layer_norm(x, (6, 8)),
+    "rms_norm": lambda x: F.rms_norm(x, (8,), weight=torch.ones(8) * 2, eps=1e-6),
+    "permute": lambda x: x.permute(2, 0, 1).contiguous() * 2,
+    "transpose_matmul": lambda x: x @ x.transpose(-1, -2),
+    "slice_cat": lambda x: torch.cat([x[..., 4:], -x[..., :4]], dim=-1),
+    "strided_slice": lambda x: x[:, ::2, 1::3] + 1,
+    "select": lambda x: x[:, 2] + x[1, 3],
+    "split": lambda x: torch.split(x, [3, 5], dim=-1)[1] * torch.chunk(x, 2, dim=-1)[0].sum(),
+    "expand": lambda x: x[:, :1, :].expand(2, 6, 8) + x,
+    "reshape": lambda x: x.reshape(12, 8).t().reshape(8, 2, 6).sum(0),
+    "index_select": lambda x: torch.index_select(x, 1, torch.tensor([0, 5, 2])),
+    "bmm": lambda x: torch.bmm(x, x.transpose(1, 2).contiguous()),
+    "sdpa_mask": lambda x: F.scaled_dot_product_attention(
+        x.view(2, 2, 3, 8),
+        x.view(2, 2, 3, 8),
+        x.view(2, 2, 3, 8),
+        attn_mask=torch.ones(3, 3).tril().bool(),
+    ),
+    "sdpa_causal_scale": lambda x: F.scaled_dot_product_attention(
+        x.view(2, 2, 3, 8), x.view(2, 2, 3, 8), x.view(2, 2, 3, 8), is_causal=True, scale=0.3
+    ),
+}
+
+
+class Lambda(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_op(name):
+    check(Lambda(CASES[name]), (X[0].clone(),))
+
+
+def test_embedding_and_gather_with_int_inputs():
+    emb = torch.nn.Embedding(50, 8)
+    ids = torch.tensor([[1, 5, 7], [0, 49, 3]])
+    check(emb, (ids,))
+
+
+def test_addmm_and_bias_free_linear():
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(8, 4))
+            self.b = torch.nn.Parameter(torch.randn(4))
+            self.lin = torch.nn.Linear(4, 3, bias=False)
+
+        def forward(self, x):
+            return self.lin(torch.addmm(self.b, x, self.w, beta=0.5, alpha=2.0))
+
+    check(M(), (torch.randn(5, 8),))
+
+
+def test_multiple_outputs():
+    check(Lambda(lambda x: (x + 1, x.sum(-1), {"y": x * 2})), (torch.randn(3, 4),))
+
+
+def test_unsupported_op_names_op_and_source_line():
+    with pytest.raises(coec.UnsupportedOpError, match=r"aten\.cumsum.*test_ops\.py:\d+"):
+        coec.compile(Lambda(lambda x: torch.cumsum(x, 0)), (torch.randn(3, 4),))
