@@ -164,6 +164,7 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target, pmu_by
         "ops": ops,
         "constants": constants,
         "values": values,
+        "phases": [],
         "loads": loads,
         "stores": stores,
         "sram_bytes": sram_bytes,

@@ -9,16 +9,17 @@ sits beside it; shipped targets give a source for every number.
 
 from __future__ import annotations
 
+import math
+import tomllib
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-
-import tomllib
 
 from coec.ir.errors import ConfigError
 
 FORMAT = "coec.target/1"
 LAUNCH_MODES = ("software", "hardware")
+_CAPACITY_KEYS = ("capacity_MiB", "capacity_GiB", "capacity_TiB")
 _UNITS = {"MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "GBps": 1e9, "GHz": 1e9, "us": 1e-6}
 
 
@@ -130,7 +131,8 @@ class _Table:
         self.used: set[str] = set()
 
     def _fail(self, msg: str) -> ConfigError:
-        return ConfigError(f"{self.file}: [{self.where}] {msg}")
+        where = f" [{self.where}]" if self.where else ""
+        return ConfigError(f"{self.file}:{where} {msg}")
 
     def table(self, key: str) -> _Table:
         self.used.add(key)
@@ -161,8 +163,8 @@ class _Table:
             if "source" in raw:
                 self.sources[f"{self.where}.{key}".strip(".")] = str(raw["source"])
             raw = raw["value"]
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise self._fail(f"'{key}' must be a number, got {raw!r}")
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+            raise self._fail(f"'{key}' must be a finite number, got {raw!r}")
         if (positive and raw <= 0) or raw < 0:
             raise self._fail(f"'{key}' must be {'positive' if positive else '>= 0'}, got {raw}")
         if integer and raw != int(raw):
@@ -179,6 +181,8 @@ class _Table:
 def _memory(t: _Table, tier: str, *, bandwidth: bool) -> Memory:
     m = t.table(tier)
     cap_key = next((k for k in m.data if k.startswith("capacity_")), "capacity_GiB")
+    if cap_key not in _CAPACITY_KEYS:
+        raise m._fail(f"'{cap_key}': capacity is given as one of {', '.join(_CAPACITY_KEYS)}")
     mem = Memory(
         tier=tier,
         capacity_bytes=int(m.number(cap_key)),

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coec.backend.schedule import dumps, write_atomic
+from coec.backend.schedule import dumps, write_files_atomic
 from coec.backend.target import Target
 from coec.pipeline import Compiled, Options, compile_program
 from coec.runtime.executor import Executor
@@ -64,12 +64,13 @@ class CompiledModel:
 
         path = Path(path)
         weights = {k: v.detach().contiguous() for k, v in self.compiled.program.weights.items()}
-        write_atomic(weights_path(path), st_save(weights))
+        files: dict[Path, bytes | str] = {weights_path(path): st_save(weights)}
         if example_inputs is not None:
             names = self.schedule["inputs"]
             feeds = {n: x.detach().contiguous() for n, x in zip(names, example_inputs, strict=True)}
-            write_atomic(inputs_path(path), st_save(feeds))
-        write_atomic(path, self.schedule_json())
+            files[inputs_path(path)] = st_save(feeds)
+        files[path] = self.schedule_json()
+        write_files_atomic(files)
         return path
 
 

@@ -199,16 +199,27 @@ def targets_cmd():
         click.echo(f"{name}: {load_target(name).description}")
 
 
+def _normalize(argv: list[str]) -> list[str]:
+    """A bare ``--dump-ir`` means the final IR, even when a file name follows it."""
+    out = []
+    for i, arg in enumerate(argv):
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if arg == "--dump-ir" and (nxt is None or nxt not in (*DUMP_ALIASES, "all")):
+            arg = "--dump-ir=after-place"
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = _normalize([str(a) for a in (sys.argv[1:] if argv is None else argv)])
     try:
         cli.main(args=argv, prog_name="coec", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         _fail("aborted", 130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+    except click.ClickException as e:  # usage errors: one line too
+        _fail(e.format_message().replace("\n", " "), e.exit_code)
     except CoecError as e:
         if os.environ.get("COEC_TRACEBACK"):
             raise
