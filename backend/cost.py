@@ -120,23 +120,46 @@ def tier_bytes(bytes_by_pair: Mapping[str, int], tier: str) -> int:
     return sum(n for pair, n in bytes_by_pair.items() if tier in pair.split("->"))
 
 
+#: one op's work in one phase: the work of each tile shape, and how many such tiles ran
+TileWork = Mapping[Work, int]
+
+
 def kernel_cost(
     target: Target,
-    works: Sequence[Work],
+    phases: Sequence[Sequence[TileWork]],
     bytes_by_pair: Mapping[str, int],
-    n_ops: int,
     p2p_bytes: int = 0,
 ) -> KernelCost:
-    """Cycles of one kernel from its ops' work and the bytes its DMAs move."""
+    """Cycles of one kernel from its ops' per-tile work, phase by phase, and its DMA bytes.
+
+    Each op is a pipeline stage with PCUs in proportion to its work over the whole
+    kernel. A phase takes as long as its slowest stage (tile by tile, so tiles too
+    small for their PCUs waste cycles) plus the pipeline fill: the first tile's trip
+    through the other stages and ``fill_cycles_per_stage`` per stage.
+    """
     c = target.compute
     clock = c.clock_hz
-    stage_work = [
-        w.matmul / c.matmul_flop_per_cycle_per_pcu + w.vector / c.vector_flop_per_cycle_per_pcu
-        for w in works
-        if w.total
-    ]
-    pcus = allocate_pcus(stage_work, c.pcus)
-    compute = max((math.ceil(w / p) for w, p in zip(stage_work, pcus, strict=True)), default=0)
+
+    def pcu_cycles(w: Work) -> float:
+        return (
+            w.matmul / c.matmul_flop_per_cycle_per_pcu + w.vector / c.vector_flop_per_cycle_per_pcu
+        )
+
+    stages = [(p, op) for p, ops in enumerate(phases) for op in ops if any(w.total for w in op)]
+    pcus = allocate_pcus(
+        [sum(pcu_cycles(w) * n for w, n in op.items()) for _, op in stages], c.pcus
+    )
+    compute = fill = 0
+    for p, ops in enumerate(phases):
+        per_stage, first_tile = [], []
+        for (q, op), n_pcus in zip(stages, pcus, strict=True):
+            if q != p:
+                continue
+            per_stage.append(sum(math.ceil(pcu_cycles(w) / n_pcus) * n for w, n in op.items()))
+            first_tile.append(max(math.ceil(pcu_cycles(w) / n_pcus) for w in op))
+        compute += max(per_stage, default=0)
+        fill += sum(first_tile) - max(first_tile, default=0)
+        fill += max(len(ops), 1) * target.launch.fill_cycles_per_stage
     hbm = _cycles_for_bytes(
         tier_bytes(bytes_by_pair, "hbm"), target.memory["hbm"].bandwidth_Bps, clock
     )
@@ -146,7 +169,6 @@ def kernel_cost(
     ring = (target.sockets - 1) / target.sockets if target.sockets > 1 else 0.0
     p2p = _cycles_for_bytes(int(p2p_bytes * ring), target.network.p2p_bandwidth_Bps, clock)
     launch = round(target.launch.seconds * clock)
-    fill = max(n_ops, 1) * target.launch.fill_cycles_per_stage
     parts = {"compute": compute, "hbm": hbm, "ddr": ddr, "p2p": p2p}
     body = max(parts.values())
     bound = max(parts, key=lambda k: parts[k]) if body else "launch"
@@ -165,3 +187,20 @@ def kernel_cost(
         stage_pcus=tuple(pcus),
         bound=bound,
     )
+
+
+def tile_shape(shape: Sequence[int], axis: int | None, size: int) -> tuple[int, ...]:
+    """``shape`` with its streamed ``axis`` cut to one tile of ``size``."""
+    if axis is None:
+        return tuple(shape)
+    out = list(shape)
+    out[axis] = size
+    return tuple(out)
+
+
+def tile_sizes(extent: int, tile: int) -> dict[int, int]:
+    """Tile size -> how many tiles of that size cover ``extent`` (full tiles, then the rest)."""
+    sizes = {tile: extent // tile} if extent >= tile else {}
+    if extent % tile:
+        sizes[extent % tile] = 1
+    return sizes or {extent: 1}

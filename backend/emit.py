@@ -9,11 +9,12 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import SSAValue
 
-from coec.backend.cost import kernel_cost, op_work
+from coec.backend.plan_cost import estimate
 from coec.backend.schedule import FORMAT
 from coec.backend.target import Target
 from coec.ir import ops as df
-from coec.ir.types import TensorType, dtype_bytes
+from coec.ir.kernel_plan import b_axis, layout, read_plan
+from coec.ir.types import TensorType
 
 
 class _Namer:
@@ -50,7 +51,7 @@ def _op_attrs(op: df.DfOp) -> dict:
     return attrs
 
 
-def _dma(value: str, buffer: str, src: str, dst: str, t: TensorType) -> dict:
+def _dma(value: str, buffer: str, src: str, dst: str, t: TensorType, **extra) -> dict:
     return {
         "value": value,
         "buffer": buffer,
@@ -58,6 +59,7 @@ def _dma(value: str, buffer: str, src: str, dst: str, t: TensorType) -> dict:
         "dst": dst,
         "box": [[0, d] for d in t.shape_tuple],
         "bytes": t.nbytes,
+        **extra,
     }
 
 
@@ -119,59 +121,87 @@ def emit_schedule(module: ModuleOp, target: Target, options: dict) -> dict:
 
 
 def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target, pmu_bytes: int) -> dict:
-    values: dict[str, dict] = {}
-    loads, stores, ops, constants = [], [], [], {}
+    plan = read_plan(op)
+    lay = layout(op, plan)
     for outer, arg in zip(op.inputs, op.block.args, strict=True):
-        buf = name(outer)
-        name.names[arg] = buf  # the SRAM copy goes by its buffer's name
-        src = buffers[buf]["tier"]
-        loads.append(_dma(buf, buf, src, "sram", _type(arg)))
-        values[buf] = _value_json(_type(arg))
-    works = []
+        name.names[arg] = name(outer)  # the SRAM copy goes by its buffer's name
+
+    def tier_of(v: SSAValue) -> str:
+        return buffers[name(v)]["tier"]
+
+    values: dict[str, dict] = {name(a): _value_json(_type(a)) for a in op.block.args}
+    constants = {}
     for inner in op.compute_ops():
         if isinstance(inner, df.ConstantOp):
             constants[name(inner.result)] = inner.props()["value"]
-            continue
+    ops = []
+    for inner in plan.ops:
+        s = plan.streams[inner]
         out = name(inner.results[0])
-        in_types = [_type(v) for v in inner.operands]
+        values[out] = _value_json(_type(inner.results[0]))
         record = {
             "op": inner.name.removeprefix("df."),
             "inputs": [name(v) for v in inner.operands],
             "output": out,
             "attrs": _op_attrs(inner),
+            "phase": s.phase,
+            "axes": s.in_axes,
+            "axis": s.out_axis,
         }
-        ops.append(record)
-        values[out] = _value_json(_type(inner.results[0]))
-        works.append(
-            op_work(
-                record["op"],
-                record["attrs"],
-                [t.shape_tuple for t in in_types],
-                _type(inner.results[0]).shape_tuple,
+        if inner in lay.b_streams:
+            arg = lay.b_streams[inner]
+            ntiles = plan.ntiles(s.phase)
+            record["b_stream"] = _dma(
+                name(arg),
+                name(arg),
+                tier_of(arg),
+                "sram",
+                _type(arg),
+                phase=s.phase,
+                axis=b_axis(inner),
+                chunk=plan.b_tiles[inner],
             )
+            record["b_stream"]["bytes"] *= ntiles
+        ops.append(record)
+    loads = [
+        _dma(
+            name(ld.value),
+            name(ld.value),
+            tier_of(ld.value),
+            "sram",
+            _type(ld.value),
+            phase=ld.phase,
+            axis=ld.axis,
         )
-    yielded = op.block.last_op.operands
-    for inner_v, outer in zip(yielded, op.outputs, strict=True):
-        buf = name(outer)
-        stores.append(_dma(name(inner_v), buf, "sram", buffers[buf]["tier"], _type(outer)))
-    pairs: dict[str, int] = defaultdict(int)
-    for dma in loads + stores:
-        pairs[f"{dma['src']}->{dma['dst']}"] += dma["bytes"]
-    sram_bytes = sum(math.prod(v["shape"]) * dtype_bytes(v["dtype"]) for v in values.values())
-    cost = kernel_cost(target, works, pairs, n_ops=len(ops))
+        for ld in lay.loads
+    ]
+    stores = [
+        _dma(
+            name(st.value),
+            name(st.result),
+            "sram",
+            tier_of(st.result),
+            _type(st.result),
+            phase=st.phase,
+            axis=st.axis,
+        )
+        for st in lay.stores
+    ]
+    cost, pairs, flops = estimate(plan, lay, target, tier_of)
     return {
         "name": op.sym_name.data,
         "ops": ops,
         "constants": constants,
         "values": values,
-        "phases": [],
+        "whole": [name(v) for v in lay.whole],
+        "phases": [{"extent": e, "tile": plan.tile(p)} for p, e in enumerate(plan.extents)],
         "loads": loads,
         "stores": stores,
-        "sram_bytes": sram_bytes,
-        "pmus": max(1, math.ceil(sram_bytes / pmu_bytes)),
+        "sram_bytes": lay.sram_bytes,
+        "pmus": max(1, math.ceil(lay.sram_bytes / pmu_bytes)),
         "estimate": {
-            "flops": sum(w.total for w in works),
-            "bytes": dict(sorted(pairs.items())),
+            "flops": flops,
+            "bytes": pairs,
             **cost.to_json(),
         },
     }
@@ -184,7 +214,7 @@ def _liveness(buffers: dict, kernels: list[dict], outputs: list[str]) -> None:
         return buffers[b].get("alias_of", b)
 
     for i, k in enumerate(kernels):
-        for dma in k["loads"]:
+        for dma in k["loads"] + [op["b_stream"] for op in k["ops"] if "b_stream" in op]:
             for b in {dma["buffer"], root(dma["buffer"])}:
                 buffers[b]["live"][1] = max(buffers[b]["live"][1], i)
     end = len(kernels)

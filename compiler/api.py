@@ -90,14 +90,15 @@ def compile(  # noqa: A001 - the public name users expect (like torch.compile)
     fusion: str = "none",
     dtype: str = "bf16",
     launch: str | None = None,
+    max_tile: int | None = None,
     emulate_bf16: bool = False,
 ) -> CompiledModel:
     """Compile ``module`` for ``target``; returns a callable running on the NumPy runtime.
 
     ``dtype`` is the storage dtype bytes are counted in (bf16 or fp32); NumPy computes
     in fp32 unless ``emulate_bf16`` rounds every stored value through bf16.
+    ``max_tile`` caps tile sizes (the tiling pass otherwise picks them by modeled cost).
     """
-    compiled = compile_program(
-        module, tuple(example_inputs), Options(target, fusion, dtype, launch)
-    )
+    options = Options(target, fusion, dtype, launch, max_tile)
+    compiled = compile_program(module, tuple(example_inputs), options)
     return CompiledModel(compiled, emulate_bf16=emulate_bf16)

@@ -19,6 +19,8 @@ DUMP_ALIASES = {
     "frontend": "frontend",
     "after-fuse": "after-fuse",
     "after-fusion": "after-fuse",
+    "after-tile": "after-tile",
+    "after-tiling": "after-tile",
     "after-place": "after-place",
     "after-placement": "after-place",
 }
@@ -64,6 +66,12 @@ def cli() -> None:
     help="Kernel launch orchestration (default: the target's).",
 )
 @click.option(
+    "--max-tile",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Cap tile sizes (default: chosen by modeled cost).",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -91,7 +99,7 @@ def cli() -> None:
     flag_value="after-place",
     default=None,
     metavar="[STAGE]",
-    help="Print the df IR at STAGE: frontend, after-fuse, after-place (default), or all.",
+    help="Print the df IR at STAGE: frontend, after-fuse, after-tile, after-place (default), or all.",
 )
 @click.option("--all-kernels", is_flag=True, help="List every kernel in the report table.")
 def compile_cmd(
@@ -101,6 +109,7 @@ def compile_cmd(
     fusion,
     dtype,
     launch,
+    max_tile,
     output,
     execute,
     count_only,
@@ -131,6 +140,7 @@ def compile_cmd(
         fusion=fusion,
         dtype=dtype,
         launch=launch,
+        max_tile=max_tile,
         execute=execute,
         emulate_bf16=emulate_bf16,
         output=output,

@@ -45,13 +45,15 @@ def compile_model_file(
     fusion: str = "none",
     dtype: str = "bf16",
     launch: str | None = None,
+    max_tile: int | None = None,
     execute: bool = False,
     emulate_bf16: bool = False,
     output: Path | None = None,
     dump_points: tuple[str, ...] = (),
 ) -> CompileResult:
     module, inputs = load_model_file(path, entry)
-    compiled = compile_program(module, inputs, Options(target, fusion, dtype, launch), dump_points)
+    options = Options(target, fusion, dtype, launch, max_tile)
+    compiled = compile_program(module, inputs, options, dump_points)
     cm = CompiledModel(compiled, emulate_bf16=emulate_bf16)
     report = dict(cm.report)
     if execute:

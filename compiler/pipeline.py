@@ -21,9 +21,10 @@ from coec.ir import make_context, print_module, verify
 from coec.ir.errors import ConfigError
 from coec.passes.fusion import POLICIES, FusePass
 from coec.passes.placement import PlacePass
+from coec.passes.tiling import TilePass
 
 DTYPE_ALIASES = {"bf16": "bf16", "bfloat16": "bf16", "fp32": "f32", "f32": "f32", "float32": "f32"}
-DUMP_POINTS = ("frontend", "after-fuse", "after-place")
+DUMP_POINTS = ("frontend", "after-fuse", "after-tile", "after-place")
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,18 @@ class Options:
     fusion: str = "none"
     dtype: str = "bf16"
     launch: str | None = None  # None: the target's own setting
+    max_tile: int | None = None  # cap on tile sizes (None: the tiling pass chooses freely)
 
     def normalized(self) -> Options:
         if self.dtype not in DTYPE_ALIASES:
             raise ConfigError(f"dtype {self.dtype!r}: choose bf16 or fp32")
         if self.fusion not in POLICIES:
             raise ConfigError(f"fusion policy {self.fusion!r}: choose from {', '.join(POLICIES)}")
-        return Options(self.target, self.fusion, DTYPE_ALIASES[self.dtype], self.launch)
+        if self.max_tile is not None and self.max_tile < 1:
+            raise ConfigError(f"max tile {self.max_tile}: must be at least 1")
+        return Options(
+            self.target, self.fusion, DTYPE_ALIASES[self.dtype], self.launch, self.max_tile
+        )
 
 
 @dataclass
@@ -52,7 +58,7 @@ class Compiled:
 def run_passes(
     program: Program,
     target: Target,
-    fusion: str,
+    options: Options,
     dump: Callable[[str, str], None] | None = None,
 ) -> None:
     ctx: Context = make_context()
@@ -60,10 +66,14 @@ def run_passes(
     verify(module)
     if dump:
         dump("frontend", print_module(module))
-    FusePass(policy=fusion).apply(ctx, module)
+    FusePass(policy=options.fusion).apply(ctx, module)
     verify(module)
     if dump:
         dump("after-fuse", print_module(module))
+    TilePass.apply_target(module, target, options.max_tile)
+    verify(module)
+    if dump:
+        dump("after-tile", print_module(module))
     PlacePass.apply_target(module, target)
     verify(module)
     if dump:
@@ -87,7 +97,7 @@ def compile_program(
         if point in dump_points:
             dumps[point] = text
 
-    run_passes(program, target, options.fusion, dump)
+    run_passes(program, target, options, dump)
     schedule = emit_schedule(
         program.module,
         target,

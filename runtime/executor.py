@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from coec.backend.cost import kernel_cost, op_work
+from coec.backend.cost import kernel_cost, op_work, tile_shape, tile_sizes
 from coec.backend.schedule import DTYPE_BYTES, validate
 from coec.backend.target import Target
 from coec.ir.errors import CapacityError, ExecutionError
-from coec.runtime.ops import as_compute, run_op
+from coec.runtime.ops import as_compute, matmul, run_op
 
 
 def _box_index(box: Sequence[Sequence[int]]) -> tuple[slice, ...]:
@@ -42,6 +42,7 @@ class Tier:
         self.sizes: dict[str, int] = {}
         self.used = 0
         self.peak = 0
+        self.window_peak = 0
 
     def alloc(self, buffer: str, nbytes: int, data: np.ndarray | None = None) -> None:
         if buffer in self.sizes:
@@ -51,6 +52,11 @@ class Tier:
         self.arrays[buffer], self.sizes[buffer] = data, nbytes
         self.used += nbytes
         self.peak = max(self.peak, self.used)
+        self.window_peak = max(self.window_peak, self.used)
+
+    def start_window(self) -> None:
+        """Start measuring a new high-water mark (one kernel's SRAM)."""
+        self.window_peak = self.used
 
     def free(self, buffer: str) -> None:
         self.used -= self.sizes.pop(buffer)
@@ -151,62 +157,183 @@ class Executor:
         return outputs, counts.report(self.target, peak)
 
     def _kernel(self, index: int, kernel: dict, tiers: dict[str, Tier], sram: Tier, counts) -> None:
+        """One kernel: resident loads, then each phase tile by tile, then the SRAM is freed."""
         for name in (s["buffer"] for s in kernel["stores"]):
             b = self.buffers[name]
             if b["live"][0] == index:
                 tiers[b["tier"]].alloc(name, b["bytes"])
-        env: dict[str, np.ndarray | None] = {}
-        shapes: dict[str, tuple[int, ...]] = {}
+        values = kernel["values"]
+        sram.start_window()
+        whole: dict[str, np.ndarray | None] = {}
         pairs: dict[str, int] = defaultdict(int)
 
         for dma in kernel["loads"]:
-            b = self.buffers[dma["buffer"]]
-            nbytes = _box_numel(dma["box"]) * DTYPE_BYTES[b["dtype"]]
-            sram.alloc(dma["value"], nbytes)
-            src = None if self.count_only else self._array(tiers, dma["buffer"])
-            env[dma["value"]] = None if src is None else src[_box_index(dma["box"])].copy()
-            shapes[dma["value"]] = tuple(b - a for a, b in dma["box"])
-            pairs[f"{dma['src']}->sram"] += nbytes
-
+            if dma["phase"] is None:  # resident for the whole kernel
+                sram.alloc(dma["value"], dma["bytes"])
+                whole[dma["value"]] = self._load(tiers, dma, None, 0, 0, pairs, 1)
+        for name in kernel["whole"]:
+            sram.alloc(name, self._nbytes(values[name]["shape"], values[name]["dtype"]))
+            whole[name] = None
         for name, value in kernel["constants"].items():
-            env[name] = np.float32(value)
-            shapes[name] = ()
+            whole[name] = np.float32(value)
 
-        works = []
-        for op in kernel["ops"]:
-            info = kernel["values"][op["output"]]
-            out_shape, dtype = tuple(info["shape"]), info["dtype"]
-            if self.count_only:
-                out = None
-            else:
-                out = run_op(
-                    op["op"], [env[i] for i in op["inputs"]], op["attrs"], out_shape, dtype
-                )
-                out = self._store_dtype(out, dtype)
-            sram.alloc(op["output"], math.prod(out_shape) * DTYPE_BYTES[dtype])
-            env[op["output"]], shapes[op["output"]] = out, out_shape
-            works.append(
-                op_work(op["op"], op["attrs"], [shapes[i] for i in op["inputs"]], out_shape)
-            )
+        works: list[list[dict]] = []
+        for p, phase in enumerate(kernel["phases"]):
+            works.append(self._phase(p, phase, kernel, tiers, sram, whole, pairs))
 
-        for dma in kernel["stores"]:
-            b = self.buffers[dma["buffer"]]
-            nbytes = _box_numel(dma["box"]) * DTYPE_BYTES[b["dtype"]]
-            if not self.count_only:
-                dst = tiers[dma["dst"]].arrays
-                if dst.get(dma["buffer"]) is None:
-                    dst[dma["buffer"]] = np.empty(b["shape"], dtype=env[dma["value"]].dtype)
-                dst[dma["buffer"]][_box_index(dma["box"])] = env[dma["value"]]
-            pairs[f"sram->{dma['dst']}"] += nbytes
-
-        cost = kernel_cost(self.target, works, pairs, n_ops=len(kernel["ops"]))
+        cost = kernel_cost(self.target, works, pairs)
         ops = [
             op["attrs"].get("kind", op["op"]) if op["op"] == "elementwise" else op["op"]
             for op in kernel["ops"]
         ]
-        counts.add_kernel(kernel["name"], ops, works, pairs, cost, sram.used)
+        flops = sum(w.total * n for ph in works for op_w in ph for w, n in op_w.items())
+        counts.add_kernel(kernel["name"], ops, flops, pairs, cost, sram.window_peak)
         for name in list(sram.sizes):
             sram.free(name)
+
+    def _nbytes(self, shape, dtype: str) -> int:
+        return math.prod(shape) * DTYPE_BYTES[dtype]
+
+    def _tiles(self, extent: int, tile: int):
+        """(start, size, multiplicity): every tile with data; tile classes when counting."""
+        if self.count_only:
+            start = 0
+            for size, n in tile_sizes(extent, tile).items():
+                yield start, size, n
+                start += size * n
+        else:
+            for t0 in range(0, extent, tile):
+                yield t0, min(tile, extent - t0), 1
+
+    def _load(self, tiers, dma: dict, axis, t0: int, size: int, pairs, mult: int):
+        """Copy ``dma``'s box (cut to one tile along ``axis``) from its tier into SRAM."""
+        b = self.buffers[dma["buffer"]]
+        box = [list(r) for r in dma["box"]]
+        if axis is not None:
+            box[axis] = [box[axis][0] + t0, box[axis][0] + t0 + size]
+        pairs[f"{dma['src']}->sram"] += _box_numel(box) * DTYPE_BYTES[b["dtype"]] * mult
+        if self.count_only:
+            return None
+        return self._array(tiers, dma["buffer"])[_box_index(box)].copy()
+
+    def _phase(self, p, phase, kernel, tiers, sram, whole, pairs) -> list[dict]:
+        extent, tile = phase["extent"], phase["tile"]
+        values = kernel["values"]
+        per = 2 if math.ceil(extent / tile) > 1 else 1  # double-buffer when streaming
+        ops = [op for op in kernel["ops"] if op["phase"] == p]
+        loads = [d for d in kernel["loads"] if d["phase"] == p]
+        stores = [d for d in kernel["stores"] if d["phase"] == p]
+        streamed = [(d["value"], d["axis"]) for d in loads] + [
+            (op["output"], op["axis"]) for op in ops if op["output"] not in whole
+        ]
+        buffers = []
+        for name, axis in streamed:
+            shape = tile_shape(values[name]["shape"], axis, min(tile, extent))
+            buffers.append((f"{name}@tile", per * self._nbytes(shape, values[name]["dtype"])))
+        for op in ops:
+            if "b_stream" in op:
+                d = op["b_stream"]
+                shape = tile_shape(values[d["value"]]["shape"], d["axis"], d["chunk"])
+                buffers.append(
+                    (f"{d['value']}@chunk", per * self._nbytes(shape, values[d["value"]]["dtype"]))
+                )
+        for name, nbytes in buffers:
+            sram.alloc(name, nbytes)
+
+        works = [defaultdict(int) for _ in ops]
+        for t0, size, mult in self._tiles(extent, tile):
+            env: dict[str, np.ndarray | None] = {}
+            shapes: dict[str, tuple] = {}
+            for d in loads:
+                env[d["value"]] = self._load(tiers, d, d["axis"], t0, size, pairs, mult)
+                shapes[d["value"]] = tile_shape(values[d["value"]]["shape"], d["axis"], size)
+            for op, w in zip(ops, works, strict=True):
+                ins, in_shapes = [], []
+                streamed_b = op["b_stream"]["value"] if "b_stream" in op else None
+                for name, axis in zip(op["inputs"], op["axes"], strict=True):
+                    if name == streamed_b:  # arrives chunk by chunk inside the matmul
+                        ins.append(None)
+                        in_shapes.append(tuple(values[name]["shape"]))
+                    elif name in env:
+                        ins.append(env[name])
+                        in_shapes.append(shapes[name])
+                    else:
+                        full = values[name]["shape"] if name in values else ()
+                        ins.append(_cut(whole[name], axis, t0, size))
+                        in_shapes.append(tile_shape(full, axis, size))
+                out_shape = tile_shape(values[op["output"]]["shape"], op["axis"], size)
+                out = None
+                if "b_stream" in op:
+                    out = self._streamed_matmul(op, ins, tiers, pairs, mult, out_shape)
+                elif not self.count_only:
+                    attrs = op["attrs"]
+                    if op["op"] == "attention" and op["axis"] == len(out_shape) - 2:
+                        attrs = {**attrs, "q_offset": t0}
+                    out = run_op(op["op"], ins, attrs, out_shape, values[op["output"]]["dtype"])
+                if out is not None:
+                    out = self._store_dtype(out, values[op["output"]]["dtype"])
+                w[op_work(op["op"], op["attrs"], in_shapes, out_shape)] += mult
+                name = op["output"]
+                if name in whole:
+                    if not self.count_only:
+                        if op["axis"] is None:
+                            whole[name] = out
+                        else:
+                            if whole[name] is None:
+                                whole[name] = np.empty(values[name]["shape"], dtype=out.dtype)
+                            _cut(whole[name], op["axis"], t0, size)[...] = out
+                else:
+                    env[name] = out
+                    shapes[name] = out_shape
+            for d in stores:
+                if d["axis"] is not None:
+                    src = (
+                        env.get(d["value"])
+                        if d["value"] in env
+                        else _cut(whole.get(d["value"]), d["axis"], t0, size)
+                    )
+                    self._store(tiers, d, d["axis"], t0, size, src, pairs, mult)
+        for d in stores:
+            if d["axis"] is None:
+                self._store(tiers, d, None, 0, 0, whole.get(d["value"]), pairs, 1)
+        for name, _ in buffers:
+            sram.free(name)
+        return [dict(w) for w in works]
+
+    def _store(self, tiers, dma, axis, t0, size, data, pairs, mult) -> None:
+        b = self.buffers[dma["buffer"]]
+        box = [list(r) for r in dma["box"]]
+        if axis is not None:
+            box[axis] = [box[axis][0] + t0, box[axis][0] + t0 + size]
+        pairs[f"sram->{dma['dst']}"] += _box_numel(box) * DTYPE_BYTES[b["dtype"]] * mult
+        if self.count_only:
+            return
+        dst = tiers[dma["dst"]].arrays
+        if dst.get(dma["buffer"]) is None:
+            dst[dma["buffer"]] = np.empty(b["shape"], dtype=data.dtype)
+        dst[dma["buffer"]][_box_index(box)] = data
+
+    def _streamed_matmul(self, op, ins, tiers, pairs, mult, out_shape):
+        """``a @ b`` with ``b`` brought from HBM/DDR chunk by chunk along its N dim."""
+        d = op["b_stream"]
+        n_total = self.buffers[d["buffer"]]["shape"][d["axis"]]
+        parts = []
+        for n0 in range(0, n_total, d["chunk"]):
+            chunk = self._load(tiers, d, d["axis"], n0, min(d["chunk"], n_total - n0), pairs, mult)
+            if not self.count_only:
+                parts.append(matmul([ins[0], chunk], op["attrs"], ()))
+        if self.count_only:
+            return None
+        return np.concatenate(parts, axis=-1).reshape(out_shape)
+
+
+def _cut(x: np.ndarray | None, axis: int | None, t0: int, size: int):
+    """``x`` sliced to one tile along ``axis`` (whole if ``axis`` is None)."""
+    if x is None or axis is None or np.ndim(x) == 0:
+        return x
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(t0, t0 + size)
+    return x[tuple(index)]
 
 
 class Counters:
@@ -218,8 +345,9 @@ class Counters:
         self.cycles = 0
         self.kernels: list[dict] = []
 
-    def add_kernel(self, name: str, ops, works, pairs: Mapping[str, int], cost, sram_bytes) -> None:
-        flops = sum(w.total for w in works)
+    def add_kernel(
+        self, name: str, ops, flops: int, pairs: Mapping[str, int], cost, sram_bytes
+    ) -> None:
         for pair, n in pairs.items():
             self.bytes[pair] += n
         self.flops += flops

@@ -185,8 +185,8 @@ def attention(xs, attrs, shape):
         v = np.repeat(v, hq // hk, axis=-3)
     s = np.matmul(q, np.swapaxes(k, -1, -2)) * np.float32(attrs["scale"])
     L, S = s.shape[-2], s.shape[-1]
-    if attrs["is_causal"]:
-        keep = np.tril(np.ones((L, S), dtype=bool))
+    if attrs["is_causal"]:  # top-left aligned; a tile of queries starts at q_offset
+        keep = np.tril(np.ones((L, S), dtype=bool), k=attrs.get("q_offset", 0))
         s = np.where(keep, s, -np.inf)
     if len(xs) > 3:
         mask = xs[3]

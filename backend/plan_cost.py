@@ -1,0 +1,54 @@
+"""The cost model applied to a kernel's plan in the IR (shared by tiling and emission)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+from xdsl.ir import SSAValue
+
+from coec.backend.cost import KernelCost, Work, kernel_cost, op_work, tile_shape, tile_sizes
+from coec.backend.target import Target
+from coec.ir import ops as df
+from coec.ir.kernel_plan import KernelPlan, Layout
+
+
+def phase_works(plan: KernelPlan) -> list[list[dict[Work, int]]]:
+    """Per phase, per op: the work of each tile shape and how many tiles have it."""
+    phases: list[list[dict[Work, int]]] = [[] for _ in plan.extents]
+    for op in plan.ops:
+        s = plan.streams[op]
+        works: dict[Work, int] = defaultdict(int)
+        for size, count in tile_sizes(plan.extents[s.phase], plan.tile(s.phase)).items():
+            ins = [
+                tile_shape(df.tensor_type(v).shape_tuple, a, size)
+                for v, a in zip(op.operands, s.in_axes, strict=True)
+            ]
+            out = tile_shape(df.tensor_type(op.results[0]).shape_tuple, s.out_axis, size)
+            works[op_work(op.name.removeprefix("df."), op.props(), ins, out)] += count
+        phases[s.phase].append(dict(works))
+    return phases
+
+
+def traffic(plan: KernelPlan, lay: Layout, tier_of: Callable[[SSAValue], str]) -> dict[str, int]:
+    """Bytes per tier pair the kernel's DMAs move (weights streamed once per tile)."""
+    pairs: dict[str, int] = defaultdict(int)
+    for ld in lay.loads:
+        pairs[f"{tier_of(ld.value)}->sram"] += df.tensor_type(ld.value).nbytes
+    for op, arg in lay.b_streams.items():
+        pairs[f"{tier_of(arg)}->sram"] += df.tensor_type(arg).nbytes * plan.ntiles(
+            plan.streams[op].phase
+        )
+    for st in lay.stores:
+        pairs[f"sram->{tier_of(st.result)}"] += df.tensor_type(st.result).nbytes
+    return dict(sorted(pairs.items()))
+
+
+def estimate(
+    plan: KernelPlan, lay: Layout, target: Target, tier_of: Callable[[SSAValue], str]
+) -> tuple[KernelCost, dict[str, int], int]:
+    """The kernel's cost, its bytes per tier pair, and its FLOPs."""
+    pairs = traffic(plan, lay, tier_of)
+    works = phase_works(plan)
+    flops = sum(w.total * n for phase in works for op in phase for w, n in op.items())
+    return kernel_cost(target, works, pairs), pairs, flops

@@ -1,0 +1,279 @@
+"""How a kernel streams: phases, stream axes, tiles, and the SRAM buffers that follow.
+
+A kernel runs as a sequence of *phases*. A phase is a loop over tiles of one
+extent; every op in it runs once per tile on slices along its stream axis. An op
+that cannot continue the current phase's stream (softmax along the streamed dim,
+attention's keys produced in this kernel...) starts a new phase: the values it
+needs are then kept whole in SRAM. A phase of extent 1 runs its ops once, whole.
+
+The plan lives in the IR as attributes (``stream`` and ``phase`` on inner ops,
+``b_tile`` on matmuls whose weight streams in chunks; ``extents`` and ``tiles`` on
+the kernel), so passes write it and the backend reads it without sharing Python
+state. ``layout`` derives every SRAM buffer and DMA of a plan — the one place both
+the tiling pass (to size tiles) and schedule emission (to write DMAs) ask.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, i64
+from xdsl.ir import BlockArgument, SSAValue
+
+from coec.ir import ops as df
+from coec.ir.streaming import input_axes
+from coec.ir.types import TensorType
+
+
+@dataclass
+class OpStream:
+    phase: int
+    out_axis: int | None
+    in_axes: list[int | None]
+
+
+@dataclass
+class KernelPlan:
+    """Phases and stream axes of a kernel's compute ops (constants excluded)."""
+
+    ops: list[df.DfOp]
+    streams: dict[df.DfOp, OpStream]
+    extents: list[int]
+    tiles: list[int] = field(default_factory=list)
+    b_tiles: dict[df.DfOp, int] = field(default_factory=dict)  # 0 / absent: resident
+
+    def tile(self, phase: int) -> int:
+        return self.tiles[phase] if self.tiles else 1
+
+    def ntiles(self, phase: int) -> int:
+        return math.ceil(self.extents[phase] / self.tile(phase))
+
+
+def _shape(v: SSAValue) -> tuple[int, ...]:
+    return df.tensor_type(v).shape_tuple
+
+
+class StreamPlanner:
+    """Assigns ops, in program order, to phases and stream axes (incrementally)."""
+
+    def __init__(self) -> None:
+        self.plan = KernelPlan([], {}, [])
+        self.producer: dict[SSAValue, df.DfOp] = {}
+
+    @property
+    def phase(self) -> int:
+        return len(self.plan.extents) - 1
+
+    def _candidates(self, op: df.DfOp) -> list[tuple[int, list]]:
+        """Valid (out axis, operand axes) for ``op`` against the current phase's values."""
+        out = _shape(op.results[0])
+        found = []
+        for j in range(len(out)):
+            axes = input_axes(op, j)
+            if axes is None:
+                continue
+            ok = True
+            for v, a in zip(op.operands, axes, strict=True):
+                src = self.producer.get(v)
+                if src is not None and self.plan.streams[src].phase == self.phase:
+                    s = self.plan.streams[src]
+                    ok = ok and s.out_axis is not None and a == s.out_axis
+            if ok:
+                found.append((j, axes))
+        return found
+
+    def add(self, op: df.DfOp) -> OpStream:
+        out = _shape(op.results[0])
+        extent = self.plan.extents[-1] if self.plan.extents else None
+        stream = None
+        if extent is not None and extent > 1:  # continue the current stream if we can
+            for j, axes in self._candidates(op):
+                if out[j] == extent:
+                    stream = OpStream(self.phase, j, axes)
+                    break
+        if stream is None:
+            fresh = self._fresh_stream(op)
+            if fresh is not None:  # a barrier, then a new stream with every input whole
+                self.plan.extents.append(out[fresh[0]])
+                stream = OpStream(self.phase, *fresh)
+            else:  # nothing to stream: run whole, in a whole phase
+                if extent != 1:
+                    self.plan.extents.append(1)
+                stream = OpStream(self.phase, None, [None] * len(op.operands))
+        self.plan.ops.append(op)
+        self.plan.streams[op] = stream
+        self.producer[op.results[0]] = op
+        return stream
+
+    def _fresh_stream(self, op: df.DfOp) -> tuple[int, list] | None:
+        """The longest dim (outermost on ties; never the innermost) ``op`` can stream on."""
+        out = _shape(op.results[0])
+        best = None
+        for j in range(len(out) - 1):
+            if out[j] > 1 and (best is None or out[j] > out[best[0]]):
+                axes = input_axes(op, j)
+                if axes is not None:
+                    best = (j, axes)
+        return best
+
+
+def plan_streams(ops: list[df.DfOp]) -> KernelPlan:
+    planner = StreamPlanner()
+    for op in ops:
+        planner.add(op)
+    return planner.plan
+
+
+# -- buffers and DMAs of a plan ----------------------------------------------------------
+@dataclass
+class Load:
+    value: SSAValue  # the kernel's block argument
+    phase: int | None  # None: loaded whole before the first phase (resident)
+    axis: int | None
+
+
+@dataclass
+class Store:
+    value: SSAValue  # the inner value yielded
+    result: SSAValue  # the kernel result it becomes
+    phase: int
+    axis: int | None  # None: stored whole once its phase ends
+
+
+@dataclass
+class Layout:
+    loads: list[Load]
+    stores: list[Store]
+    whole: list[SSAValue]  # values produced in-kernel and kept whole in SRAM
+    streamed: dict[SSAValue, tuple[int, int]]  # value -> (phase, axis): tile buffers
+    b_streams: dict[df.DfOp, SSAValue]  # matmul -> its weight streamed in chunks
+    sram_by_phase: list[int]
+
+    @property
+    def sram_bytes(self) -> int:
+        return max(self.sram_by_phase, default=0)
+
+
+def tile_bytes(t: TensorType, axis: int, tile: int) -> int:
+    shape = list(t.shape_tuple)
+    return t.nbytes // shape[axis] * min(tile, shape[axis]) if shape[axis] else 0
+
+
+def _buffers_per_tile(plan: KernelPlan, phase: int) -> int:
+    """Double-buffer a streamed value when its phase has more than one tile."""
+    return 2 if plan.ntiles(phase) > 1 else 1
+
+
+def layout(kernel: df.KernelOp, plan: KernelPlan) -> Layout:
+    uses: dict[SSAValue, list[tuple[df.DfOp, int | None]]] = {}
+    for op in plan.ops:
+        s = plan.streams[op]
+        for v, a in zip(op.operands, s.in_axes, strict=True):
+            uses.setdefault(v, []).append((op, a))
+    yielded = list(kernel.block.last_op.operands)
+
+    loads, b_streams = [], {}
+    for arg in kernel.block.args:
+        users = uses.get(arg, [])
+        phases = {(plan.streams[o].phase, a) for o, a in users}
+        only = users[0][0] if len(users) == 1 else None
+        if (
+            isinstance(only, df.MatmulOp)
+            and plan.b_tiles.get(only)
+            and only.b == arg
+            and arg not in yielded
+        ):
+            b_streams[only] = arg
+        elif len(phases) == 1 and next(iter(phases))[1] is not None and arg not in yielded:
+            p, a = next(iter(phases))
+            loads.append(Load(arg, p, a))
+        else:
+            loads.append(Load(arg, None, None))
+
+    whole, streamed = [], {}
+    for op in plan.ops:
+        s = plan.streams[op]
+        r = op.results[0]
+        later = any(plan.streams[o].phase != s.phase or a != s.out_axis for o, a in uses.get(r, []))
+        if s.out_axis is None or later:
+            whole.append(r)
+        else:
+            streamed[r] = (s.phase, s.out_axis)
+    for ld in loads:
+        if ld.phase is not None:
+            streamed[ld.value] = (ld.phase, ld.axis)
+
+    stores = []
+    for inner, result in zip(yielded, kernel.outputs, strict=True):
+        owner = inner.owner
+        if isinstance(inner, BlockArgument) or owner not in plan.streams:
+            stores.append(Store(inner, result, 0, None))
+            continue
+        s = plan.streams[owner]
+        axis = s.out_axis if inner in streamed else None
+        stores.append(Store(inner, result, s.phase, axis))
+
+    resident = sum(df.tensor_type(ld.value).nbytes for ld in loads if ld.phase is None)
+    resident += sum(df.tensor_type(v).nbytes for v in whole)
+    sram = []
+    for p in range(len(plan.extents)):
+        per = _buffers_per_tile(plan, p)
+        phase_bytes = sum(
+            per * tile_bytes(df.tensor_type(v), a, plan.tile(p))
+            for v, (q, a) in streamed.items()
+            if q == p
+        )
+        for op in b_streams:
+            if plan.streams[op].phase == p:
+                phase_bytes += per * b_chunk_bytes(op, plan.b_tiles[op])
+        sram.append(resident + phase_bytes)
+    return Layout(loads, stores, whole, streamed, b_streams, sram)
+
+
+def b_axis(op: df.MatmulOp) -> int:
+    """The weight's N dim, which its chunks follow."""
+    rank = len(_shape(op.b))
+    return rank - 2 if op.transpose_b.value.data else rank - 1
+
+
+def b_chunk_bytes(op: df.MatmulOp, chunk: int) -> int:
+    return tile_bytes(df.tensor_type(op.b), b_axis(op), chunk)
+
+
+# -- the plan in the IR --------------------------------------------------------------------
+def _ints(values) -> DenseArrayBase:
+    return DenseArrayBase.from_list(i64, [int(v) for v in values])
+
+
+def write_plan(kernel: df.KernelOp, plan: KernelPlan) -> None:
+    kernel.attributes["extents"] = _ints(plan.extents)
+    kernel.attributes["tiles"] = _ints(plan.tiles or [1] * len(plan.extents))
+    for op in plan.ops:
+        s = plan.streams[op]
+        axes = [-1 if a is None else a for a in [*s.in_axes, s.out_axis]]
+        op.attributes["stream"] = _ints(axes)
+        op.attributes["phase"] = IntegerAttr(s.phase, i64)
+        if plan.b_tiles.get(op):
+            op.attributes["b_tile"] = IntegerAttr(plan.b_tiles[op], i64)
+        else:
+            op.attributes.pop("b_tile", None)
+
+
+def read_plan(kernel: df.KernelOp) -> KernelPlan:
+    ops = [op for op in kernel.compute_ops() if not isinstance(op, df.ConstantOp)]
+    if "extents" not in kernel.attributes:
+        return plan_streams(ops)
+    streams, b_tiles = {}, {}
+    for op in ops:
+        axes = [None if a < 0 else a for a in op.attributes["stream"].get_values()]
+        streams[op] = OpStream(op.attributes["phase"].value.data, axes[-1], axes[:-1])
+        if "b_tile" in op.attributes:
+            b_tiles[op] = op.attributes["b_tile"].value.data
+    return KernelPlan(
+        ops,
+        streams,
+        list(kernel.attributes["extents"].get_values()),
+        list(kernel.attributes["tiles"].get_values()),
+        b_tiles,
+    )

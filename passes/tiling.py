@@ -1,0 +1,125 @@
+"""Tiling: stream axes, phases and tile sizes for every kernel.
+
+For each kernel the stream planner assigns ops to phases and stream axes
+(``coec.ir.kernel_plan``); then tile sizes are searched: for each cap on the
+tile size, weights stay resident in PMUs while SRAM allows, and otherwise the
+largest ones stream from HBM in chunks (once per tile, the matmul formula
+``|A| + |B|·⌈M/m⌉ + |C|``). The configuration with the fewest modeled cycles
+that fits SRAM wins; ties go to the larger tile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import BlockArgument
+from xdsl.passes import ModulePass
+
+from coec.backend.plan_cost import estimate
+from coec.backend.target import Target, load_target
+from coec.ir import ops as df
+from coec.ir.errors import CapacityError
+from coec.ir.kernel_plan import KernelPlan, b_axis, layout, plan_streams, write_plan
+
+
+def _streamable_weights(kernel: df.KernelOp, plan: KernelPlan) -> list[df.MatmulOp]:
+    """Matmuls whose right operand is a kernel input read by that matmul only."""
+    yielded = set(kernel.block.last_op.operands)
+    out = []
+    for op in plan.ops:
+        if (
+            isinstance(op, df.MatmulOp)
+            and isinstance(op.b, BlockArgument)
+            and op.b not in yielded
+            and len([u for u in op.b.uses]) == 1
+        ):
+            out.append(op)
+    return sorted(out, key=lambda op: -df.tensor_type(op.b).nbytes)
+
+
+def _tile_caps(extents: list[int], max_tile: int | None = None) -> list[int]:
+    largest = max(extents, default=1)
+    if max_tile:
+        largest = min(largest, max_tile)
+    caps, t = {largest}, 1
+    while t < largest:
+        caps.add(t)
+        t *= 2
+    return sorted(caps, reverse=True)
+
+
+def _fit_weights(kernel: df.KernelOp, plan: KernelPlan, cap: int) -> bool:
+    """Stream weights (largest first, largest chunk that fits) until SRAM suffices."""
+    plan.b_tiles = {}
+    if layout(kernel, plan).sram_bytes <= cap:
+        return True
+    for op in _streamable_weights(kernel, plan):
+        n = df.tensor_type(op.b).shape_tuple[b_axis(op)]
+        chunk = 1 << max(n - 1, 0).bit_length()
+        while True:
+            chunk = max(1, min(chunk, n))
+            plan.b_tiles[op] = chunk
+            if layout(kernel, plan).sram_bytes <= cap or chunk == 1:
+                break
+            chunk //= 2
+        if layout(kernel, plan).sram_bytes <= cap:
+            return True
+    return False
+
+
+def choose_tiles(
+    kernel: df.KernelOp, plan: KernelPlan, target: Target, max_tile: int | None = None
+) -> KernelPlan:
+    cap = target.memory["sram"].capacity_bytes
+    best: tuple[int, int, list[int], dict] | None = None
+    smallest = None
+
+    def tier_of(_):
+        return "hbm"
+
+    for t_cap in _tile_caps(plan.extents, max_tile):
+        plan.tiles = [min(e, t_cap) for e in plan.extents]
+        if not _fit_weights(kernel, plan, cap):
+            need = layout(kernel, plan).sram_bytes
+            smallest = need if smallest is None else min(smallest, need)
+            continue
+        cost, _, _ = estimate(plan, layout(kernel, plan), target, tier_of)
+        key = (cost.cycles, -t_cap)
+        if best is None or key < best[:2]:
+            best = (cost.cycles, -t_cap, list(plan.tiles), dict(plan.b_tiles))
+    if best is None:
+        raise CapacityError("sram", smallest or 0, cap, f"kernel {kernel.sym_name.data}")
+    plan.tiles, plan.b_tiles = best[2], best[3]
+    return plan
+
+
+def min_sram_bytes(kernel: df.KernelOp, plan: KernelPlan) -> int:
+    """SRAM the kernel needs at its smallest tiles with every weight streamed."""
+    plan.tiles = [1] * len(plan.extents)
+    plan.b_tiles = {op: 1 for op in _streamable_weights(kernel, plan)}
+    return layout(kernel, plan).sram_bytes
+
+
+@dataclass(frozen=True)
+class TilePass(ModulePass):
+    """Plan each kernel's phases and choose its tiles; written into the IR as attributes.
+
+    Requires: fused IR. Guarantees: every kernel has ``extents``/``tiles`` and every
+    inner op ``stream``/``phase``; each kernel's SRAM at those tiles fits the target.
+    """
+
+    name = "tile"
+    target: str = "sn40l"
+    max_tile: int = 0  # 0: no cap; otherwise no tile is larger (exercises tile-by-tile runs)
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        self.apply_target(op, load_target(self.target), self.max_tile or None)
+
+    @staticmethod
+    def apply_target(module: ModuleOp, target: Target, max_tile: int | None = None) -> None:
+        for kernel in module.walk():
+            if isinstance(kernel, df.KernelOp):
+                ops = [o for o in kernel.compute_ops() if not isinstance(o, df.ConstantOp)]
+                write_plan(kernel, choose_tiles(kernel, plan_streams(ops), target, max_tile))
