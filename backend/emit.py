@@ -13,7 +13,7 @@ from coec.backend.plan_cost import estimate
 from coec.backend.schedule import FORMAT
 from coec.backend.target import Target
 from coec.ir import ops as df
-from coec.ir.kernel_plan import b_axis, layout, read_plan
+from coec.ir.kernel_plan import b_axis, kernel_layout, read_plan
 from coec.ir.types import TensorType
 
 
@@ -122,7 +122,7 @@ def emit_schedule(module: ModuleOp, target: Target, options: dict) -> dict:
 
 def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target, pmu_bytes: int) -> dict:
     plan = read_plan(op)
-    lay = layout(op, plan)
+    lay = kernel_layout(op, plan)
     for outer, arg in zip(op.inputs, op.block.args, strict=True):
         name.names[arg] = name(outer)  # the SRAM copy goes by its buffer's name
 

@@ -11,20 +11,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
 
 from coec.backend.emit import emit_schedule
 from coec.backend.target import Target, load_target
 from coec.frontend.export import export_module
 from coec.frontend.lower import Program, lower_program
-from coec.ir import make_context, print_module, verify
+from coec.ir import print_module, verify
 from coec.ir.errors import ConfigError
 from coec.passes.fusion import POLICIES, FusePass
 from coec.passes.placement import PlacePass
 from coec.passes.tiling import TilePass
 
 DTYPE_ALIASES = {"bf16": "bf16", "bfloat16": "bf16", "fp32": "f32", "f32": "f32", "float32": "f32"}
-DUMP_POINTS = ("frontend", "after-fuse", "after-tile", "after-place")
 
 
 @dataclass(frozen=True)
@@ -55,29 +54,30 @@ class Compiled:
     dumps: dict[str, str] = field(default_factory=dict)
 
 
+#: the pass pipeline, in order: (dump point after it, how to run it)
+PIPELINE: tuple[tuple[str, Callable[[ModuleOp, Target, Options], None]], ...] = (
+    ("after-fuse", lambda m, t, o: FusePass.apply_target(m, t, o.fusion)),
+    ("after-tile", lambda m, t, o: TilePass.apply_target(m, t, o.max_tile)),
+    ("after-place", lambda m, t, o: PlacePass.apply_target(m, t)),
+)
+
+
 def run_passes(
     program: Program,
     target: Target,
     options: Options,
     dump: Callable[[str, str], None] | None = None,
 ) -> None:
-    ctx: Context = make_context()
+    """Run the pipeline on ``program`` in place, verifying the IR after every pass."""
     module = program.module
     verify(module)
     if dump:
         dump("frontend", print_module(module))
-    FusePass(policy=options.fusion).apply(ctx, module)
-    verify(module)
-    if dump:
-        dump("after-fuse", print_module(module))
-    TilePass.apply_target(module, target, options.max_tile)
-    verify(module)
-    if dump:
-        dump("after-tile", print_module(module))
-    PlacePass.apply_target(module, target)
-    verify(module)
-    if dump:
-        dump("after-place", print_module(module))
+    for point, run in PIPELINE:
+        run(module, target, options)
+        verify(module)
+        if dump:
+            dump(point, print_module(module))
 
 
 def compile_program(

@@ -16,6 +16,7 @@ the tiling pass (to size tiles) and schedule emission (to write DMAs) ask.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, i64
@@ -165,16 +166,25 @@ def _buffers_per_tile(plan: KernelPlan, phase: int) -> int:
     return 2 if plan.ntiles(phase) > 1 else 1
 
 
-def layout(kernel: df.KernelOp, plan: KernelPlan) -> Layout:
+def kernel_layout(kernel: df.KernelOp, plan: KernelPlan) -> Layout:
+    outputs = list(zip(kernel.block.last_op.operands, kernel.outputs, strict=True))
+    return layout(list(kernel.block.args), outputs, plan)
+
+
+def layout(
+    inputs: Sequence[SSAValue], outputs: Sequence[tuple[SSAValue, SSAValue]], plan: KernelPlan
+) -> Layout:
+    """Buffers and DMAs of ``plan`` for a group reading ``inputs`` and handing back
+    ``outputs`` (inner value, the result it becomes)."""
     uses: dict[SSAValue, list[tuple[df.DfOp, int | None]]] = {}
     for op in plan.ops:
         s = plan.streams[op]
         for v, a in zip(op.operands, s.in_axes, strict=True):
             uses.setdefault(v, []).append((op, a))
-    yielded = list(kernel.block.last_op.operands)
+    yielded = [inner for inner, _ in outputs]
 
     loads, b_streams = [], {}
-    for arg in kernel.block.args:
+    for arg in inputs:
         users = uses.get(arg, [])
         phases = {(plan.streams[o].phase, a) for o, a in users}
         only = users[0][0] if len(users) == 1 else None
@@ -205,7 +215,7 @@ def layout(kernel: df.KernelOp, plan: KernelPlan) -> Layout:
             streamed[ld.value] = (ld.phase, ld.axis)
 
     stores = []
-    for inner, result in zip(yielded, kernel.outputs, strict=True):
+    for inner, result in outputs:
         owner = inner.owner
         if isinstance(inner, BlockArgument) or owner not in plan.streams:
             stores.append(Store(inner, result, 0, None))

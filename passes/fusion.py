@@ -1,38 +1,213 @@
 """Fusion: partition the graph's compute ops into kernels.
 
-Policies: ``none`` — every op its own kernel, the SN40L paper's *unfused*
-baseline (reshapes stay outside kernels: they are views and move no data).
-``epilogue`` and ``dataflow`` land with the fusion issue; asking for them now is
-a clear error, not a silent fallback.
+Policies:
+
+- ``none``: every op its own kernel — the SN40L paper's *unfused* baseline
+  (reshapes stay outside kernels: they are views and move no data);
+- ``epilogue``: GPU-style, as Inductor/XLA do — pointwise and movement ops fuse
+  with their producer (epilogues) and into a following reduction (prologues); a
+  GEMM or attention starts a kernel and takes epilogues only;
+- ``dataflow``: SN40L streaming — runs of ops in program order become one
+  pipelined kernel for as long as the chip holds them (PCUs for the stages, PMUs
+  and SRAM for the buffers at the smallest tiles); a contiguous run of a
+  topological order is always convex.
+
+Legality (``can_fuse``, a chain of early returns that says why not) is kept apart
+from profitability (``fusion_score``, bytes saved first, then launches).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import networkx as nx
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Operation
+from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
+from coec.backend.target import Target, load_target
 from coec.ir import ops as df
 from coec.ir.errors import ConfigError
-from coec.passes.outline import outline
+from coec.ir.kernel_plan import StreamPlanner
+from coec.passes.outline import outline, restore_order
+from coec.passes.tiling import min_sram_bytes
 
-POLICIES = ("none",)
+log = logging.getLogger(__name__)
 
-#: ops that never become kernels of their own: sources and views
-_NOT_KERNELS = (df.WeightOp, df.ConstantOp, df.ReshapeOp, df.KernelOp)
+POLICIES = ("none", "epilogue", "dataflow")
+
+#: ops that never become kernels of their own: sources
+_SOURCES = (df.WeightOp, df.ConstantOp)
+GEMM = (df.MatmulOp, df.AttentionOp)
+REDUCTION = (df.ReduceOp, df.SoftmaxOp, df.LayerNormOp, df.RMSNormOp)
 
 
-def partition_none(fn: func.FuncOp) -> list[list[Operation]]:
-    """One group per compute op, in program order."""
+def compute_ops(fn: func.FuncOp) -> list[df.DfOp]:
     return [
-        [op]
+        op
         for op in fn.body.block.ops
-        if isinstance(op, df.DfOp) and not isinstance(op, _NOT_KERNELS)
+        if isinstance(op, df.DfOp) and not isinstance(op, (*_SOURCES, df.KernelOp))
     ]
+
+
+def dataflow_graph(ops: Sequence[df.DfOp]) -> nx.DiGraph:
+    """Producer -> consumer edges between compute ops, weighted by the bytes that flow."""
+    graph = nx.DiGraph()
+    members = set(ops)
+    for i, op in enumerate(ops):
+        graph.add_node(op, order=i)
+    for op in ops:
+        for v in op.operands:
+            if v.owner in members:
+                graph.add_edge(v.owner, op, bytes=df.tensor_type(v).nbytes)
+    return graph
+
+
+# -- none ------------------------------------------------------------------------------------
+def partition_none(ops: Sequence[df.DfOp]) -> list[list[df.DfOp]]:
+    return [[op] for op in ops if not isinstance(op, df.ReshapeOp)]
+
+
+# -- epilogue ------------------------------------------------------------------------------
+def _kind(op: df.DfOp) -> str:
+    if isinstance(op, GEMM):
+        return "gemm"
+    if isinstance(op, REDUCTION):
+        return "reduction"
+    return "pointwise"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    why: str = ""
+
+
+def can_fuse_epilogue(group: Sequence[df.DfOp], op: df.DfOp) -> Verdict:
+    """May ``op`` join ``group`` (one of its producers' kernel) as a GPU would fuse it?"""
+    kind = _kind(op)
+    kinds = {_kind(o) for o in group}
+    if kind == "gemm":
+        return Verdict(False, "a GEMM takes no prologue: it starts its own kernel")
+    if kind == "reduction" and kinds != {"pointwise"}:
+        return Verdict(False, "a reduction fuses only pointwise prologues")
+    return Verdict(True)
+
+
+def fusion_score(group: Sequence[df.DfOp], op: df.DfOp) -> tuple[int, int]:
+    """(bytes no longer moved through HBM, launches saved) if ``op`` joins ``group``."""
+    members = set(group)
+    saved = 0
+    for v in op.operands:
+        if v.owner in members:
+            saved += df.tensor_type(v).nbytes  # the read
+            if all(u.operation in members or u.operation is op for u in v.uses):
+                saved += df.tensor_type(v).nbytes  # and the write
+    return saved, 1
+
+
+def partition_epilogue(ops: Sequence[df.DfOp]) -> list[list[df.DfOp]]:
+    graph = dataflow_graph(ops)
+    group_of: dict[df.DfOp, int] = {}
+    groups: list[list[df.DfOp]] = []
+    deps = nx.DiGraph()  # group -> group edges, to keep every merge convex
+    for op in ops:
+        producers = sorted({group_of[p] for p in graph.predecessors(op)})
+        best, best_score = None, None
+        for g in producers:
+            verdict = can_fuse_epilogue(groups[g], op)
+            if not verdict.ok:
+                log.debug("epilogue: %s not into group %d: %s", op.name, g, verdict.why)
+                continue
+            if any(h != g and nx.has_path(deps, g, h) for h in producers):
+                log.debug("epilogue: %s not into group %d: not convex", op.name, g)
+                continue
+            score = fusion_score(groups[g], op)
+            if best_score is None or score > best_score:
+                best, best_score = g, score
+        if best is None:
+            best = len(groups)
+            groups.append([])
+            deps.add_node(best)
+        groups[best].append(op)
+        group_of[op] = best
+        for g in producers:
+            if g != best:
+                deps.add_edge(g, best)
+    return [g for g in groups if not all(isinstance(o, df.ReshapeOp) for o in g)]
+
+
+# -- dataflow ----------------------------------------------------------------------------
+class _Group:
+    """A growing run of ops with its stream plan, checked against the chip's resources."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        self.ops: list[df.DfOp] = []
+        self.members: set[Operation] = set()
+
+    def _boundary(
+        self, ops: list[df.DfOp]
+    ) -> tuple[list[SSAValue], list[tuple[SSAValue, SSAValue]]]:
+        members = set(ops)
+        inputs: list[SSAValue] = []
+        for op in ops:
+            for v in op.operands:
+                if (
+                    v.owner not in members
+                    and not isinstance(v.owner, df.ConstantOp)
+                    and v not in inputs
+                ):
+                    inputs.append(v)
+        outputs = [
+            (op.results[0], op.results[0])
+            for op in ops
+            if any(u.operation not in members for u in op.results[0].uses)
+        ]
+        return inputs, outputs
+
+    def can_add(self, op: df.DfOp) -> Verdict:
+        ops = [*self.ops, op]
+        planner = StreamPlanner()
+        for o in ops:
+            planner.add(o)
+        plan = planner.plan
+        c = self.target.compute
+        stages = sum(1 for o in ops if not isinstance(o, (df.ReshapeOp, df.PermuteOp, df.SliceOp)))
+        if stages > c.pcus:
+            return Verdict(False, f"{stages} stages exceed {c.pcus} PCUs")
+        need = min_sram_bytes(*self._boundary(ops), plan)
+        cap = self.target.memory["sram"].capacity_bytes
+        if need > cap:
+            return Verdict(False, f"needs {need:,} bytes of SRAM, {cap:,} available")
+        pmu_bytes = cap // c.pmus
+        if -(-need // pmu_bytes) > c.pmus:
+            return Verdict(False, f"needs more than {c.pmus} PMUs")
+        return Verdict(True)
+
+    def add(self, op: df.DfOp) -> None:
+        self.ops.append(op)
+        self.members.add(op)
+
+
+def partition_dataflow(ops: Sequence[df.DfOp], target: Target) -> list[list[df.DfOp]]:
+    groups: list[list[df.DfOp]] = []
+    current = _Group(target)
+    for op in ops:
+        if current.ops:
+            verdict = current.can_add(op)
+            if not verdict.ok:
+                log.debug("dataflow: kernel boundary before %s: %s", op.name, verdict.why)
+                groups.append(current.ops)
+                current = _Group(target)
+        current.add(op)
+    if current.ops:
+        groups.append(current.ops)
+    return [g for g in groups if not all(isinstance(o, df.ReshapeOp) for o in g)]
 
 
 @dataclass(frozen=True)
@@ -40,20 +215,33 @@ class FusePass(ModulePass):
     """Wrap compute ops into ``df.kernel`` regions according to ``policy``.
 
     Requires: a verified df function with no kernels yet.
-    Guarantees: every compute op sits inside exactly one kernel; kernels are named
-    ``k0, k1, ...`` in program order.
+    Guarantees: every compute op but standalone reshapes sits inside exactly one
+    kernel; kernels are named ``k0, k1, ...`` in program order.
     """
 
     name = "fuse"
     policy: str = "none"
+    target: str = "sn40l"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        if self.policy not in POLICIES:
+        self.apply_target(op, load_target(self.target), self.policy)
+
+    @staticmethod
+    def apply_target(module: ModuleOp, target: Target, policy: str) -> None:
+        if policy not in POLICIES:
             raise ConfigError(
-                f"fusion policy {self.policy!r} is not available; choose from {', '.join(POLICIES)}"
+                f"fusion policy {policy!r} is not available; choose from {', '.join(POLICIES)}"
             )
-        for fn in op.ops:
+        for fn in module.ops:
             if not isinstance(fn, func.FuncOp):
                 continue
-            for i, group in enumerate(partition_none(fn)):
+            ops = compute_ops(fn)
+            if policy == "none":
+                groups = partition_none(ops)
+            elif policy == "epilogue":
+                groups = partition_epilogue(ops)
+            else:
+                groups = partition_dataflow(ops, target)
+            for i, group in enumerate(groups):
                 outline(group, f"k{i}")
+            restore_order(fn.body.block)

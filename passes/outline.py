@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import networkx as nx
 from xdsl.ir import Block, Operation, Region, SSAValue
 
 from coec.ir import ops as df
@@ -65,3 +66,26 @@ def outline(ops: Sequence[Operation], name: str) -> df.KernelOp:
             c.detach()
             c.erase()
     return kernel
+
+
+def restore_order(block: Block) -> None:
+    """Reorder ``block`` topologically (stable), after groups were outlined at their last op.
+
+    Outlining a group that is not contiguous can leave a user of its results ahead
+    of the kernel; any convex partition has an order that fixes that.
+    """
+    ops = list(block.ops)
+    index = {op: i for i, op in enumerate(ops)}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(ops)
+    for op in ops:
+        for v in op.operands:
+            owner = v.owner
+            if isinstance(owner, Operation) and owner in index:
+                graph.add_edge(owner, op)
+    order = list(nx.lexicographical_topological_sort(graph, key=index.__getitem__))
+    if order == ops:
+        return
+    for op in ops:
+        op.detach()
+    block.add_ops(order)

@@ -10,33 +10,52 @@ that fits SRAM wins; ties go to the larger tile.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import BlockArgument
+from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
 from coec.backend.plan_cost import estimate
 from coec.backend.target import Target, load_target
 from coec.ir import ops as df
 from coec.ir.errors import CapacityError
-from coec.ir.kernel_plan import KernelPlan, b_axis, layout, plan_streams, write_plan
+from coec.ir.kernel_plan import (
+    KernelPlan,
+    b_axis,
+    kernel_layout,
+    layout,
+    plan_streams,
+    write_plan,
+)
+
+
+def streamable_weights(
+    inputs: Sequence[SSAValue], outputs: Sequence[tuple[SSAValue, SSAValue]], plan: KernelPlan
+) -> list[df.MatmulOp]:
+    """Matmuls whose right operand is a group input that only that matmul reads."""
+    external = set(inputs)
+    handed_back = {inner for inner, _ in outputs}
+    readers: dict[SSAValue, int] = {}
+    for op in plan.ops:
+        for v in op.operands:
+            readers[v] = readers.get(v, 0) + 1
+    out = [
+        op
+        for op in plan.ops
+        if isinstance(op, df.MatmulOp)
+        and op.b in external
+        and op.b not in handed_back
+        and readers[op.b] == 1
+    ]
+    return sorted(out, key=lambda op: -df.tensor_type(op.b).nbytes)
 
 
 def _streamable_weights(kernel: df.KernelOp, plan: KernelPlan) -> list[df.MatmulOp]:
-    """Matmuls whose right operand is a kernel input read by that matmul only."""
-    yielded = set(kernel.block.last_op.operands)
-    out = []
-    for op in plan.ops:
-        if (
-            isinstance(op, df.MatmulOp)
-            and isinstance(op.b, BlockArgument)
-            and op.b not in yielded
-            and len([u for u in op.b.uses]) == 1
-        ):
-            out.append(op)
-    return sorted(out, key=lambda op: -df.tensor_type(op.b).nbytes)
+    outputs = list(zip(kernel.block.last_op.operands, kernel.outputs, strict=True))
+    return streamable_weights(list(kernel.block.args), outputs, plan)
 
 
 def _tile_caps(extents: list[int], max_tile: int | None = None) -> list[int]:
@@ -53,7 +72,7 @@ def _tile_caps(extents: list[int], max_tile: int | None = None) -> list[int]:
 def _fit_weights(kernel: df.KernelOp, plan: KernelPlan, cap: int) -> bool:
     """Stream weights (largest first, largest chunk that fits) until SRAM suffices."""
     plan.b_tiles = {}
-    if layout(kernel, plan).sram_bytes <= cap:
+    if kernel_layout(kernel, plan).sram_bytes <= cap:
         return True
     for op in _streamable_weights(kernel, plan):
         n = df.tensor_type(op.b).shape_tuple[b_axis(op)]
@@ -61,10 +80,10 @@ def _fit_weights(kernel: df.KernelOp, plan: KernelPlan, cap: int) -> bool:
         while True:
             chunk = max(1, min(chunk, n))
             plan.b_tiles[op] = chunk
-            if layout(kernel, plan).sram_bytes <= cap or chunk == 1:
+            if kernel_layout(kernel, plan).sram_bytes <= cap or chunk == 1:
                 break
             chunk //= 2
-        if layout(kernel, plan).sram_bytes <= cap:
+        if kernel_layout(kernel, plan).sram_bytes <= cap:
             return True
     return False
 
@@ -82,10 +101,10 @@ def choose_tiles(
     for t_cap in _tile_caps(plan.extents, max_tile):
         plan.tiles = [min(e, t_cap) for e in plan.extents]
         if not _fit_weights(kernel, plan, cap):
-            need = layout(kernel, plan).sram_bytes
+            need = kernel_layout(kernel, plan).sram_bytes
             smallest = need if smallest is None else min(smallest, need)
             continue
-        cost, _, _ = estimate(plan, layout(kernel, plan), target, tier_of)
+        cost, _, _ = estimate(plan, kernel_layout(kernel, plan), target, tier_of)
         key = (cost.cycles, -t_cap)
         if best is None or key < best[:2]:
             best = (cost.cycles, -t_cap, list(plan.tiles), dict(plan.b_tiles))
@@ -95,11 +114,15 @@ def choose_tiles(
     return plan
 
 
-def min_sram_bytes(kernel: df.KernelOp, plan: KernelPlan) -> int:
-    """SRAM the kernel needs at its smallest tiles with every weight streamed."""
+def min_sram_bytes(
+    inputs: Sequence[SSAValue], outputs: Sequence[tuple[SSAValue, SSAValue]], plan: KernelPlan
+) -> int:
+    """SRAM a group needs at one-row tiles with every streamable weight in one-column chunks."""
     plan.tiles = [1] * len(plan.extents)
-    plan.b_tiles = {op: 1 for op in _streamable_weights(kernel, plan)}
-    return layout(kernel, plan).sram_bytes
+    plan.b_tiles = {op: 1 for op in streamable_weights(inputs, outputs, plan)}
+    need = layout(inputs, outputs, plan).sram_bytes
+    plan.tiles, plan.b_tiles = [], {}
+    return need
 
 
 @dataclass(frozen=True)

@@ -40,16 +40,21 @@ def test_mlp():
     check(MLP(), (torch.randn(8, 64),))
 
 
+POLICIES = ["none", "epilogue", "dataflow"]
+
+
+@pytest.mark.parametrize("fusion", POLICIES)
 @pytest.mark.parametrize("name", ["mlp", "gpt_block", "llama_block", "tiny_llama_lm"])
-def test_examples(name):
-    check(*load_example(name))
+def test_examples(name, fusion):
+    check(*load_example(name), fusion=fusion)
 
 
+@pytest.mark.parametrize("fusion", POLICIES)
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("family", sorted(BUILDERS))
-def test_huggingface(family, attn):
-    cm = check(BUILDERS[family](attn), (token_ids(),))
-    assert cm.report["kernels"] > 20
+def test_huggingface(family, attn, fusion):
+    cm = check(BUILDERS[family](attn), (token_ids(),), fusion=fusion)
+    assert cm.report["kernels"] > {"none": 20, "epilogue": 5, "dataflow": 0}[fusion]
 
 
 def test_bf16_emulation_is_close_but_not_exact():
