@@ -1,9 +1,15 @@
-"""Placement: give every buffer a memory tier and an offset.
+"""Placement (memory planning): a tier and an offset for every buffer.
 
-Simple policy (the spine's): values inside kernels live in SRAM; model inputs,
-weights and kernel results live in HBM, bumped one after another; once HBM is
-full the rest spills to DDR. A model that fits in neither is one CapacityError.
-Reshapes outside kernels are views: they share their source's tier and storage.
+- Values inside kernels live in SRAM (the tiling pass sized them).
+- Model inputs, weights and kernel-boundary activations go to HBM; buffers whose
+  lifetimes (in kernel steps) do not overlap share addresses — a static
+  first-fit plan, largest buffers first, no allocation at run time.
+- When HBM cannot hold the plan, buffers move to DDR, those with the smallest
+  bandwidth need first (the SN40L paper's rule): need = bytes the schedule moves
+  to or from the buffer per byte it occupies (ties: larger buffers first).
+- A model that fits in neither is one CapacityError naming tier, bytes needed and
+  bytes available.
+- Reshapes outside kernels are views: they share their source's storage.
 
 Offsets are written into the IR as discardable attributes: ``offset`` on
 ``df.weight``, ``offsets`` on ``df.kernel`` (one per result) and ``arg_offsets``
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, i64
@@ -24,6 +31,7 @@ from xdsl.rewriter import Rewriter
 from coec.backend.target import Target, load_target
 from coec.ir import ops as df
 from coec.ir.errors import CapacityError
+from coec.ir.kernel_plan import kernel_layout, read_plan
 from coec.ir.types import TensorType
 
 ALIGN = 64
@@ -41,32 +49,130 @@ def _retype(v: SSAValue, tier: str | None) -> SSAValue:
     return Rewriter.replace_value_with_new_type(v, t.with_tier(tier))
 
 
-class _Bump:
-    """HBM first, DDR when HBM is full; offsets aligned to 64 bytes."""
+@dataclass
+class Buffer:
+    """One off-chip buffer: its size, lifetime in kernel steps and traffic."""
 
-    def __init__(self, target: Target):
-        self.cap = {t: target.memory[t].capacity_bytes for t in ("hbm", "ddr")}
-        self.top = {"hbm": 0, "ddr": 0}
-        self.spilled = 0
+    value: SSAValue
+    order: int  # program order, for deterministic ties
+    nbytes: int
+    first: int  # kernel index that writes it (-1: resident before the first kernel)
+    last: int  # last kernel index that reads it (len(kernels): a model output)
+    traffic: int = 0
+    tier: str = "hbm"
+    offset: int = 0
 
-    def place(self, nbytes: int) -> tuple[str, int]:
-        for tier in ("hbm", "ddr"):
-            if self.top[tier] + nbytes <= self.cap[tier]:
-                offset = self.top[tier]
-                self.top[tier] = _align(offset + nbytes)
-                return tier, offset
-            self.spilled += nbytes
-        needed = self.top["hbm"] + self.top["ddr"] + nbytes
-        raise CapacityError(
-            "hbm+ddr", needed, self.cap["hbm"] + self.cap["ddr"], "the model's buffers"
+    @property
+    def need(self) -> float:
+        """Bandwidth need: bytes moved per byte held."""
+        return self.traffic / self.nbytes if self.nbytes else 0.0
+
+
+def first_fit(buffers: list[Buffer]) -> int:
+    """Assign offsets (largest first, lowest free address); returns the peak address."""
+    placed: list[Buffer] = []
+    peak = 0
+    for b in sorted(buffers, key=lambda b: (-b.nbytes, b.order)):
+        clashes = sorted(
+            (p.offset, p.offset + p.nbytes)
+            for p in placed
+            if not (p.last < b.first or b.last < p.first)
         )
+        offset = 0
+        for start, end in clashes:
+            if offset + b.nbytes <= start:
+                break
+            offset = max(offset, _align(end))
+        b.offset = offset
+        placed.append(b)
+        peak = max(peak, offset + b.nbytes)
+    return peak
+
+
+def _collect(fn: func.FuncOp) -> list[Buffer]:
+    """Every off-chip buffer of ``fn`` with its lifetime and traffic; views -> their source."""
+    block = fn.body.block
+    kernels = [op for op in block.ops if isinstance(op, df.KernelOp)]
+    end = len(kernels)
+    buffers: dict[SSAValue, Buffer] = {}
+    root: dict[SSAValue, SSAValue] = {}
+    order = 0
+
+    def add(v: SSAValue, first: int, last: int) -> None:
+        nonlocal order
+        buffers[v] = Buffer(v, order, df.tensor_type(v).nbytes, first, last)
+        order += 1
+
+    for arg in block.args:
+        add(arg, -1, end)
+    kernel_index = {k: i for i, k in enumerate(kernels)}
+    for op in block.ops:
+        if isinstance(op, df.WeightOp):
+            add(op.result, -1, end)
+        elif isinstance(op, df.KernelOp):
+            for r in op.outputs:
+                add(r, kernel_index[op], kernel_index[op])
+        elif isinstance(op, df.ReshapeOp):
+            root[op.result] = root.get(op.input, op.input)
+
+    def base(v: SSAValue) -> SSAValue:
+        return root.get(v, v)
+
+    for k in kernels:
+        i = kernel_index[k]
+        plan = read_plan(k)
+        lay = kernel_layout(k, plan)
+        streamed = {arg: plan.ntiles(plan.streams[op].phase) for op, arg in lay.b_streams.items()}
+        for outer, arg in zip(k.inputs, k.block.args, strict=True):
+            b = buffers[base(outer)]
+            b.last = max(b.last, i)
+            b.traffic += df.tensor_type(outer).nbytes * streamed.get(arg, 1)
+        for r in k.outputs:
+            buffers[r].traffic += buffers[r].nbytes
+    for v in block.last_op.operands:
+        buffers[base(v)].last = end
+    return list(buffers.values())
+
+
+def plan_memory(fn: func.FuncOp, target: Target) -> list[Buffer]:
+    """Tiers and offsets for ``fn``'s buffers: HBM first, DDR for the least-needed."""
+    buffers = _collect(fn)
+    hbm_cap = target.memory["hbm"].capacity_bytes
+    ddr_cap = target.memory["ddr"].capacity_bytes
+    spill_order = sorted(buffers, key=lambda b: (b.need, -b.nbytes, b.order))
+    # live bytes per kernel step: a lower bound on any plan's peak, cheap to update
+    steps = max((b.last for b in buffers), default=0) + 2
+    live = np.zeros(steps, dtype=np.int64)
+    for b in buffers:
+        live[b.first + 1 : b.last + 2] += b.nbytes
+    in_hbm, spilled = list(buffers), []
+
+    def spill() -> None:
+        victim = spill_order.pop(0)
+        victim.tier = "ddr"
+        in_hbm.remove(victim)
+        spilled.append(victim)
+        live[victim.first + 1 : victim.last + 2] -= victim.nbytes
+
+    while spill_order and live.max() > hbm_cap:
+        spill()
+    while spill_order and first_fit(in_hbm) > hbm_cap:
+        spill()
+    ddr_peak = first_fit(spilled)
+    if ddr_peak > ddr_cap:
+        raise CapacityError(
+            "ddr", ddr_peak, ddr_cap, f"what does not fit in HBM ({hbm_cap:,} bytes)"
+        )
+    first_fit(in_hbm)  # final offsets for what stayed
+    return buffers
 
 
 @dataclass(frozen=True)
 class PlacePass(ModulePass):
     """Assign tiers (in the types) and offsets (as attributes) to every buffer.
 
-    Requires: fused IR (kernels formed). Guarantees: every tensor type has a tier.
+    Requires: tiled IR. Guarantees: every tensor type has a tier; off-chip buffers
+    alive at the same kernel step never overlap in address; each tier's plan fits.
     """
 
     name = "place"
@@ -83,19 +189,20 @@ class PlacePass(ModulePass):
 
 
 def _place_function(fn: func.FuncOp, target: Target) -> None:
-    bump = _Bump(target)
+    buffers = plan_memory(fn, target)
+    where = {b.value: b for b in buffers}
     block = fn.body.block
     arg_offsets = []
     for arg in list(block.args):
-        tier, offset = bump.place(arg.type.nbytes)
-        _retype(arg, tier)
-        arg_offsets.append(offset)
+        b = where[arg]
+        _retype(arg, b.tier)
+        arg_offsets.append(b.offset)
     fn.attributes["arg_offsets"] = DenseArrayBase.from_list(i64, arg_offsets)
     for op in list(block.ops):
         if isinstance(op, df.WeightOp):
-            tier, offset = bump.place(op.out_type.nbytes)
-            _retype(op.result, tier)
-            op.attributes["offset"] = DenseArrayBase.from_list(i64, [offset])
+            b = where[op.result]
+            op.attributes["offset"] = DenseArrayBase.from_list(i64, [b.offset])
+            _retype(op.result, b.tier)
         elif isinstance(op, df.KernelOp):
             for arg in list(op.block.args):
                 _retype(arg, "sram")
@@ -104,9 +211,9 @@ def _place_function(fn: func.FuncOp, target: Target) -> None:
                     _retype(r, "sram")
             offsets = []
             for r in list(op.outputs):
-                tier, offset = bump.place(r.type.nbytes)
-                _retype(r, tier)
-                offsets.append(offset)
+                b = where[r]
+                offsets.append(b.offset)
+                _retype(r, b.tier)
             op.attributes["offsets"] = DenseArrayBase.from_list(i64, offsets)
         elif isinstance(op, df.ReshapeOp):
             _retype(op.result, op.input.type.tier_name)

@@ -40,15 +40,29 @@ class Tier:
         self.name, self.capacity = name, capacity
         self.arrays: dict[str, np.ndarray | None] = {}
         self.sizes: dict[str, int] = {}
+        self.addresses: dict[str, tuple[int, int]] = {}  # buffer -> (offset, bytes)
         self.used = 0
         self.peak = 0
         self.window_peak = 0
 
-    def alloc(self, buffer: str, nbytes: int, data: np.ndarray | None = None) -> None:
+    def alloc(
+        self, buffer: str, nbytes: int, data: np.ndarray | None = None, offset: int | None = None
+    ) -> None:
+        """Hold ``buffer``; at ``offset`` it must fit the tier and overlap no live buffer."""
         if buffer in self.sizes:
             raise ExecutionError(f"buffer {buffer} allocated twice in {self.name.upper()}")
         if self.used + nbytes > self.capacity:
             raise CapacityError(self.name, self.used + nbytes, self.capacity, f"buffer {buffer}")
+        if offset is not None:
+            if offset + nbytes > self.capacity:
+                raise CapacityError(self.name, offset + nbytes, self.capacity, f"buffer {buffer}")
+            for other, (start, size) in self.addresses.items():
+                if offset < start + size and start < offset + nbytes:
+                    raise ExecutionError(
+                        f"buffer {buffer} [{offset}, {offset + nbytes}) overlaps live buffer "
+                        f"{other} [{start}, {start + size}) in {self.name.upper()}"
+                    )
+            self.addresses[buffer] = (offset, nbytes)
         self.arrays[buffer], self.sizes[buffer] = data, nbytes
         self.used += nbytes
         self.peak = max(self.peak, self.used)
@@ -61,6 +75,7 @@ class Tier:
     def free(self, buffer: str) -> None:
         self.used -= self.sizes.pop(buffer)
         self.arrays.pop(buffer)
+        self.addresses.pop(buffer, None)
 
 
 class Executor:
@@ -135,7 +150,7 @@ class Executor:
                 if not self.count_only:
                     src = feeds[name] if b["kind"] == "input" else self.weights[name]
                     data = self._store_dtype(src, b["dtype"])
-                tiers[b["tier"]].alloc(name, b["bytes"], data)
+                tiers[b["tier"]].alloc(name, b["bytes"], data, b["offset"])
 
         frees = defaultdict(list)
         for name, b in self.buffers.items():
@@ -161,7 +176,7 @@ class Executor:
         for name in (s["buffer"] for s in kernel["stores"]):
             b = self.buffers[name]
             if b["live"][0] == index:
-                tiers[b["tier"]].alloc(name, b["bytes"])
+                tiers[b["tier"]].alloc(name, b["bytes"], offset=b["offset"])
         values = kernel["values"]
         sram.start_window()
         whole: dict[str, np.ndarray | None] = {}
