@@ -8,7 +8,7 @@ every pass.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from xdsl.dialects.builtin import ModuleOp
@@ -80,17 +80,16 @@ def run_passes(
             dump(point, print_module(module))
 
 
-def compile_program(
-    module: torch.nn.Module,
-    example_inputs: tuple,
-    options: Options,
-    dump_points: tuple[str, ...] = (),
+def compile_lowered(
+    program: Program, options: Options, dump_points: tuple[str, ...] = (), copy: bool = True
 ) -> Compiled:
+    """Run the passes and emit the schedule for a lowered program (unchanged if ``copy``)."""
     options = options.normalized()
     target = load_target(options.target)
     if options.launch:
         target = target.with_launch(options.launch)
-    program = lower_program(export_module(module, example_inputs), options.dtype)
+    if copy:
+        program = replace(program, module=program.module.clone())
     dumps: dict[str, str] = {}
 
     def dump(point: str, text: str) -> None:
@@ -104,3 +103,15 @@ def compile_program(
         {"fusion": options.fusion, "dtype": options.dtype, "launch": target.launch.mode},
     )
     return Compiled(program, target, schedule, dumps)
+
+
+def compile_program(
+    module: torch.nn.Module,
+    example_inputs: tuple,
+    options: Options,
+    dump_points: tuple[str, ...] = (),
+) -> Compiled:
+    """torch.export, lower to df IR, run the passes, emit the schedule."""
+    options = options.normalized()
+    program = lower_program(export_module(module, example_inputs), options.dtype)
+    return compile_lowered(program, options, dump_points, copy=False)
