@@ -29,6 +29,12 @@ def _si_seconds(s: float) -> str:
     return f"{s / 1e-9:.3g} ns"
 
 
+def _ops_label(ops: list[str], limit: int = 6) -> str:
+    if len(ops) <= limit:
+        return ",".join(ops)
+    return ",".join(ops[:limit]) + f",… ({len(ops)} ops)"
+
+
 def print_report(report: dict, header: str, console: Console, max_rows: int = 20) -> None:
     console.print(f"[bold]{header}[/bold]")
     summary = Table.grid(padding=(0, 2))
@@ -58,7 +64,8 @@ def print_report(report: dict, header: str, console: Console, max_rows: int = 20
         "DDR bytes",
         "SRAM bytes",
         "PCUs",
-        "cycles",
+        "PMUs",
+        "time",
         "bound",
     ):
         table.add_column(col, justify="left" if col in ("kernel", "ops", "bound") else "right")
@@ -70,13 +77,14 @@ def print_report(report: dict, header: str, console: Console, max_rows: int = 20
         ddr = sum(n for p, n in k["bytes"].items() if "ddr" in p.split("->"))
         table.add_row(
             k["name"],
-            ",".join(k.get("ops", [])),
+            _ops_label(k.get("ops", [])),
             f"{k['flops']:,}",
             f"{hbm:,}",
             f"{ddr:,}",
             f"{k['sram_bytes']:,}",
             f"{sum(k['stage_pcus']):,}",
-            f"{k['cycles']:,}",
+            f"{k['pmus']:,}",
+            _si_seconds(k["seconds"]),
             k["bound"],
         )
     console.print(table)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import networkx as nx
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
@@ -242,6 +242,9 @@ class FusePass(ModulePass):
                 groups = partition_epilogue(ops)
             else:
                 groups = partition_dataflow(ops, target)
-            for i, group in enumerate(groups):
-                outline(group, f"k{i}")
+            for group in groups:
+                outline(group, "k")
             restore_order(fn.body.block)
+            kernels = [k for k in fn.body.block.ops if isinstance(k, df.KernelOp)]
+            for i, kernel in enumerate(kernels):  # named in final program order
+                kernel.sym_name = StringAttr(f"k{i}")

@@ -202,7 +202,9 @@ class Executor:
             for op in kernel["ops"]
         ]
         flops = sum(w.total * n for ph in works for op_w in ph for w, n in op_w.items())
-        counts.add_kernel(kernel["name"], ops, flops, pairs, cost, sram.window_peak)
+        pmu_bytes = sram.capacity // self.target.compute.pmus
+        pmus = max(1, math.ceil(sram.window_peak / pmu_bytes))
+        counts.add_kernel(kernel["name"], ops, flops, pairs, cost, sram.window_peak, pmus)
         for name in list(sram.sizes):
             sram.free(name)
 
@@ -361,7 +363,7 @@ class Counters:
         self.kernels: list[dict] = []
 
     def add_kernel(
-        self, name: str, ops, flops: int, pairs: Mapping[str, int], cost, sram_bytes
+        self, name: str, ops, flops: int, pairs: Mapping[str, int], cost, sram_bytes, pmus
     ) -> None:
         for pair, n in pairs.items():
             self.bytes[pair] += n
@@ -374,6 +376,7 @@ class Counters:
                 "flops": flops,
                 "bytes": dict(sorted(pairs.items())),
                 "sram_bytes": sram_bytes,
+                "pmus": pmus,
                 **cost.to_json(),
             }
         )
