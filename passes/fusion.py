@@ -26,15 +26,15 @@ import networkx as nx
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
 from coec.backend.target import Target, load_target
 from coec.ir import ops as df
 from coec.ir.errors import ConfigError
-from coec.ir.kernel_plan import StreamPlanner
+from coec.ir.kernel_plan import plan_streams
 from coec.passes.outline import outline, restore_order
-from coec.passes.tiling import min_sram_bytes
+from coec.passes.tiling import Boundary, choose_tiles, min_sram_bytes
 
 log = logging.getLogger(__name__)
 
@@ -142,71 +142,70 @@ def partition_epilogue(ops: Sequence[df.DfOp]) -> list[list[df.DfOp]]:
 
 
 # -- dataflow ----------------------------------------------------------------------------
-class _Group:
-    """A growing run of ops with its stream plan, checked against the chip's resources."""
+def group_boundary(ops: Sequence[df.DfOp]) -> Boundary:
+    """A candidate group's inputs and the values it would hand back (used outside it)."""
+    members = set(ops)
+    inputs: list[SSAValue] = []
+    for op in ops:
+        for v in op.operands:
+            if (
+                v.owner not in members
+                and not isinstance(v.owner, df.ConstantOp)
+                and v not in inputs
+            ):
+                inputs.append(v)
+    outputs = [
+        (op.results[0], op.results[0])
+        for op in ops
+        if any(u.operation not in members for u in op.results[0].uses)
+    ]
+    return inputs, outputs
 
-    def __init__(self, target: Target):
-        self.target = target
-        self.ops: list[df.DfOp] = []
-        self.members: set[Operation] = set()
 
-    def _boundary(
-        self, ops: list[df.DfOp]
-    ) -> tuple[list[SSAValue], list[tuple[SSAValue, SSAValue]]]:
-        members = set(ops)
-        inputs: list[SSAValue] = []
-        for op in ops:
-            for v in op.operands:
-                if (
-                    v.owner not in members
-                    and not isinstance(v.owner, df.ConstantOp)
-                    and v not in inputs
-                ):
-                    inputs.append(v)
-        outputs = [
-            (op.results[0], op.results[0])
-            for op in ops
-            if any(u.operation not in members for u in op.results[0].uses)
-        ]
-        return inputs, outputs
+def can_fuse_dataflow(ops: Sequence[df.DfOp], target: Target) -> Verdict:
+    """May ``ops`` run as one streaming kernel? PCUs for the stages, SRAM/PMUs at minimal tiles."""
+    c = target.compute
+    stages = sum(1 for o in ops if not isinstance(o, (df.ReshapeOp, df.PermuteOp, df.SliceOp)))
+    if stages > c.pcus:
+        return Verdict(False, f"{stages} stages exceed {c.pcus} PCUs")
+    need = min_sram_bytes(*group_boundary(ops), plan_streams(list(ops)))
+    cap = target.memory["sram"].capacity_bytes
+    if need > cap:
+        return Verdict(False, f"needs {need:,} bytes of SRAM, {cap:,} available")
+    if -(-need // (cap // c.pmus)) > c.pmus:
+        return Verdict(False, f"needs more than {c.pmus} PMUs")
+    return Verdict(True)
 
-    def can_add(self, op: df.DfOp) -> Verdict:
-        ops = [*self.ops, op]
-        planner = StreamPlanner()
-        for o in ops:
-            planner.add(o)
-        plan = planner.plan
-        c = self.target.compute
-        stages = sum(1 for o in ops if not isinstance(o, (df.ReshapeOp, df.PermuteOp, df.SliceOp)))
-        if stages > c.pcus:
-            return Verdict(False, f"{stages} stages exceed {c.pcus} PCUs")
-        need = min_sram_bytes(*self._boundary(ops), plan)
-        cap = self.target.memory["sram"].capacity_bytes
-        if need > cap:
-            return Verdict(False, f"needs {need:,} bytes of SRAM, {cap:,} available")
-        pmu_bytes = cap // c.pmus
-        if -(-need // pmu_bytes) > c.pmus:
-            return Verdict(False, f"needs more than {c.pmus} PMUs")
-        return Verdict(True)
 
-    def add(self, op: df.DfOp) -> None:
-        self.ops.append(op)
-        self.members.add(op)
+def kernel_cycles(ops: Sequence[df.DfOp], target: Target) -> int:
+    """Modeled cycles of ``ops`` as one kernel at its best tiles."""
+    _, cycles = choose_tiles(group_boundary(ops), plan_streams(list(ops)), target)
+    return cycles
 
 
 def partition_dataflow(ops: Sequence[df.DfOp], target: Target) -> list[list[df.DfOp]]:
+    """Greedy in program order: an op joins the running kernel if it fits and fusing it is
+    modeled faster than starting a new kernel with it (weights forced to stream by a
+    crowded SRAM can make a split cheaper)."""
     groups: list[list[df.DfOp]] = []
-    current = _Group(target)
+    current: list[df.DfOp] = []
+    current_cycles = 0
     for op in ops:
-        if current.ops:
-            verdict = current.can_add(op)
-            if not verdict.ok:
-                log.debug("dataflow: kernel boundary before %s: %s", op.name, verdict.why)
-                groups.append(current.ops)
-                current = _Group(target)
-        current.add(op)
-    if current.ops:
-        groups.append(current.ops)
+        if current:
+            candidate = [*current, op]
+            verdict = can_fuse_dataflow(candidate, target)
+            if verdict.ok:
+                fused = kernel_cycles(candidate, target)
+                apart = current_cycles + kernel_cycles([op], target)
+                if fused <= apart:
+                    current, current_cycles = candidate, fused
+                    continue
+                verdict = Verdict(False, f"fused {fused:,} cycles > {apart:,} apart")
+            log.debug("dataflow: kernel boundary before %s: %s", op.name, verdict.why)
+            groups.append(current)
+        current, current_cycles = [op], kernel_cycles([op], target)
+    if current:
+        groups.append(current)
     return [g for g in groups if not all(isinstance(o, df.ReshapeOp) for o in g)]
 
 

@@ -25,7 +25,6 @@ from coec.ir.errors import CapacityError
 from coec.ir.kernel_plan import (
     KernelPlan,
     b_axis,
-    kernel_layout,
     layout,
     plan_streams,
     write_plan,
@@ -53,11 +52,6 @@ def streamable_weights(
     return sorted(out, key=lambda op: -df.tensor_type(op.b).nbytes)
 
 
-def _streamable_weights(kernel: df.KernelOp, plan: KernelPlan) -> list[df.MatmulOp]:
-    outputs = list(zip(kernel.block.last_op.operands, kernel.outputs, strict=True))
-    return streamable_weights(list(kernel.block.args), outputs, plan)
-
-
 def _tile_caps(extents: list[int], max_tile: int | None = None) -> list[int]:
     largest = max(extents, default=1)
     if max_tile:
@@ -69,28 +63,43 @@ def _tile_caps(extents: list[int], max_tile: int | None = None) -> list[int]:
     return sorted(caps, reverse=True)
 
 
-def _fit_weights(kernel: df.KernelOp, plan: KernelPlan, cap: int) -> bool:
+Boundary = tuple[Sequence[SSAValue], Sequence[tuple[SSAValue, SSAValue]]]
+
+
+def kernel_boundary(kernel: df.KernelOp) -> Boundary:
+    """A kernel's inputs (block arguments) and outputs (yielded value, kernel result)."""
+    return list(kernel.block.args), list(
+        zip(kernel.block.last_op.operands, kernel.outputs, strict=True)
+    )
+
+
+def _fit_weights(boundary: Boundary, plan: KernelPlan, cap: int) -> bool:
     """Stream weights (largest first, largest chunk that fits) until SRAM suffices."""
     plan.b_tiles = {}
-    if kernel_layout(kernel, plan).sram_bytes <= cap:
+    if layout(*boundary, plan).sram_bytes <= cap:
         return True
-    for op in _streamable_weights(kernel, plan):
+    for op in streamable_weights(*boundary, plan):
         n = df.tensor_type(op.b).shape_tuple[b_axis(op)]
         chunk = 1 << max(n - 1, 0).bit_length()
         while True:
             chunk = max(1, min(chunk, n))
             plan.b_tiles[op] = chunk
-            if kernel_layout(kernel, plan).sram_bytes <= cap or chunk == 1:
+            if layout(*boundary, plan).sram_bytes <= cap or chunk == 1:
                 break
             chunk //= 2
-        if kernel_layout(kernel, plan).sram_bytes <= cap:
+        if layout(*boundary, plan).sram_bytes <= cap:
             return True
     return False
 
 
 def choose_tiles(
-    kernel: df.KernelOp, plan: KernelPlan, target: Target, max_tile: int | None = None
-) -> KernelPlan:
+    boundary: Boundary,
+    plan: KernelPlan,
+    target: Target,
+    max_tile: int | None = None,
+    what: str = "a kernel",
+) -> tuple[KernelPlan, int]:
+    """The tiles (and weight chunks) with the fewest modeled cycles; returns (plan, cycles)."""
     cap = target.memory["sram"].capacity_bytes
     best: tuple[int, int, list[int], dict] | None = None
     smallest = None
@@ -100,18 +109,18 @@ def choose_tiles(
 
     for t_cap in _tile_caps(plan.extents, max_tile):
         plan.tiles = [min(e, t_cap) for e in plan.extents]
-        if not _fit_weights(kernel, plan, cap):
-            need = kernel_layout(kernel, plan).sram_bytes
+        if not _fit_weights(boundary, plan, cap):
+            need = layout(*boundary, plan).sram_bytes
             smallest = need if smallest is None else min(smallest, need)
             continue
-        cost, _, _ = estimate(plan, kernel_layout(kernel, plan), target, tier_of)
+        cost, _, _ = estimate(plan, layout(*boundary, plan), target, tier_of)
         key = (cost.cycles, -t_cap)
         if best is None or key < best[:2]:
             best = (cost.cycles, -t_cap, list(plan.tiles), dict(plan.b_tiles))
     if best is None:
-        raise CapacityError("sram", smallest or 0, cap, f"kernel {kernel.sym_name.data}")
+        raise CapacityError("sram", smallest or 0, cap, what)
     plan.tiles, plan.b_tiles = best[2], best[3]
-    return plan
+    return plan, best[0]
 
 
 def min_sram_bytes(
@@ -145,4 +154,11 @@ class TilePass(ModulePass):
         for kernel in module.walk():
             if isinstance(kernel, df.KernelOp):
                 ops = [o for o in kernel.compute_ops() if not isinstance(o, df.ConstantOp)]
-                write_plan(kernel, choose_tiles(kernel, plan_streams(ops), target, max_tile))
+                plan, _ = choose_tiles(
+                    kernel_boundary(kernel),
+                    plan_streams(ops),
+                    target,
+                    max_tile,
+                    f"kernel {kernel.sym_name.data}",
+                )
+                write_plan(kernel, plan)
