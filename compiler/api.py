@@ -9,6 +9,7 @@ import torch
 
 from coec.backend.schedule import dumps, write_files_atomic
 from coec.backend.target import Target
+from coec.ir.errors import ExecutionError
 from coec.pipeline import Compiled, Options, compile_program
 from coec.runtime.executor import Executor
 
@@ -37,10 +38,26 @@ class CompiledModel:
     def __init__(self, compiled: Compiled, emulate_bf16: bool = False):
         self.compiled = compiled
         self.schedule = compiled.schedule
-        self.weights = {k: to_numpy(v) for k, v in compiled.program.weights.items()}
         self.emulate_bf16 = emulate_bf16
-        self._executor = Executor(self.schedule, self.weights, emulate_bf16=emulate_bf16)
+        self._executor: Executor | None = None
         _, self.report = Executor(self.schedule, count_only=True).run()
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        """The weights as NumPy arrays (a model built on the meta device has none)."""
+        data = self.compiled.program.weights
+        if any(t.device.type == "meta" for t in data.values()):
+            raise ExecutionError(
+                "this model was built on the meta device: it has no weights to run with; "
+                "its report holds the count-only figures"
+            )
+        return {k: to_numpy(v) for k, v in data.items()}
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = Executor(self.schedule, self.weights, emulate_bf16=self.emulate_bf16)
+        return self._executor
 
     @property
     def estimate(self) -> dict:
@@ -51,7 +68,7 @@ class CompiledModel:
         return self.compiled.target
 
     def __call__(self, *inputs: torch.Tensor):
-        outs, self.report = self._executor.run([to_numpy(x) for x in inputs])
+        outs, self.report = self.executor.run([to_numpy(x) for x in inputs])
         tensors = tuple(torch.from_numpy(np.ascontiguousarray(o)) for o in outs)
         return tensors[0] if len(tensors) == 1 else tensors
 
@@ -63,8 +80,11 @@ class CompiledModel:
         from safetensors.torch import save as st_save
 
         path = Path(path)
-        weights = {k: v.detach().contiguous() for k, v in self.compiled.program.weights.items()}
-        files: dict[Path, bytes | str] = {weights_path(path): st_save(weights)}
+        files: dict[Path, bytes | str] = {}
+        data = self.compiled.program.weights
+        if not any(t.device.type == "meta" for t in data.values()):  # meta: schedule only
+            weights = {k: v.detach().contiguous() for k, v in data.items()}
+            files[weights_path(path)] = st_save(weights)
         if example_inputs is not None:
             names = self.schedule["inputs"]
             feeds = {n: x.detach().contiguous() for n, x in zip(names, example_inputs, strict=True)}

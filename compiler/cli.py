@@ -43,7 +43,37 @@ def cli() -> None:
 
 
 @cli.command("compile")
-@click.argument("model_file", metavar="MODEL.py")
+@click.argument("model_file", metavar="MODEL.py", required=False)
+@click.option(
+    "--zoo", metavar="NAME", help="Compile a zoo model by name instead of MODEL.py (see coec zoo)."
+)
+@click.option(
+    "--phase",
+    type=click.Choice(["prefill", "decode"]),
+    default="prefill",
+    show_default=True,
+    help="Zoo models: prompt prefill or one decode step.",
+)
+@click.option(
+    "--seq",
+    type=click.IntRange(min=1),
+    default=128,
+    show_default=True,
+    help="Zoo models: prompt length, or KV-cache length in decode.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Zoo models: sequences per batch.",
+)
+@click.option(
+    "--layers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Zoo models: override the number of decoder layers.",
+)
 @click.option("--entry", metavar="NAME", help="Function returning (module, example_inputs).")
 @click.option(
     "--target",
@@ -104,6 +134,11 @@ def cli() -> None:
 @click.option("--all-kernels", is_flag=True, help="List every kernel in the report table.")
 def compile_cmd(
     model_file,
+    zoo,
+    phase,
+    seq,
+    batch,
+    layers,
     entry,
     target,
     fusion,
@@ -133,19 +168,40 @@ def compile_cmd(
             raise ConfigError(
                 f"--dump-ir {dump_ir!r}: choose from {', '.join(DUMP_ALIASES)} or all"
             )
-    result = compile_model_file(
-        model_file,
-        entry=entry,
-        target=target,
-        fusion=fusion,
-        dtype=dtype,
-        launch=launch,
-        max_tile=max_tile,
-        execute=execute,
-        emulate_bf16=emulate_bf16,
-        output=output,
-        dump_points=points,
-    )
+    if (model_file is None) == (zoo is None):
+        raise ConfigError("give either MODEL.py or --zoo NAME")
+    if zoo:
+        from coec.driver import compile_zoo_model
+
+        result = compile_zoo_model(
+            zoo,
+            phase=phase,
+            seq=seq,
+            batch=batch,
+            layers=layers,
+            execute=execute,
+            output=output,
+            target=target,
+            fusion=fusion,
+            dtype=dtype,
+            launch=launch,
+            max_tile=max_tile,
+        )
+        model_file = f"{zoo} {phase} batch {batch} seq {seq}"
+    else:
+        result = compile_model_file(
+            model_file,
+            entry=entry,
+            target=target,
+            fusion=fusion,
+            dtype=dtype,
+            launch=launch,
+            max_tile=max_tile,
+            execute=execute,
+            emulate_bf16=emulate_bf16,
+            output=output,
+            dump_points=points,
+        )
     console = _console()
     for point in points:
         if len(points) > 1:
@@ -197,6 +253,18 @@ def run_cmd(schedule_file, inputs, count_only, emulate_bf16, as_json):
     for name, arr in outputs.items():
         console.print(
             f"output {name}: shape {tuple(arr.shape)}  mean {float(arr.mean()):.6g}  max|x| {float(abs(arr).max()):.6g}"
+        )
+
+
+@cli.command("zoo")
+def zoo_cmd():
+    """List the zoo's models (published hyper-parameters, no weights)."""
+    from coec.zoo import ZOO
+
+    for a in ZOO.values():
+        click.echo(
+            f"{a.name:<14} {a.params() / 1e9:7.1f} B params  layers {a.layers:>3}  hidden {a.hidden:>5}  "
+            f"heads {a.heads}/{a.kv_heads} kv  ffn {a.ffn}  vocab {a.vocab}  ({a.source})"
         )
 
 

@@ -57,13 +57,44 @@ def compile_model_file(
     cm = CompiledModel(compiled, emulate_bf16=emulate_bf16)
     report = dict(cm.report)
     if execute:
-        outs, report = cm._executor.run([to_numpy(x) for x in inputs])
+        outs, report = cm.executor.run([to_numpy(x) for x in inputs])
         with torch.no_grad():
             reference = flatten_outputs(module(*inputs))
         report["max_abs_err"], report["max_rel_err"] = compare(outs, reference)
     if output:
         cm.save(output, inputs)
     return CompileResult(report, compiled.dumps, compiled.target.name, cm)
+
+
+def compile_zoo_model(
+    name: str,
+    *,
+    phase: str = "prefill",
+    seq: int = 128,
+    batch: int = 1,
+    layers: int | None = None,
+    execute: bool = False,
+    output: Path | None = None,
+    **options,
+) -> CompileResult:
+    """Compile a zoo model by name; on the meta device (count-only) unless ``execute``."""
+    from coec.regional import compile_zoo
+    from coec.zoo import instantiate
+
+    device = "cpu" if execute else "meta"
+    inst = instantiate(name, phase, seq, batch, layers, device=device)
+    compiled = compile_zoo(inst, Options(**options))
+    cm = CompiledModel(compiled)
+    report = dict(cm.report)
+    inputs = (inst.ids, *inst.caches)
+    if execute:
+        outs, report = cm.executor.run([to_numpy(x) for x in inputs])
+        with torch.no_grad():
+            reference = flatten_outputs(inst.model(*inputs))
+        report["max_abs_err"], report["max_rel_err"] = compare(outs, reference)
+    if output:
+        cm.save(output, inputs if execute else None)
+    return CompileResult(report, {}, compiled.target.name, cm)
 
 
 def _read_tensors(path: Path) -> dict[str, np.ndarray]:

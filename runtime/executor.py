@@ -335,8 +335,8 @@ class Executor:
         d = op["b_stream"]
         n_total = self.buffers[d["buffer"]]["shape"][d["axis"]]
         parts = []
-        for n0 in range(0, n_total, d["chunk"]):
-            chunk = self._load(tiers, d, d["axis"], n0, min(d["chunk"], n_total - n0), pairs, mult)
+        for n0, size, n in self._tiles(n_total, d["chunk"]):  # chunk classes when counting
+            chunk = self._load(tiers, d, d["axis"], n0, size, pairs, mult * n)
             if not self.count_only:
                 parts.append(matmul([ins[0], chunk], op["attrs"], ()))
         if self.count_only:

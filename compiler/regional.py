@@ -1,0 +1,141 @@
+"""Regional compilation: compile a repeated decoder layer once, reuse it N times.
+
+The embedding, one decoder layer and the head are each exported, lowered, fused
+and tiled once. The layer's fused and tiled IR is then cloned once per layer into
+one function — its weights renamed ``layers.<i>.<name>`` and bound to that
+layer's parameters, its folded constants (RoPE tables, ALiBi biases, which depend
+on shapes only) shared — and placement plans memory for the whole model. So
+compile time grows with the number of layers only by cloning, and every layer's
+kernels and counts are the same by construction (the paper's kernel looping).
+"""
+
+from __future__ import annotations
+
+import torch
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.ir import Block, Region, SSAValue
+
+from coec.backend.emit import emit_schedule
+from coec.backend.target import load_target
+from coec.frontend.export import export_module
+from coec.frontend.lower import Program, lower_program
+from coec.ir import ops as df
+from coec.ir import verify
+from coec.passes.fusion import FusePass
+from coec.passes.placement import PlacePass
+from coec.passes.tiling import TilePass
+from coec.pipeline import Compiled, Options
+from coec.zoo import ZooInstance
+
+
+class _Stitcher:
+    """Builds one function from part functions cloned in sequence."""
+
+    def __init__(self) -> None:
+        self.block = Block()
+        self.weights: dict[str, torch.Tensor] = {}
+        self.shared: dict[str, SSAValue] = {}
+
+    def arg(self, t, hint: str) -> SSAValue:
+        a = self.block.insert_arg(t, len(self.block.args))
+        a.name_hint = hint
+        return a
+
+    def clone(
+        self, part: Program, inputs: list[SSAValue], prefix: str, params: dict[str, torch.Tensor]
+    ) -> list[SSAValue]:
+        """Clone ``part``'s body reading ``inputs``; returns what it returns."""
+        fn = part.func
+        mapping: dict[SSAValue, SSAValue] = dict(zip(fn.body.block.args, inputs, strict=True))
+        for op in fn.body.block.ops:
+            if isinstance(op, func.ReturnOp):
+                return [mapping[v] for v in op.operands]
+            if isinstance(op, df.WeightOp):
+                name = op.sym_name.data
+                if op.kind.data == "param":
+                    new_name = prefix + name
+                    self.weights[new_name] = params[name]
+                else:  # folded constants depend on shapes only: one copy serves every layer
+                    new_name = "const." + name
+                    if new_name in self.shared:
+                        mapping[op.result] = self.shared[new_name]
+                        continue
+                    self.weights[new_name] = part.weights[name]
+                clone = df.WeightOp(new_name, op.kind.data, op.out_type)
+                clone.result.name_hint = op.result.name_hint
+                self.block.add_op(clone)
+                mapping[op.result] = clone.result
+                if op.kind.data != "param":
+                    self.shared[new_name] = clone.result
+                continue
+            clone = op.clone(value_mapper=mapping)
+            self.block.add_op(clone)
+        raise AssertionError("a part function without a return")
+
+
+def _lower_part(module: torch.nn.Module, inputs: tuple, options: Options, target) -> Program:
+    program = lower_program(export_module(module, inputs), options.dtype)
+    FusePass.apply_target(program.module, target, options.fusion)
+    TilePass.apply_target(program.module, target, options.max_tile)
+    verify(program.module)
+    return program
+
+
+def compile_zoo(inst: ZooInstance, options: Options) -> Compiled:
+    """Compile a zoo model with its decoder layer compiled once and reused."""
+    options = options.normalized()
+    target = load_target(options.target)
+    if options.launch:
+        target = target.with_launch(options.launch)
+    m, arch = inst.model, inst.arch
+    device = inst.ids.device
+    tokens = inst.ids.shape[1]
+    h = torch.zeros(inst.batch, tokens, arch.hidden, device=device)
+    embed = _lower_part(m.embed, (inst.ids,), options, target)
+    layer_inputs = (h, *inst.caches[:2])
+    layer = _lower_part(m.layers[0], layer_inputs, options, target)
+    head = _lower_part(m.head, (h,), options, target)
+
+    st = _Stitcher()
+    ids = st.arg(embed.func.body.block.args[0].type, "input_ids")
+    caches = [
+        st.arg(layer.func.body.block.args[1 + j].type, f"past_{'kv'[j]}_{i}")
+        for i in range(arch.layers)
+        for j in range(2)
+        if inst.caches
+    ]
+    (hidden,) = st.clone(embed, [ids], "embed.", dict(m.embed.state_dict()))
+    kv = []
+    for i, block in enumerate(m.layers):
+        past = caches[2 * i : 2 * i + 2]
+        hidden, k, v = st.clone(layer, [hidden, *past], f"layers.{i}.", dict(block.state_dict()))
+        kv += [k, v]
+    (logits,) = st.clone(head, [hidden], "head.", dict(m.head.state_dict()))
+    st.block.add_op(func.ReturnOp(logits, *kv))
+    for i, kernel in enumerate(op for op in st.block.ops if isinstance(op, df.KernelOp)):
+        kernel.sym_name = StringAttr(f"k{i}")
+    fn = func.FuncOp(
+        "main",
+        ([a.type for a in st.block.args], [v.type for v in st.block.last_op.operands]),
+        Region(st.block),
+    )
+    module = ModuleOp([fn])
+    PlacePass.apply_target(module, target)
+    verify(module)
+    program = Program(module, st.weights, [a.name_hint for a in st.block.args], options.dtype)
+    schedule = emit_schedule(
+        module,
+        target,
+        {
+            "fusion": options.fusion,
+            "dtype": options.dtype,
+            "launch": target.launch.mode,
+            "model": arch.name,
+            "phase": inst.phase,
+            "batch": inst.batch,
+            "seq": inst.seq,
+            "layers": arch.layers,
+        },
+    )
+    return Compiled(program, target, schedule, {})

@@ -1,0 +1,305 @@
+"""A zoo of decoder LLMs by name, built from their published hyper-parameters (no weights).
+
+Each model is split into the parts regional compilation needs: ``Embed`` (token
+ids -> hidden), one ``Layer`` (the repeated decoder layer) and ``Head`` (final
+norm and LM head). ``ZooModel`` chains them for eager reference runs.
+
+Phases: ``prefill`` runs S prompt tokens (causal attention) and writes the layer's
+K/V; ``decode`` runs one new token per sequence against a KV cache of S tokens
+held in HBM (cache in, the new token's K/V out).
+
+The layer is one family with switches, enough for Llama 2/3, Mistral, Falcon and
+BLOOM: RMSNorm or LayerNorm; SwiGLU or GELU MLP; attention and MLP in sequence or
+in parallel (Falcon); rotary or ALiBi positions (BLOOM); grouped-query attention.
+Simplifications (each changes no GEMM shape): Falcon-40B's two parallel layer
+norms are one; BLOOM's embedding LayerNorm is left out; biases are left out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+from coec.ir.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    ffn: int
+    vocab: int
+    norm: str = "rms"  # "rms" | "layer"
+    mlp: str = "swiglu"  # "swiglu" | "gelu"
+    parallel: bool = False  # attention and MLP read the same normed input
+    position: str = "rope"  # "rope" | "alibi"
+    source: str = ""
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    def params(self) -> int:
+        d, kv = self.hidden, self.kv_heads * self.head_dim
+        attn = 2 * d * d + 2 * d * kv
+        mlp = (3 if self.mlp == "swiglu" else 2) * d * self.ffn
+        return self.layers * (attn + mlp) + 2 * self.vocab * d
+
+
+_HF = "the model's config.json on the HuggingFace Hub"
+ZOO: dict[str, Arch] = {
+    a.name: a
+    for a in [
+        Arch("llama2-7b", 32, 4096, 32, 32, 11008, 32000, source=f"Touvron et al. 2023; {_HF}"),
+        Arch("llama2-70b", 80, 8192, 64, 8, 28672, 32000, source=f"Touvron et al. 2023; {_HF}"),
+        Arch("mistral-7b", 32, 4096, 32, 8, 14336, 32000, source=f"Jiang et al. 2023; {_HF}"),
+        Arch(
+            "falcon-40b",
+            60,
+            8192,
+            128,
+            8,
+            32768,
+            65024,
+            "layer",
+            "gelu",
+            True,
+            source=f"Almazrouei et al. 2023; {_HF}",
+        ),
+        Arch(
+            "bloom-176b",
+            70,
+            14336,
+            112,
+            112,
+            57344,
+            250880,
+            "layer",
+            "gelu",
+            position="alibi",
+            source=f"BigScience 2022; {_HF}",
+        ),
+        Arch("llama3.1-8b", 32, 4096, 32, 8, 14336, 128256, source=f"Llama 3 paper 2024; {_HF}"),
+        Arch("llama3.1-70b", 80, 8192, 64, 8, 28672, 128256, source=f"Llama 3 paper 2024; {_HF}"),
+        Arch(
+            "llama3.1-405b", 126, 16384, 128, 8, 53248, 128256, source=f"Llama 3 paper 2024; {_HF}"
+        ),
+        # small ones that execute in tests
+        Arch("tiny-llama", 2, 64, 4, 2, 128, 256, source="test size"),
+        Arch("tiny-falcon", 2, 64, 4, 1, 256, 256, "layer", "gelu", True, source="test size"),
+        Arch(
+            "tiny-bloom",
+            2,
+            64,
+            4,
+            4,
+            256,
+            256,
+            "layer",
+            "gelu",
+            position="alibi",
+            source="test size",
+        ),
+    ]
+}
+
+
+def get_arch(name: str, layers: int | None = None) -> Arch:
+    if name not in ZOO:
+        raise ConfigError(f"unknown zoo model {name!r}; known: {', '.join(ZOO)}")
+    arch = ZOO[name]
+    if layers is not None:
+        if layers < 1:
+            raise ConfigError(f"--layers {layers}: must be at least 1")
+        arch = replace(arch, layers=layers)
+    return arch
+
+
+def _norm(arch: Arch) -> torch.nn.Module:
+    if arch.norm == "rms":
+        return torch.nn.RMSNorm(arch.hidden, eps=1e-5)
+    return torch.nn.LayerNorm(arch.hidden, eps=1e-5, bias=False)
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """Press et al.'s geometric slopes (heads a power of two, else interleaved)."""
+    n = 2 ** math.floor(math.log2(heads))
+    base = [2 ** (-8 * (i + 1) / n) for i in range(n)]
+    extra = [2 ** (-4 * (2 * i + 1) / n) for i in range(heads - n)]
+    return torch.tensor(base + extra)
+
+
+class Embed(torch.nn.Module):
+    def __init__(self, arch: Arch):
+        super().__init__()
+        self.tokens = torch.nn.Embedding(arch.vocab, arch.hidden)
+
+    def forward(self, ids):
+        return self.tokens(ids)
+
+
+class Head(torch.nn.Module):
+    def __init__(self, arch: Arch):
+        super().__init__()
+        self.norm = _norm(arch)
+        self.lm_head = torch.nn.Linear(arch.hidden, arch.vocab, bias=False)
+
+    def forward(self, h):
+        return self.lm_head(self.norm(h))
+
+
+class Layer(torch.nn.Module):
+    """One decoder layer; returns (hidden, keys, values) — the K/V the cache keeps."""
+
+    def __init__(self, arch: Arch, past: int):
+        super().__init__()
+        d, kv = arch.hidden, arch.kv_heads * arch.head_dim
+        self.arch, self.past = arch, past
+        self.norm1 = _norm(arch)
+        self.norm2 = None if arch.parallel else _norm(arch)
+        self.q = torch.nn.Linear(d, d, bias=False)
+        self.k = torch.nn.Linear(d, kv, bias=False)
+        self.v = torch.nn.Linear(d, kv, bias=False)
+        self.o = torch.nn.Linear(d, d, bias=False)
+        if arch.mlp == "swiglu":
+            self.gate = torch.nn.Linear(d, arch.ffn, bias=False)
+        self.up = torch.nn.Linear(d, arch.ffn, bias=False)
+        self.down = torch.nn.Linear(arch.ffn, d, bias=False)
+
+    def _rope(self, x, start: int):
+        d = x.shape[-1]
+        inv = 1.0 / (10000 ** (torch.arange(0, d, 2, device=x.device).float() / d))
+        pos = torch.arange(start, start + x.shape[-2], device=x.device).float()
+        angles = torch.outer(pos, inv)
+        cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+        rotated = torch.cat([-x[..., d // 2 :], x[..., : d // 2]], -1)
+        return x * cos + rotated * sin
+
+    def forward(self, h, past_k=None, past_v=None):
+        a = self.arch
+        b, s, _ = h.shape
+        y = self.norm1(h)
+        q = self.q(y).view(b, s, a.heads, a.head_dim).transpose(1, 2)
+        k = self.k(y).view(b, s, a.kv_heads, a.head_dim).transpose(1, 2)
+        v = self.v(y).view(b, s, a.kv_heads, a.head_dim).transpose(1, 2)
+        if a.position == "rope":
+            q, k = self._rope(q, self.past), self._rope(k, self.past)
+        keys = k if past_k is None else torch.cat([past_k, k], dim=2)
+        values = v if past_v is None else torch.cat([past_v, v], dim=2)
+        total = keys.shape[2]
+        rep = a.heads // a.kv_heads
+        kk = (
+            keys[:, :, None]
+            .expand(b, a.kv_heads, rep, total, a.head_dim)
+            .reshape(b, a.heads, total, a.head_dim)
+        )
+        vv = (
+            values[:, :, None]
+            .expand(b, a.kv_heads, rep, total, a.head_dim)
+            .reshape(b, a.heads, total, a.head_dim)
+        )
+        causal = past_k is None and s > 1
+        mask = None
+        if a.position == "alibi":
+            dist = (
+                torch.arange(total, device=h.device)[None, :]
+                - torch.arange(self.past, self.past + s, device=h.device)[:, None]
+            )
+            mask = alibi_slopes(a.heads).to(h.device)[:, None, None] * dist.float()
+            if causal:
+                mask = mask.masked_fill(dist > 0, float("-inf"))
+            causal = False
+        att = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, is_causal=causal)
+        att = self.o(att.transpose(1, 2).reshape(b, s, a.hidden))
+        if a.parallel:
+            return h + att + self._mlp(y), k, v
+        h = h + att
+        return h + self._mlp(self.norm2(h)), k, v
+
+    def _mlp(self, y):
+        if self.arch.mlp == "swiglu":
+            return self.down(F.silu(self.gate(y)) * self.up(y))
+        return self.down(F.gelu(self.up(y), approximate="tanh"))
+
+
+class ZooModel(torch.nn.Module):
+    """Embed -> layers -> head, for eager reference runs; returns (logits, K/V per layer)."""
+
+    def __init__(self, arch: Arch, past: int = 0):
+        super().__init__()
+        self.embed = Embed(arch)
+        self.layers = torch.nn.ModuleList(Layer(arch, past) for _ in range(arch.layers))
+        self.head = Head(arch)
+
+    def forward(self, ids, *caches):
+        h = self.embed(ids)
+        kv = []
+        for i, layer in enumerate(self.layers):
+            past = caches[2 * i : 2 * i + 2] if caches else (None, None)
+            h, k, v = layer(h, *past)
+            kv += [k, v]
+        return (self.head(h), *kv)
+
+
+@dataclass
+class ZooInstance:
+    """A zoo model for one phase: the full module and its example inputs."""
+
+    arch: Arch
+    phase: str
+    batch: int
+    seq: int
+    model: ZooModel
+    ids: torch.Tensor
+    caches: list[torch.Tensor]
+
+
+def instantiate(
+    name: str,
+    phase: str = "prefill",
+    seq: int = 128,
+    batch: int = 1,
+    layers: int | None = None,
+    device: str = "meta",
+    seed: int = 0,
+) -> ZooInstance:
+    """Build a zoo model on ``device`` ("meta": no weights allocated) with example inputs."""
+    arch = get_arch(name, layers)
+    if phase not in ("prefill", "decode"):
+        raise ConfigError(f"phase {phase!r}: choose prefill or decode")
+    if seq < 1 or batch < 1:
+        raise ConfigError(f"seq {seq} and batch {batch} must be at least 1")
+    past = seq if phase == "decode" else 0
+    tokens = 1 if phase == "decode" else seq
+    gen = torch.Generator().manual_seed(seed)
+    with torch.device(device):
+        if device != "meta":
+            torch.manual_seed(seed)
+        model = ZooModel(arch, past).eval()
+        if device == "meta":
+            ids = torch.empty(batch, tokens, dtype=torch.long)
+            caches = (
+                [
+                    torch.empty(batch, arch.kv_heads, past, arch.head_dim)
+                    for _ in range(2 * arch.layers)
+                ]
+                if past
+                else []
+            )
+    if device != "meta":
+        ids = torch.randint(0, arch.vocab, (batch, tokens), generator=gen)
+        caches = (
+            [
+                torch.randn(batch, arch.kv_heads, past, arch.head_dim, generator=gen)
+                for _ in range(2 * arch.layers)
+            ]
+            if past
+            else []
+        )
+    return ZooInstance(arch, phase, batch, seq, model, ids, caches)

@@ -1,0 +1,107 @@
+"""The model zoo and regional compilation: one decoder layer compiled, reused per layer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_counts import summary
+
+import coec
+from coec.api import CompiledModel
+from coec.cli import main
+from coec.pipeline import Options
+from coec.regional import compile_zoo
+from coec.runtime.executor import Executor
+from coec.zoo import ZOO, instantiate
+
+
+@pytest.mark.parametrize("fusion", ["none", "dataflow"])
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-falcon", "tiny-bloom"])
+def test_zoo_models_match_pytorch(name, phase, fusion):
+    inst = instantiate(name, phase, seq=8, batch=2, device="cpu")
+    cm = CompiledModel(compile_zoo(inst, Options(fusion=fusion, dtype="fp32", max_tile=3)))
+    inputs = (inst.ids, *inst.caches)
+    outs = cm(*inputs)
+    with torch.no_grad():
+        refs = inst.model(*inputs)
+    assert len(outs) == len(refs) == 1 + 2 * inst.arch.layers
+    for out, ref in zip(outs, refs, strict=True):
+        assert out.shape == ref.shape
+        assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_count_only_equals_execute_on_a_zoo_model():
+    inst = instantiate("tiny-llama", "decode", seq=16, batch=2, device="cpu")
+    cm = CompiledModel(compile_zoo(inst, Options(fusion="dataflow")))
+    _, counted = Executor(cm.schedule, count_only=True).run()
+    cm(inst.ids, *inst.caches)
+    assert summary(counted) == summary(cm.report) == cm.estimate
+
+
+def test_meta_device_compile_counts_like_a_real_one():
+    real = instantiate("tiny-bloom", "prefill", seq=8, device="cpu")
+    meta = instantiate("tiny-bloom", "prefill", seq=8, device="meta")
+    a = CompiledModel(compile_zoo(real, Options(fusion="dataflow")))
+    b = CompiledModel(compile_zoo(meta, Options(fusion="dataflow")))
+    assert summary(a.report) == summary(b.report)
+    with pytest.raises(coec.ExecutionError, match="meta device"):
+        b(meta.ids)
+
+
+def counts(layers: int) -> dict:
+    inst = instantiate("tiny-llama", "prefill", seq=16, layers=layers)
+    report = CompiledModel(compile_zoo(inst, Options(fusion="epilogue"))).report
+    flat = {k: report[k] for k in ("kernels", "flops", "cycles")}
+    flat.update({f"bytes {p}": n for p, n in report["bytes"].items()})
+    return flat
+
+
+def test_repeated_layers_scale_exactly():
+    c2, c4, c8 = counts(2), counts(4), counts(8)
+    for key in c2:
+        per_layer = (c4[key] - c2[key]) // 2
+        assert (c4[key] - c2[key]) % 2 == 0
+        assert c8[key] - c2[key] == 6 * per_layer, key  # 8 layers = 2 layers + 6 more
+        prologue_epilogue = c2[key] - 2 * per_layer
+        assert c8[key] - prologue_epilogue == 4 * (c2[key] - prologue_epilogue), key
+
+
+def test_full_size_decode_from_the_cli(capsys):
+    main(
+        [
+            "compile",
+            "--zoo",
+            "llama2-7b",
+            "--phase",
+            "decode",
+            "--seq",
+            "4096",
+            "--layers",
+            "2",
+            "--fusion",
+            "dataflow",
+            "--json",
+        ]
+    )
+    report = json.loads(capsys.readouterr().out)
+    weights_7b_2_layers = 2 * 2 * (4 * 4096 * 4096 + 3 * 4096 * 11008)  # bf16 bytes
+    assert report["bytes"]["hbm->sram"] > weights_7b_2_layers
+    assert report["seconds"] > 0 and report["kernels"] >= 3
+
+
+def test_unknown_zoo_model_is_one_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compile", "--zoo", "gpt-5"])
+    assert exit_info.value.code == coec.ConfigError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown zoo model 'gpt-5'" in err[0]
+
+
+def test_zoo_lists_every_model(capsys):
+    main(["zoo"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in ZOO)
+    assert "69.0 B params" in out  # llama2-70b from its published shape
