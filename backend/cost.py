@@ -134,8 +134,9 @@ def kernel_cost(
 
     Each op is a pipeline stage with PCUs in proportion to its work over the whole
     kernel. A phase takes as long as its slowest stage (tile by tile, so tiles too
-    small for their PCUs waste cycles) plus the pipeline fill: the first tile's trip
-    through the other stages and ``fill_cycles_per_stage`` per stage.
+    small for their PCUs waste cycles, and every tile costs each stage
+    ``tile_cycles_per_stage`` of control) plus the pipeline fill: the first tile's
+    trip through the other stages and ``fill_cycles_per_stage`` per stage.
     """
     c = target.compute
     clock = c.clock_hz
@@ -145,6 +146,7 @@ def kernel_cost(
             w.matmul / c.matmul_flop_per_cycle_per_pcu + w.vector / c.vector_flop_per_cycle_per_pcu
         )
 
+    tile_overhead = target.launch.tile_cycles_per_stage
     stages = [(p, op) for p, ops in enumerate(phases) for op in ops if any(w.total for w in op)]
     pcus = allocate_pcus(
         [sum(pcu_cycles(w) * n for w, n in op.items()) for _, op in stages], c.pcus
@@ -155,8 +157,10 @@ def kernel_cost(
         for (q, op), n_pcus in zip(stages, pcus, strict=True):
             if q != p:
                 continue
-            per_stage.append(sum(math.ceil(pcu_cycles(w) / n_pcus) * n for w, n in op.items()))
-            first_tile.append(max(math.ceil(pcu_cycles(w) / n_pcus) for w in op))
+            per_stage.append(
+                sum((math.ceil(pcu_cycles(w) / n_pcus) + tile_overhead) * n for w, n in op.items())
+            )
+            first_tile.append(max(math.ceil(pcu_cycles(w) / n_pcus) for w in op) + tile_overhead)
         compute += max(per_stage, default=0)
         fill += sum(first_tile) - max(first_tile, default=0)
         fill += max(len(ops), 1) * target.launch.fill_cycles_per_stage

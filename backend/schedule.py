@@ -52,7 +52,7 @@ _TARGET_KEYS = {
         "vector_flop_per_cycle_per_pcu",
     ),
     "network": ("p2p_bandwidth_Bps",),
-    "launch": ("software_s", "hardware_s", "fill_cycles_per_stage"),
+    "launch": ("software_s", "hardware_s", "fill_cycles_per_stage", "tile_cycles_per_stage"),
 }
 TIERS = ("sram", "hbm", "ddr")
 #: the df ops a schedule may name (``df.`` prefix dropped)

@@ -60,6 +60,7 @@ class Launch:
     software_s: float
     hardware_s: float
     fill_cycles_per_stage: int
+    tile_cycles_per_stage: int = 0
 
     @property
     def seconds(self) -> float:
@@ -105,6 +106,7 @@ class Target:
                 "software_s": la.software_s,
                 "hardware_s": la.hardware_s,
                 "fill_cycles_per_stage": la.fill_cycles_per_stage,
+                "tile_cycles_per_stage": la.tile_cycles_per_stage,
             },
         }
 
@@ -229,6 +231,7 @@ def parse_target(data: dict, file: str) -> Target:
         software_s=la.number("software_us", positive=False),
         hardware_s=la.number("hardware_us", positive=False),
         fill_cycles_per_stage=int(la.number("fill_cycles_per_stage", integer=True, positive=False)),
+        tile_cycles_per_stage=int(la.number("tile_cycles_per_stage", integer=True, positive=False)),
     )
     la.done()
     top.done()

@@ -68,7 +68,10 @@ def test_first_kernel_cycles_follow_the_cost_model():
     t = load_target("sn40l")
     k0 = cm.report["per_kernel"][0]
     clock = t.compute.clock_hz
-    compute = math.ceil(2 * B * IN * HID / t.compute.matmul_flop_per_cycle_per_pcu / t.compute.pcus)
+    (phase,) = cm.schedule["kernels"][0]["phases"]
+    tiles = math.ceil(phase["extent"] / phase["tile"])
+    per_tile = 2 * phase["tile"] * IN * HID / t.compute.matmul_flop_per_cycle_per_pcu
+    compute = tiles * (math.ceil(per_tile / t.compute.pcus) + t.launch.tile_cycles_per_stage)
     hbm = math.ceil((B * IN + HID * IN + B * HID) * BF16 * clock / t.memory["hbm"].bandwidth_Bps)
     launch = round(t.launch.software_s * clock)
     assert k0["cycles"] == launch + max(compute, hbm) + t.launch.fill_cycles_per_stage
