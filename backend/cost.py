@@ -40,6 +40,7 @@ class Work:
 
     matmul: int = 0
     vector: int = 0
+    rows: int = 0  # output rows of a matmul tile: fewer than the PCU's lanes leave lanes idle
 
     @property
     def total(self) -> int:
@@ -51,7 +52,7 @@ def op_work(op: str, attrs: Mapping, in_shapes: Sequence[Sequence[int]], out_sha
     out = _numel(out_shape)
     if op == "matmul":
         k = in_shapes[0][-1]
-        return Work(matmul=2 * out * k)
+        return Work(matmul=2 * out * k, rows=math.prod(out_shape[:-1]))
     if op == "attention":
         q, k, v = in_shapes[:3]
         scores = _numel(q[:-1]) * k[-2]  # batch*heads*L*S
@@ -142,8 +143,10 @@ def kernel_cost(
     clock = c.clock_hz
 
     def pcu_cycles(w: Work) -> float:
+        lanes_used = min(1.0, w.rows / c.simd_lanes) if w.rows else 1.0
         return (
-            w.matmul / c.matmul_flop_per_cycle_per_pcu + w.vector / c.vector_flop_per_cycle_per_pcu
+            w.matmul / (c.matmul_flop_per_cycle_per_pcu * lanes_used)
+            + w.vector / c.vector_flop_per_cycle_per_pcu
         )
 
     tile_overhead = target.launch.tile_cycles_per_stage

@@ -32,6 +32,7 @@ class Compute:
     clock_hz: float
     matmul_flop_per_cycle_per_pcu: float
     vector_flop_per_cycle_per_pcu: float
+    simd_lanes: int = 1
 
     @property
     def peak_matmul_flops(self) -> float:
@@ -95,6 +96,7 @@ class Target:
                 "clock_hz": c.clock_hz,
                 "matmul_flop_per_cycle_per_pcu": c.matmul_flop_per_cycle_per_pcu,
                 "vector_flop_per_cycle_per_pcu": c.vector_flop_per_cycle_per_pcu,
+                "simd_lanes": c.simd_lanes,
             },
             "memory": {
                 t: {"capacity_bytes": m.capacity_bytes, "bandwidth_Bps": m.bandwidth_Bps}
@@ -210,6 +212,7 @@ def parse_target(data: dict, file: str) -> Target:
         clock_hz=c.number("clock_GHz"),
         matmul_flop_per_cycle_per_pcu=c.number("matmul_flop_per_cycle_per_pcu"),
         vector_flop_per_cycle_per_pcu=c.number("vector_flop_per_cycle_per_pcu"),
+        simd_lanes=int(c.number("simd_lanes", integer=True)),
     )
     c.done()
 
