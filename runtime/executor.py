@@ -222,13 +222,18 @@ class Executor:
             for t0 in range(0, extent, tile):
                 yield t0, min(tile, extent - t0), 1
 
-    def _load(self, tiers, dma: dict, axis, t0: int, size: int, pairs, mult: int):
-        """Copy ``dma``'s box (cut to one tile along ``axis``) from its tier into SRAM."""
-        b = self.buffers[dma["buffer"]]
+    def _transfer(self, dma: dict, axis, t0: int, size: int, pairs, mult: int) -> list:
+        """``dma``'s box cut to one tile along ``axis``; its bytes counted ``mult`` times."""
         box = [list(r) for r in dma["box"]]
         if axis is not None:
             box[axis] = [box[axis][0] + t0, box[axis][0] + t0 + size]
-        pairs[f"{dma['src']}->sram"] += _box_numel(box) * DTYPE_BYTES[b["dtype"]] * mult
+        dtype = self.buffers[dma["buffer"]]["dtype"]
+        pairs[f"{dma['src']}->{dma['dst']}"] += _box_numel(box) * DTYPE_BYTES[dtype] * mult
+        return box
+
+    def _load(self, tiers, dma: dict, axis, t0: int, size: int, pairs, mult: int):
+        """Copy ``dma``'s box (cut to one tile along ``axis``) from its tier into SRAM."""
+        box = self._transfer(dma, axis, t0, size, pairs, mult)
         if self.count_only:
             return None
         return self._array(tiers, dma["buffer"])[_box_index(box)].copy()
@@ -318,11 +323,9 @@ class Executor:
         return [dict(w) for w in works]
 
     def _store(self, tiers, dma, axis, t0, size, data, pairs, mult) -> None:
+        """Copy one tile of an SRAM value out to ``dma``'s box in its tier."""
         b = self.buffers[dma["buffer"]]
-        box = [list(r) for r in dma["box"]]
-        if axis is not None:
-            box[axis] = [box[axis][0] + t0, box[axis][0] + t0 + size]
-        pairs[f"sram->{dma['dst']}"] += _box_numel(box) * DTYPE_BYTES[b["dtype"]] * mult
+        box = self._transfer(dma, axis, t0, size, pairs, mult)
         if self.count_only:
             return
         dst = tiers[dma["dst"]].arrays

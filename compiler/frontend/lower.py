@@ -308,7 +308,7 @@ def _norm_dim(d: int, rank: int) -> int:
 
 
 @lowers("clone", "contiguous", "alias", "detach", "lift_fresh_copy", "dropout", "_to_copy")
-@lowers("to", "type_as", "view_as_real_copy")
+@lowers("to", "type_as")
 def _identity(lw: Lowering, node, a):
     x = lw.value(node.args[0])
     want = lw.type_of(node)
@@ -496,7 +496,7 @@ def _sdpa(lw: Lowering, node, a):
 
 # -- movement ---------------------------------------------------------------------------------
 @lowers("view", "_unsafe_view", "reshape", "unsqueeze", "squeeze", "flatten", "unflatten")
-@lowers("view_as", "expand_as_reshape")
+@lowers("view_as")
 def _reshape(lw: Lowering, node, a):
     x, out = lw.value(node.args[0]), lw.type_of(node)
     if df.tensor_type(x).shape_tuple == out.shape_tuple:
@@ -504,7 +504,7 @@ def _reshape(lw: Lowering, node, a):
     return lw.emit(df.ReshapeOp(x, out))
 
 
-@lowers("permute", "transpose", "t", "numpy_T")
+@lowers("permute", "transpose", "t")
 def _permute(lw: Lowering, node, a):
     x = lw.value(node.args[0])
     rank = len(df.tensor_type(x).shape_tuple)
