@@ -10,7 +10,7 @@ Per kernel (DESIGN.md §7), in whole cycles of the target clock::
 - compute: the slowest pipeline stage; each op with work is a stage, and stages
   get PCUs in proportion to their work (a one-op kernel gets the whole chip);
 - hbm / ddr: bytes that cross the tier over its bandwidth (SRAM is not a limit);
-- p2p: collective bytes over the link bandwidth;
+- p2p: bytes each socket sends to its peers (``sram->p2p``) over the link bandwidth;
 - fill: one tile's latency through the pipeline, ``fill_cycles_per_stage`` per op;
 - launch: software- or hardware-orchestrated, a target setting.
 """
@@ -129,7 +129,6 @@ def kernel_cost(
     target: Target,
     phases: Sequence[Sequence[TileWork]],
     bytes_by_pair: Mapping[str, int],
-    p2p_bytes: int = 0,
 ) -> KernelCost:
     """Cycles of one kernel from its ops' per-tile work, phase by phase, and its DMA bytes.
 
@@ -173,8 +172,9 @@ def kernel_cost(
     ddr = _cycles_for_bytes(
         tier_bytes(bytes_by_pair, "ddr"), target.memory["ddr"].bandwidth_Bps, clock
     )
-    ring = (target.sockets - 1) / target.sockets if target.sockets > 1 else 0.0
-    p2p = _cycles_for_bytes(int(p2p_bytes * ring), target.network.p2p_bandwidth_Bps, clock)
+    p2p = _cycles_for_bytes(
+        tier_bytes(bytes_by_pair, "p2p"), target.network.p2p_bandwidth_Bps, clock
+    )
     launch = round(target.launch.seconds * clock)
     parts = {"compute": compute, "hbm": hbm, "ddr": ddr, "p2p": p2p}
     body = max(parts.values())
@@ -203,6 +203,11 @@ def tile_shape(shape: Sequence[int], axis: int | None, size: int) -> tuple[int, 
     out = list(shape)
     out[axis] = size
     return tuple(out)
+
+
+def allreduce_bytes(nbytes: int, sockets: int) -> int:
+    """Bytes one socket sends in a ring all-reduce of ``nbytes``: 2·(N−1)/N of it."""
+    return 2 * (sockets - 1) * nbytes // sockets
 
 
 def tile_sizes(extent: int, tile: int) -> dict[int, int]:

@@ -7,10 +7,18 @@ from collections.abc import Callable
 
 from xdsl.ir import SSAValue
 
-from coec.backend.cost import KernelCost, Work, kernel_cost, op_work, tile_shape, tile_sizes
+from coec.backend.cost import (
+    KernelCost,
+    Work,
+    allreduce_bytes,
+    kernel_cost,
+    op_work,
+    tile_shape,
+    tile_sizes,
+)
 from coec.backend.target import Target
 from coec.ir import ops as df
-from coec.ir.kernel_plan import KernelPlan, Layout
+from coec.ir.kernel_plan import KernelPlan, Layout, tile_bytes
 
 
 def phase_works(plan: KernelPlan) -> list[list[dict[Work, int]]]:
@@ -30,8 +38,11 @@ def phase_works(plan: KernelPlan) -> list[list[dict[Work, int]]]:
     return phases
 
 
-def traffic(plan: KernelPlan, lay: Layout, tier_of: Callable[[SSAValue], str]) -> dict[str, int]:
-    """Bytes per tier pair the kernel's DMAs move (weights streamed once per tile)."""
+def traffic(
+    plan: KernelPlan, lay: Layout, tier_of: Callable[[SSAValue], str], sockets: int = 1
+) -> dict[str, int]:
+    """Bytes per tier pair the kernel's DMAs move (weights streamed once per tile), and
+    what its all-reduces send to peer sockets."""
     pairs: dict[str, int] = defaultdict(int)
     for ld in lay.loads:
         pairs[f"{tier_of(ld.value)}->sram"] += df.tensor_type(ld.value).nbytes
@@ -41,6 +52,13 @@ def traffic(plan: KernelPlan, lay: Layout, tier_of: Callable[[SSAValue], str]) -
         )
     for st in lay.stores:
         pairs[f"sram->{tier_of(st.result)}"] += df.tensor_type(st.result).nbytes
+    for op in plan.ops:
+        if isinstance(op, df.AllReduceOp) and sockets > 1:
+            s = plan.streams[op]
+            t = df.tensor_type(op.results[0])
+            for size, count in tile_sizes(plan.extents[s.phase], plan.tile(s.phase)).items():
+                tile = t.nbytes if s.out_axis is None else tile_bytes(t, s.out_axis, size)
+                pairs["sram->p2p"] += allreduce_bytes(tile, sockets) * count
     return dict(sorted(pairs.items()))
 
 
@@ -48,7 +66,7 @@ def estimate(
     plan: KernelPlan, lay: Layout, target: Target, tier_of: Callable[[SSAValue], str]
 ) -> tuple[KernelCost, dict[str, int], int]:
     """The kernel's cost, its bytes per tier pair, and its FLOPs."""
-    pairs = traffic(plan, lay, tier_of)
+    pairs = traffic(plan, lay, tier_of, target.sockets)
     works = phase_works(plan)
     flops = sum(w.total * n for phase in works for op in phase for w, n in op.items())
     return kernel_cost(target, works, pairs), pairs, flops

@@ -71,6 +71,7 @@ OP_NAMES = frozenset(
         "concat",
         "broadcast",
         "gather",
+        "allreduce",
     ]
 )
 

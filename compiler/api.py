@@ -68,6 +68,11 @@ class CompiledModel:
         return self.compiled.target
 
     def __call__(self, *inputs: torch.Tensor):
+        if self.schedule["target"]["sockets"] > 1:
+            raise ExecutionError(
+                "a tensor-parallel schedule runs one shard per socket: "
+                "use coec.runtime.node.run_node with each socket's weights and inputs"
+            )
         outs, self.report = self.executor.run([to_numpy(x) for x in inputs])
         tensors = tuple(torch.from_numpy(np.ascontiguousarray(o)) for o in outs)
         return tensors[0] if len(tensors) == 1 else tensors

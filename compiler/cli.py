@@ -81,7 +81,15 @@ def cli() -> None:
     show_default=True,
     help="Built-in target name or a target .toml file.",
 )
-@click.option("--fusion", default="none", show_default=True, help="Fusion policy.")
+@click.option(
+    "--fusion", default="none", show_default=True, help="Fusion policy: none, epilogue or dataflow."
+)
+@click.option(
+    "--sockets",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Sockets to shard over (tensor parallelism; zoo models). Default: the target's.",
+)
 @click.option(
     "--dtype",
     type=click.Choice(["bf16", "fp32"]),
@@ -142,6 +150,7 @@ def compile_cmd(
     entry,
     target,
     fusion,
+    sockets,
     dtype,
     launch,
     max_tile,
@@ -186,6 +195,7 @@ def compile_cmd(
             dtype=dtype,
             launch=launch,
             max_tile=max_tile,
+            sockets=sockets,
         )
         model_file = f"{zoo} {phase} batch {batch} seq {seq}"
     else:
@@ -197,6 +207,7 @@ def compile_cmd(
             dtype=dtype,
             launch=launch,
             max_tile=max_tile,
+            sockets=sockets,
             execute=execute,
             emulate_bf16=emulate_bf16,
             output=output,

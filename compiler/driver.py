@@ -46,13 +46,14 @@ def compile_model_file(
     dtype: str = "bf16",
     launch: str | None = None,
     max_tile: int | None = None,
+    sockets: int | None = None,
     execute: bool = False,
     emulate_bf16: bool = False,
     output: Path | None = None,
     dump_points: tuple[str, ...] = (),
 ) -> CompileResult:
     module, inputs = load_model_file(path, entry)
-    options = Options(target, fusion, dtype, launch, max_tile)
+    options = Options(target, fusion, dtype, launch, max_tile, sockets)
     compiled = compile_program(module, inputs, options, dump_points)
     cm = CompiledModel(compiled, emulate_bf16=emulate_bf16)
     report = dict(cm.report)
@@ -78,7 +79,8 @@ def compile_zoo_model(
     **options,
 ) -> CompileResult:
     """Compile a zoo model by name; on the meta device (count-only) unless ``execute``."""
-    from coec.regional import compile_zoo
+    from coec.regional import compile_zoo, shard_inputs
+    from coec.runtime.node import run_node
     from coec.zoo import instantiate
 
     device = "cpu" if execute else "meta"
@@ -88,9 +90,18 @@ def compile_zoo_model(
     report = dict(cm.report)
     inputs = (inst.ids, *inst.caches)
     if execute:
-        outs, report = cm.executor.run([to_numpy(x) for x in inputs])
         with torch.no_grad():
             reference = flatten_outputs(inst.model(*inputs))
+        sockets = compiled.target.sockets
+        if sockets == 1:
+            outs, report = cm.executor.run([to_numpy(x) for x in inputs])
+        else:  # every socket's shard; logits are whole on each, K/V split by head
+            weights = [
+                {k: to_numpy(v) for k, v in w.items()} for w in compiled.program.socket_weights
+            ]
+            feeds = [[to_numpy(x) for x in shard_inputs(inst, s, sockets)] for s in range(sockets)]
+            per_socket, report = run_node(compiled.schedule, weights, feeds)
+            outs, reference = [per_socket[0][0]], reference[:1]
         report["max_abs_err"], report["max_rel_err"] = compare(outs, reference)
     if output:
         cm.save(output, inputs if execute else None)

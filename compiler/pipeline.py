@@ -33,6 +33,7 @@ class Options:
     dtype: str = "bf16"
     launch: str | None = None  # None: the target's own setting
     max_tile: int | None = None  # cap on tile sizes (None: the tiling pass chooses freely)
+    sockets: int | None = None  # None: the target's own count
 
     def normalized(self) -> Options:
         if self.dtype not in DTYPE_ALIASES:
@@ -41,9 +42,18 @@ class Options:
             raise ConfigError(f"fusion policy {self.fusion!r}: choose from {', '.join(POLICIES)}")
         if self.max_tile is not None and self.max_tile < 1:
             raise ConfigError(f"max tile {self.max_tile}: must be at least 1")
-        return Options(
-            self.target, self.fusion, DTYPE_ALIASES[self.dtype], self.launch, self.max_tile
-        )
+        if self.sockets is not None and self.sockets < 1:
+            raise ConfigError(f"sockets {self.sockets}: must be at least 1")
+        return replace(self, dtype=DTYPE_ALIASES[self.dtype])
+
+    def resolve_target(self) -> Target:
+        """The target with this compile's launch mode and socket count applied."""
+        target = load_target(self.target)
+        if self.launch:
+            target = target.with_launch(self.launch)
+        if self.sockets:
+            target = replace(target, sockets=self.sockets)
+        return target
 
 
 @dataclass
@@ -85,9 +95,7 @@ def compile_lowered(
 ) -> Compiled:
     """Run the passes and emit the schedule for a lowered program (unchanged if ``copy``)."""
     options = options.normalized()
-    target = load_target(options.target)
-    if options.launch:
-        target = target.with_launch(options.launch)
+    target = options.resolve_target()
     if copy:
         program = replace(program, module=program.module.clone())
     dumps: dict[str, str] = {}
@@ -113,5 +121,10 @@ def compile_program(
 ) -> Compiled:
     """torch.export, lower to df IR, run the passes, emit the schedule."""
     options = options.normalized()
+    if options.resolve_target().sockets > 1:
+        raise ConfigError(
+            "tensor parallelism over several sockets is built for zoo models (--zoo NAME); "
+            "compile a model file for one socket (--target sn40l, or --sockets 1)"
+        )
     program = lower_program(export_module(module, example_inputs), options.dtype)
     return compile_lowered(program, options, dump_points, copy=False)

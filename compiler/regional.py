@@ -17,7 +17,6 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Block, Region, SSAValue
 
 from coec.backend.emit import emit_schedule
-from coec.backend.target import load_target
 from coec.frontend.export import export_module
 from coec.frontend.lower import Program, lower_program
 from coec.ir import ops as df
@@ -26,15 +25,15 @@ from coec.passes.fusion import FusePass
 from coec.passes.placement import PlacePass
 from coec.passes.tiling import TilePass
 from coec.pipeline import Compiled, Options
-from coec.zoo import ZooInstance
+from coec.zoo import Layer, ZooInstance
 
 
 class _Stitcher:
     """Builds one function from part functions cloned in sequence."""
 
-    def __init__(self) -> None:
+    def __init__(self, sockets: int) -> None:
         self.block = Block()
-        self.weights: dict[str, torch.Tensor] = {}
+        self.weights: list[dict[str, torch.Tensor]] = [{} for _ in range(sockets)]
         self.shared: dict[str, SSAValue] = {}
 
     def arg(self, t, hint: str) -> SSAValue:
@@ -43,7 +42,12 @@ class _Stitcher:
         return a
 
     def clone(
-        self, part: Program, inputs: list[SSAValue], prefix: str, params: dict[str, torch.Tensor]
+        self,
+        part: Program,
+        inputs: list[SSAValue],
+        prefix: str,
+        params: dict[str, torch.Tensor],
+        shard=None,
     ) -> list[SSAValue]:
         """Clone ``part``'s body reading ``inputs``; returns what it returns."""
         fn = part.func
@@ -55,13 +59,15 @@ class _Stitcher:
                 name = op.sym_name.data
                 if op.kind.data == "param":
                     new_name = prefix + name
-                    self.weights[new_name] = params[name]
+                    for s, weights in enumerate(self.weights):
+                        weights[new_name] = shard(name, params[name], s) if shard else params[name]
                 else:  # folded constants depend on shapes only: one copy serves every layer
                     new_name = "const." + name
                     if new_name in self.shared:
                         mapping[op.result] = self.shared[new_name]
                         continue
-                    self.weights[new_name] = part.weights[name]
+                    for weights in self.weights:
+                        weights[new_name] = part.weights[name]
                 clone = df.WeightOp(new_name, op.kind.data, op.out_type)
                 clone.result.name_hint = op.result.name_hint
                 self.block.add_op(clone)
@@ -82,22 +88,34 @@ def _lower_part(module: torch.nn.Module, inputs: tuple, options: Options, target
     return program
 
 
+def shard_cache(inst: ZooInstance, cache: torch.Tensor, socket: int, sockets: int) -> torch.Tensor:
+    """Socket ``socket``'s KV heads of a full cache (replicated when heads < sockets)."""
+    kv = inst.arch.kv_heads
+    per = max(1, kv // sockets)
+    first = socket * kv // sockets
+    return cache[:, first : first + per]
+
+
+def shard_inputs(inst: ZooInstance, socket: int, sockets: int) -> list[torch.Tensor]:
+    """The inputs socket ``socket`` runs on: every token id, its share of each cache."""
+    return [inst.ids, *(shard_cache(inst, c, socket, sockets) for c in inst.caches)]
+
+
 def compile_zoo(inst: ZooInstance, options: Options) -> Compiled:
     """Compile a zoo model with its decoder layer compiled once and reused."""
     options = options.normalized()
-    target = load_target(options.target)
-    if options.launch:
-        target = target.with_launch(options.launch)
-    m, arch = inst.model, inst.arch
-    device = inst.ids.device
+    target = options.resolve_target()
+    m, arch, tp = inst.model, inst.arch, target.sockets
     tokens = inst.ids.shape[1]
-    h = torch.zeros(inst.batch, tokens, arch.hidden, device=device)
+    with torch.device(inst.ids.device):  # parameters of the parts are bound below
+        h = torch.zeros(inst.batch, tokens, arch.hidden)
+        shard = Layer(arch, inst.model.layers[0].past, tp)
+    caches = [shard_cache(inst, c, 0, tp) for c in inst.caches[:2]]
     embed = _lower_part(m.embed, (inst.ids,), options, target)
-    layer_inputs = (h, *inst.caches[:2])
-    layer = _lower_part(m.layers[0], layer_inputs, options, target)
+    layer = _lower_part(shard, (h, *caches), options, target)
     head = _lower_part(m.head, (h,), options, target)
 
-    st = _Stitcher()
+    st = _Stitcher(tp)
     ids = st.arg(embed.func.body.block.args[0].type, "input_ids")
     caches = [
         st.arg(layer.func.body.block.args[1 + j].type, f"past_{'kv'[j]}_{i}")
@@ -109,7 +127,9 @@ def compile_zoo(inst: ZooInstance, options: Options) -> Compiled:
     kv = []
     for i, block in enumerate(m.layers):
         past = caches[2 * i : 2 * i + 2]
-        hidden, k, v = st.clone(layer, [hidden, *past], f"layers.{i}.", dict(block.state_dict()))
+        hidden, k, v = st.clone(
+            layer, [hidden, *past], f"layers.{i}.", dict(block.state_dict()), shard.shard
+        )
         kv += [k, v]
     (logits,) = st.clone(head, [hidden], "head.", dict(m.head.state_dict()))
     st.block.add_op(func.ReturnOp(logits, *kv))
@@ -123,7 +143,13 @@ def compile_zoo(inst: ZooInstance, options: Options) -> Compiled:
     module = ModuleOp([fn])
     PlacePass.apply_target(module, target)
     verify(module)
-    program = Program(module, st.weights, [a.name_hint for a in st.block.args], options.dtype)
+    program = Program(
+        module,
+        st.weights[0],
+        [a.name_hint for a in st.block.args],
+        options.dtype,
+        socket_weights=st.weights if tp > 1 else None,
+    )
     schedule = emit_schedule(
         module,
         target,
@@ -136,6 +162,7 @@ def compile_zoo(inst: ZooInstance, options: Options) -> Compiled:
             "batch": inst.batch,
             "seq": inst.seq,
             "layers": arch.layers,
+            "sockets": tp,
         },
     )
     return Compiled(program, target, schedule, {})

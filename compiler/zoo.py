@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from coec.frontend.collectives import all_reduce
 from coec.ir.errors import ConfigError
 
 
@@ -155,22 +156,53 @@ class Head(torch.nn.Module):
 
 
 class Layer(torch.nn.Module):
-    """One decoder layer; returns (hidden, keys, values) — the K/V the cache keeps."""
+    """One decoder layer; returns (hidden, keys, values) — the K/V the cache keeps.
 
-    def __init__(self, arch: Arch, past: int):
+    With ``tp`` > 1 it is one socket's shard under tensor parallelism (Megatron-style):
+    q/k/v and the MLP's up/gate projections split by output (heads, FFN columns), the
+    output and down projections by input, and an all-reduce sums their partial
+    results. K/V heads fewer than sockets are replicated.
+    """
+
+    def __init__(self, arch: Arch, past: int, tp: int = 1):
         super().__init__()
-        d, kv = arch.hidden, arch.kv_heads * arch.head_dim
-        self.arch, self.past = arch, past
+        if arch.heads % tp or arch.ffn % tp or (arch.kv_heads % tp and tp % arch.kv_heads):
+            raise ConfigError(
+                f"{arch.name}: {arch.heads} heads, {arch.kv_heads} KV heads and FFN {arch.ffn} "
+                f"do not split over {tp} sockets"
+            )
+        d, hd = arch.hidden, arch.head_dim
+        self.arch, self.past, self.tp = arch, past, tp
+        self.heads, self.kv_heads = arch.heads // tp, max(1, arch.kv_heads // tp)
         self.norm1 = _norm(arch)
         self.norm2 = None if arch.parallel else _norm(arch)
-        self.q = torch.nn.Linear(d, d, bias=False)
-        self.k = torch.nn.Linear(d, kv, bias=False)
-        self.v = torch.nn.Linear(d, kv, bias=False)
-        self.o = torch.nn.Linear(d, d, bias=False)
+        self.q = torch.nn.Linear(d, self.heads * hd, bias=False)
+        self.k = torch.nn.Linear(d, self.kv_heads * hd, bias=False)
+        self.v = torch.nn.Linear(d, self.kv_heads * hd, bias=False)
+        self.o = torch.nn.Linear(self.heads * hd, d, bias=False)
+        ffn = arch.ffn // tp
         if arch.mlp == "swiglu":
-            self.gate = torch.nn.Linear(d, arch.ffn, bias=False)
-        self.up = torch.nn.Linear(d, arch.ffn, bias=False)
-        self.down = torch.nn.Linear(arch.ffn, d, bias=False)
+            self.gate = torch.nn.Linear(d, ffn, bias=False)
+        self.up = torch.nn.Linear(d, ffn, bias=False)
+        self.down = torch.nn.Linear(ffn, d, bias=False)
+        if arch.position == "alibi":  # a parameter, so each socket holds its heads' slopes
+            self.slopes = torch.nn.Parameter(alibi_slopes(arch.heads)[: self.heads].clone())
+
+    def shard(self, name: str, full: torch.Tensor, socket: int) -> torch.Tensor:
+        """Socket ``socket``'s slice of the unsharded parameter ``name``."""
+        if self.tp == 1:
+            return full
+        hd, part = self.arch.head_dim, name.split(".")[0]
+        if part in ("q", "gate", "up", "slopes"):
+            n = full.shape[0] // self.tp
+            return full[socket * n : (socket + 1) * n]
+        if part in ("k", "v"):
+            first = socket * self.arch.kv_heads // self.tp
+            return full[first * hd : (first + self.kv_heads) * hd]
+        if part in ("o", "down"):
+            n = full.shape[1] // self.tp
+            return full[:, socket * n : (socket + 1) * n]
+        return full  # norms: replicated
 
     def _rope(self, x, start: int):
         d = x.shape[-1]
@@ -182,45 +214,37 @@ class Layer(torch.nn.Module):
         return x * cos + rotated * sin
 
     def forward(self, h, past_k=None, past_v=None):
-        a = self.arch
+        a, hd, heads, kvh = self.arch, self.arch.head_dim, self.heads, self.kv_heads
         b, s, _ = h.shape
         y = self.norm1(h)
-        q = self.q(y).view(b, s, a.heads, a.head_dim).transpose(1, 2)
-        k = self.k(y).view(b, s, a.kv_heads, a.head_dim).transpose(1, 2)
-        v = self.v(y).view(b, s, a.kv_heads, a.head_dim).transpose(1, 2)
+        q = self.q(y).view(b, s, heads, hd).transpose(1, 2)
+        k = self.k(y).view(b, s, kvh, hd).transpose(1, 2)
+        v = self.v(y).view(b, s, kvh, hd).transpose(1, 2)
         if a.position == "rope":
             q, k = self._rope(q, self.past), self._rope(k, self.past)
         keys = k if past_k is None else torch.cat([past_k, k], dim=2)
         values = v if past_v is None else torch.cat([past_v, v], dim=2)
-        total = keys.shape[2]
-        rep = a.heads // a.kv_heads
-        kk = (
-            keys[:, :, None]
-            .expand(b, a.kv_heads, rep, total, a.head_dim)
-            .reshape(b, a.heads, total, a.head_dim)
-        )
-        vv = (
-            values[:, :, None]
-            .expand(b, a.kv_heads, rep, total, a.head_dim)
-            .reshape(b, a.heads, total, a.head_dim)
-        )
+        total, rep = keys.shape[2], heads // kvh
+        kk = keys[:, :, None].expand(b, kvh, rep, total, hd).reshape(b, heads, total, hd)
+        vv = values[:, :, None].expand(b, kvh, rep, total, hd).reshape(b, heads, total, hd)
         causal = past_k is None and s > 1
         mask = None
         if a.position == "alibi":
-            dist = (
-                torch.arange(total, device=h.device)[None, :]
-                - torch.arange(self.past, self.past + s, device=h.device)[:, None]
-            )
-            mask = alibi_slopes(a.heads).to(h.device)[:, None, None] * dist.float()
+            pos = torch.arange(self.past, self.past + s, device=h.device)
+            dist = (torch.arange(total, device=h.device)[None, :] - pos[:, None]).float()
+            mask = self.slopes[:, None, None] * dist
             if causal:
                 mask = mask.masked_fill(dist > 0, float("-inf"))
             causal = False
         att = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, is_causal=causal)
-        att = self.o(att.transpose(1, 2).reshape(b, s, a.hidden))
+        att = self.o(att.transpose(1, 2).reshape(b, s, heads * hd))
         if a.parallel:
-            return h + att + self._mlp(y), k, v
-        h = h + att
-        return h + self._mlp(self.norm2(h)), k, v
+            return h + self._reduce(att + self._mlp(y)), k, v
+        h = h + self._reduce(att)
+        return h + self._reduce(self._mlp(self.norm2(h))), k, v
+
+    def _reduce(self, x):
+        return all_reduce(x) if self.tp > 1 else x
 
     def _mlp(self, y):
         if self.arch.mlp == "swiglu":

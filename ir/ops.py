@@ -11,6 +11,7 @@ Families (``FAMILY``; tinygrad's lesson: passes ask "is this elementwise?" rathe
                    ``df.rmsnorm``, ``df.attention`` (kept whole so fusion sees them);
 - ``movement``:    ``df.reshape``, ``df.permute``, ``df.slice``, ``df.concat``,
                    ``df.broadcast``, ``df.gather``;
+- ``collective``:  ``df.allreduce`` — a sum across sockets over the P2P network;
 - ``kernel``:      ``df.kernel`` — a region holding one fused group, ``df.yield`` its
                    terminator.
 
@@ -552,6 +553,25 @@ class GatherOp(DfOp):
         self.check_shape(table[:axis] + idx + table[axis + 1 :])
 
 
+# -- collectives -----------------------------------------------------------------------------
+@irdl_op_definition
+class AllReduceOp(_SameShapeOp):
+    """Sum of ``input`` over every socket, handed back to each (tensor parallelism).
+
+    Travels the peer-to-peer network as a ring: each socket sends and receives
+    2·(N−1)/N of the tensor. Elementwise in shape, so it streams inside fused kernels.
+    """
+
+    name = "df.allreduce"
+    FAMILY: ClassVar[str] = "collective"
+    input = operand_def(TensorType)
+    result = result_def(TensorType)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($result)"
+
+    def __init__(self, x: SSAValue, type_: TensorType):
+        super().__init__(operands=[x], result_types=[type_])
+
+
 # -- kernels ---------------------------------------------------------------------------------
 @irdl_op_definition
 class YieldOp(DfOp):
@@ -617,5 +637,6 @@ COMPUTE_OPS: tuple[type[DfOp], ...] = (
     ConcatOp,
     BroadcastOp,
     GatherOp,
+    AllReduceOp,
 )
 ALL_OPS = (*COMPUTE_OPS, YieldOp, KernelOp)

@@ -53,7 +53,7 @@ def input_axes(op: df.DfOp, j: int) -> Axes | None:
     rank = len(out)
     if not 0 <= j < rank:
         return None
-    if isinstance(op, df.ElementwiseOp | df.BroadcastOp):
+    if isinstance(op, df.ElementwiseOp | df.BroadcastOp | df.AllReduceOp):
         return _broadcasting(op, j)
     if isinstance(op, df.MatmulOp):
         a, b = _shape(op.a), _shape(op.b)

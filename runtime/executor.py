@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from coec.backend.cost import kernel_cost, op_work, tile_shape, tile_sizes
+from coec.backend.cost import allreduce_bytes, kernel_cost, op_work, tile_shape, tile_sizes
 from coec.backend.schedule import DTYPE_BYTES, validate
 from coec.backend.target import Target
 from coec.ir.errors import CapacityError, ExecutionError
@@ -88,12 +88,15 @@ class Executor:
         *,
         count_only: bool = False,
         emulate_bf16: bool = False,
+        all_reduce: Callable[[np.ndarray], np.ndarray] | None = None,
     ):
         self.schedule = validate(schedule)
         self.target = Target.from_json(schedule["target"])
         self.buffers: dict[str, dict] = schedule["buffers"]
         self.count_only = count_only
         self.emulate_bf16 = emulate_bf16
+        # a sum across sockets: the Node running this socket supplies it
+        self.all_reduce = all_reduce or (lambda x: x)
         self.weights = weights or {}
         if not count_only:
             missing = [
@@ -287,6 +290,11 @@ class Executor:
                 out = None
                 if "b_stream" in op:
                     out = self._streamed_matmul(op, ins, tiers, pairs, mult, out_shape)
+                elif op["op"] == "allreduce":
+                    out = None if self.count_only else self.all_reduce(ins[0])
+                    nbytes = self._nbytes(out_shape, values[op["output"]]["dtype"])
+                    if self.target.sockets > 1:
+                        pairs["sram->p2p"] += allreduce_bytes(nbytes, self.target.sockets) * mult
                 elif not self.count_only:
                     attrs = op["attrs"]
                     if op["op"] == "attention" and op["axis"] == len(out_shape) - 2:

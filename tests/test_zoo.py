@@ -105,3 +105,67 @@ def test_zoo_lists_every_model(capsys):
     out = capsys.readouterr().out
     assert all(name in out for name in ZOO)
     assert "69.0 B params" in out  # llama2-70b from its published shape
+
+
+@pytest.mark.parametrize("fusion", ["none", "dataflow"])
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-falcon", "tiny-bloom"])
+def test_tensor_parallel_sockets_match_pytorch(name, phase, fusion):
+    from coec.api import to_numpy
+    from coec.regional import shard_inputs
+    from coec.runtime.node import run_node
+
+    sockets = 2
+    inst = instantiate(name, phase, seq=8, batch=2, device="cpu")
+    compiled = compile_zoo(inst, Options(fusion=fusion, dtype="fp32", sockets=sockets, max_tile=3))
+    weights = [{k: to_numpy(v) for k, v in w.items()} for w in compiled.program.socket_weights]
+    feeds = [[to_numpy(x) for x in shard_inputs(inst, s, sockets)] for s in range(sockets)]
+    outs, report = run_node(compiled.schedule, weights, feeds)
+    with torch.no_grad():
+        refs = inst.model(inst.ids, *inst.caches)
+    for socket_outs in outs:  # every socket ends with the whole logits
+        logits = torch.from_numpy(socket_outs[0])
+        assert (logits - refs[0]).abs().max() <= 1e-4 * refs[0].abs().max()
+    if inst.arch.kv_heads % sockets == 0:  # each socket holds its share of the new K/V
+        for i, ref in enumerate(refs[1:]):
+            whole = torch.cat([torch.from_numpy(o[1 + i]) for o in outs], dim=1)
+            assert (whole - ref).abs().max() <= 1e-4 * ref.abs().max()
+    # all-reduces after attention and MLP: 2·(N−1)/N of the hidden state each
+    hidden_bytes = inst.batch * inst.ids.shape[1] * inst.arch.hidden * 4
+    per_layer = 1 if inst.arch.parallel else 2
+    expected = inst.arch.layers * per_layer * 2 * (sockets - 1) * hidden_bytes // sockets
+    assert report["bytes"]["sram->p2p"] == expected
+    _, counted = Executor(compiled.schedule, count_only=True).run()
+    assert summary(counted) == summary(report)
+
+
+def test_llama2_70b_decode_on_an_8_socket_node(capsys):
+    main(
+        [
+            "compile",
+            "--zoo",
+            "llama2-70b",
+            "--phase",
+            "decode",
+            "--seq",
+            "4096",
+            "--target",
+            "sn40l-node",
+            "--fusion",
+            "dataflow",
+            "--json",
+        ]
+    )
+    report = json.loads(capsys.readouterr().out)
+    weights_per_socket = ZOO["llama2-70b"].params() * 2 / 8
+    # every socket streams its eighth of the weights (and the replicated embedding/head)
+    assert report["bytes"]["hbm->sram"] > weights_per_socket
+    assert report["bytes"]["sram->p2p"] > 0
+    assert report["peak_bytes"]["ddr"] == 0  # an eighth of 70B fits one socket's HBM
+
+
+def test_model_file_on_several_sockets_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compile", "examples/mlp.py", "--sockets", "2"])
+    assert exit_info.value.code == coec.ConfigError.exit_code
+    assert "zoo models" in capsys.readouterr().err

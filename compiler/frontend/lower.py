@@ -50,6 +50,8 @@ class Program:
     dtype: str
     source: str = "<module>"
     notes: list[str] = field(default_factory=list)
+    #: under tensor parallelism, each socket's weights (``weights`` is then socket 0's)
+    socket_weights: list[dict[str, torch.Tensor]] | None = None
 
     @property
     def func(self) -> func.FuncOp:
@@ -142,8 +144,10 @@ class Lowering:
     def _constant(self, name: str, data) -> SSAValue:
         if not isinstance(data, torch.Tensor):
             raise self.unsupported(f"constant {name} of type {type(data).__name__}")
-        if data.dim() == 0 and data.dtype.is_floating_point and data.device.type != "meta":
-            return self.emit(df.ConstantOp(float(data), self.dtype), name)
+        if data.dim() == 0 and data.dtype.is_floating_point:
+            # on the meta device the value is unknown; such a model is only ever counted
+            value = 0.0 if data.device.type == "meta" else float(data)
+            return self.emit(df.ConstantOp(value, self.dtype), name)
         self.weights[name] = data
         t = TensorType(tuple(data.shape), self.storage(data.dtype))
         return self.emit(df.WeightOp(name, "constant", t), name)
@@ -603,6 +607,11 @@ def _index(lw: Lowering, node, a):
         raise lw.unsupported("advanced indexing with more than one index tensor (aten.index)")
     axis = present[0]
     return lw.emit(df.GatherOp(lw.value(a["self"]), lw.value(idx[axis]), axis, lw.type_of(node)))
+
+
+@lowers("all_reduce")
+def _all_reduce(lw: Lowering, node, a):
+    return lw.emit(df.AllReduceOp(lw.value(node.args[0]), lw.type_of(node)))
 
 
 def lower_program(program: ExportedProgram, dtype: str = "bf16") -> Program:

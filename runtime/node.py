@@ -1,0 +1,73 @@
+"""A node of N sockets running one SPMD schedule together (tensor parallelism).
+
+Every socket executes the same schedule on its own weight shard, in its own
+thread; at each ``df.allreduce`` the sockets meet at a barrier, and each gets the
+sum of all partial results. Counts are per socket (every socket does the same work);
+the ``sram->p2p`` pair is what each socket sends to its peers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from coec.ir.errors import ExecutionError
+from coec.runtime.executor import Executor
+
+
+class _AllReduce:
+    """Rendezvous of N threads: deposit a partial, wait, take the sum."""
+
+    def __init__(self, sockets: int, timeout_s: float = 600.0):
+        self.parts: list[np.ndarray | None] = [None] * sockets
+        self.barrier = threading.Barrier(sockets, timeout=timeout_s)
+
+    def __call__(self, socket: int, x: np.ndarray) -> np.ndarray:
+        self.parts[socket] = x
+        self.barrier.wait()
+        total = np.sum(np.stack(self.parts), axis=0)
+        self.barrier.wait()  # everyone has read before the next deposit
+        return total
+
+
+def run_node(
+    schedule: dict,
+    weights: Sequence[Mapping[str, np.ndarray]],
+    inputs: Sequence[Sequence[np.ndarray]],
+    *,
+    emulate_bf16: bool = False,
+) -> tuple[list[list[np.ndarray]], dict]:
+    """Run every socket; returns each socket's outputs and socket 0's report."""
+    sockets = schedule["target"]["sockets"]
+    if len(weights) != sockets or len(inputs) != sockets:
+        raise ExecutionError(
+            f"the schedule runs on {sockets} sockets: give weights and inputs for each"
+        )
+    reduce = _AllReduce(sockets)
+    results: list = [None] * sockets
+    errors: list[BaseException] = []
+
+    def socket(s: int) -> None:
+        try:
+            ex = Executor(
+                schedule,
+                weights[s],
+                emulate_bf16=emulate_bf16,
+                all_reduce=lambda x, s=s: reduce(s, x),
+            )
+            results[s] = ex.run(inputs[s])
+        except BaseException as e:  # noqa: BLE001 - reported below, after every thread ends
+            errors.append(e)
+            reduce.barrier.abort()
+
+    threads = [threading.Thread(target=socket, args=(s,)) for s in range(sockets)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first = next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), None)
+    if first or errors:
+        raise first or ExecutionError("a socket stopped at an all-reduce")
+    return [r[0] for r in results], results[0][1]
