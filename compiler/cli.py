@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.table import Table
 
 from coec.ir.errors import CoecError, ConfigError
 
@@ -265,6 +266,103 @@ def run_cmd(schedule_file, inputs, count_only, emulate_bf16, as_json):
         console.print(
             f"output {name}: shape {tuple(arr.shape)}  mean {float(arr.mean()):.6g}  max|x| {float(abs(arr).max()):.6g}"
         )
+
+
+@cli.group("bench")
+def bench_group() -> None:
+    """Benchmarks from the papers, modeled by coec."""
+
+
+@bench_group.command("fusion")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench-fusion"),
+    show_default=True,
+    help="Folder for results.csv/json and the plots.",
+)
+@click.option("--models", default=None, help="Comma-separated subset (zoo names or fftconv).")
+@click.option(
+    "--layers", type=click.IntRange(min=1), default=None, help="Override layer counts (quick runs)."
+)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--no-sweep", is_flag=True, help="Skip the launch-overhead sweep.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
+    """The SN40L paper's fusion experiment (Table III set): unfused vs fused vs fused+HO."""
+    from rich.progress import Progress
+
+    from coec.backend.target import load_target
+    from coec.bench import (
+        CONFIGS,
+        TABLE_III,
+        assumptions,
+        bench_fusion,
+        launch_sweep,
+        write_outputs,
+    )
+
+    benches = TABLE_III
+    if models:
+        wanted = models.split(",")
+        unknown = sorted(set(wanted) - {b.name for b in TABLE_III})
+        if unknown:
+            raise ConfigError(
+                f"unknown benchmark {unknown[0]!r}; known: {', '.join(dict.fromkeys(b.name for b in TABLE_III))}"
+            )
+        benches = tuple(b for b in TABLE_III if b.name in wanted)
+    console = _console()
+    steps = len(benches) * len(CONFIGS) + (0 if no_sweep else 12)
+    with Progress(console=console, disable=quiet or not sys.stdout.isatty(), transient=True) as bar:
+        task = bar.add_task("compiling", total=steps)
+        rows = bench_fusion(
+            benches, batch, layers, lambda what: bar.update(task, advance=1, description=what)
+        )
+        sweep = []
+        if not no_sweep:
+            first = next(b for b in benches if b.name != "fftconv" and b.phase == "decode")
+            sweep = launch_sweep(first, layers=layers)
+    table = Table(title="SN40L fusion benchmark (modeled, count-only)")
+    for col in (
+        "model",
+        "phase",
+        "seq",
+        "sockets",
+        "config",
+        "kernels",
+        "time",
+        "speedup",
+        "launches÷",
+        "HBM GB",
+        "HBM BW used",
+    ):
+        table.add_column(col, justify="left" if col in ("model", "phase", "config") else "right")
+    for r in rows:
+        table.add_row(
+            r["model"],
+            r["phase"],
+            str(r["seq"]),
+            str(r["sockets"]),
+            r["config"],
+            f"{r['kernels']:,}",
+            f"{r['seconds'] * 1e3:.3f} ms",
+            f"{r['speedup']:.2f}x",
+            f"{r['launch_ratio']:.1f}",
+            f"{r['hbm_bytes'] / 1e9:.2f}",
+            f"{r['hbm_bw_fraction']:.0%}",
+        )
+    console.print(table)
+    if sweep:
+        console.print(
+            "launch-overhead sweep ("
+            + f"{first.name} {first.phase}): "
+            + ", ".join(f"{s['software_launch_us']:g} µs → {s['speedup']:.2f}x" for s in sweep)
+        )
+    console.print("assumptions:")
+    for line in assumptions(load_target("sn40l-node")):
+        console.print(f"  - {line}")
+    for path in write_outputs(rows, sweep, out):
+        console.print(f"wrote {path}")
 
 
 @cli.command("zoo")
