@@ -132,6 +132,18 @@ def assumptions(target: Target) -> list[str]:
     ]
 
 
+def _png(fig) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def write_outputs(rows: list[dict], sweep: list[dict], out: Path) -> list[Path]:
     """results.csv, results.json, speedups.png, launch_sweep.png — written atomically."""
     import io
@@ -160,11 +172,7 @@ def write_outputs(rows: list[dict], sweep: list[dict], out: Path) -> list[Path]:
     ax.axhline(1, color="grey", lw=0.8)
     ax.legend()
     ax.set_title("coec: SN40L fusion benchmark (Table III set)")
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    files[out / "speedups.png"] = png.getvalue()
+    files[out / "speedups.png"] = _png(fig)
 
     if sweep:
         fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -173,10 +181,6 @@ def write_outputs(rows: list[dict], sweep: list[dict], out: Path) -> list[Path]:
         ax.set_xlabel("host launch overhead per kernel (µs)")
         ax.set_ylabel("fused speedup over unfused")
         ax.set_title("sensitivity to launch overhead")
-        fig.tight_layout()
-        png = io.BytesIO()
-        fig.savefig(png, dpi=120)
-        plt.close(fig)
-        files[out / "launch_sweep.png"] = png.getvalue()
+        files[out / "launch_sweep.png"] = _png(fig)
     write_files_atomic(files)
     return list(files)
