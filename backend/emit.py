@@ -162,6 +162,18 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target, pmu_by
                 chunk=plan.b_tiles[inner],
             )
             record["b_stream"]["bytes"] *= ntiles
+        if inner in lay.gathers:  # rows read straight from the table's tier
+            table = lay.gathers[inner]
+            record["gather_from"] = _dma(
+                name(table),
+                name(table),
+                tier_of(table),
+                "sram",
+                _type(table),
+                phase=s.phase,
+                axis=None,
+            )
+            record["gather_from"]["bytes"] = _type(inner.results[0]).nbytes
         ops.append(record)
     loads = [
         _dma(
@@ -214,7 +226,8 @@ def _liveness(buffers: dict, kernels: list[dict], outputs: list[str]) -> None:
         return buffers[b].get("alias_of", b)
 
     for i, k in enumerate(kernels):
-        for dma in k["loads"] + [op["b_stream"] for op in k["ops"] if "b_stream" in op]:
+        streams = [op[key] for op in k["ops"] for key in ("b_stream", "gather_from") if key in op]
+        for dma in k["loads"] + streams:
             for b in {dma["buffer"], root(dma["buffer"])}:
                 buffers[b]["live"][1] = max(buffers[b]["live"][1], i)
     end = len(kernels)

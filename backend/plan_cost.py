@@ -50,6 +50,8 @@ def traffic(
         pairs[f"{tier_of(arg)}->sram"] += df.tensor_type(arg).nbytes * plan.ntiles(
             plan.streams[op].phase
         )
+    for op, table in lay.gathers.items():  # the rows looked up, not the table
+        pairs[f"{tier_of(table)}->sram"] += df.tensor_type(op.results[0]).nbytes
     for st in lay.stores:
         pairs[f"sram->{tier_of(st.result)}"] += df.tensor_type(st.result).nbytes
     for op in plan.ops:

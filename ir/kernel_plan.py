@@ -149,6 +149,7 @@ class Layout:
     whole: list[SSAValue]  # values produced in-kernel and kept whole in SRAM
     streamed: dict[SSAValue, tuple[int, int]]  # value -> (phase, axis): tile buffers
     b_streams: dict[df.DfOp, SSAValue]  # matmul -> its weight streamed in chunks
+    gathers: dict[df.DfOp, SSAValue]  # gather -> its table, read row by row where it lives
     sram_by_phase: list[int]
 
     @property
@@ -183,12 +184,19 @@ def layout(
             uses.setdefault(v, []).append((op, a))
     yielded = [inner for inner, _ in outputs]
 
-    loads, b_streams = [], {}
+    loads, b_streams, gathers = [], {}, {}
     for arg in inputs:
         users = uses.get(arg, [])
         phases = {(plan.streams[o].phase, a) for o, a in users}
         only = users[0][0] if len(users) == 1 else None
-        if (
+        if (  # an embedding-style lookup reads only the rows it needs (an indirect DMA)
+            isinstance(only, df.GatherOp)
+            and only.operands[0] == arg
+            and users[0][1] is None
+            and arg not in yielded
+        ):
+            gathers[only] = arg
+        elif (
             isinstance(only, df.MatmulOp)
             and plan.b_tiles.get(only)
             and only.b == arg
@@ -238,7 +246,7 @@ def layout(
             if plan.streams[op].phase == p:
                 phase_bytes += per * b_chunk_bytes(op, plan.b_tiles[op])
         sram.append(resident + phase_bytes)
-    return Layout(loads, stores, whole, streamed, b_streams, sram)
+    return Layout(loads, stores, whole, streamed, b_streams, gathers, sram)
 
 
 def b_axis(op: df.MatmulOp) -> int:

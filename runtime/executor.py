@@ -275,9 +275,14 @@ class Executor:
             for op, w in zip(ops, works, strict=True):
                 ins, in_shapes = [], []
                 streamed_b = op["b_stream"]["value"] if "b_stream" in op else None
+                table = op["gather_from"]["value"] if "gather_from" in op else None
                 for name, axis in zip(op["inputs"], op["axes"], strict=True):
                     if name == streamed_b:  # arrives chunk by chunk inside the matmul
                         ins.append(None)
+                        in_shapes.append(tuple(values[name]["shape"]))
+                    elif name == table:  # looked up where it lives, row by row
+                        d = op["gather_from"]
+                        ins.append(None if self.count_only else self._array(tiers, d["buffer"]))
                         in_shapes.append(tuple(values[name]["shape"]))
                     elif name in env:
                         ins.append(env[name])
@@ -290,6 +295,14 @@ class Executor:
                 out = None
                 if "b_stream" in op:
                     out = self._streamed_matmul(op, ins, tiers, pairs, mult, out_shape)
+                elif "gather_from" in op:
+                    d = op["gather_from"]
+                    nbytes = self._nbytes(out_shape, values[op["output"]]["dtype"])
+                    pairs[f"{d['src']}->sram"] += nbytes * mult
+                    if not self.count_only:
+                        out = run_op(
+                            "gather", ins, op["attrs"], out_shape, values[op["output"]]["dtype"]
+                        )
                 elif op["op"] == "allreduce":
                     out = None if self.count_only else self.all_reduce(ins[0])
                     nbytes = self._nbytes(out_shape, values[op["output"]]["dtype"])
