@@ -3,7 +3,8 @@
     python benchmarks/tool_speed.py                  # both parts
     python benchmarks/tool_speed.py --skip-runtime   # compile times only
 
-1. Count-only compilation (meta device, no weights) of llama2-70b prefill (seq 4096),
+1. Count-only compilation (meta device, no weights) of llama2-70b prefill (seq 4096) on an
+   8-socket node,
    and of 1-, 8-, 32- and 80-layer variants: regional compilation should make the
    time grow far slower than the layer count.
 2. The NumPy runtime executing a GPT-2-small-sized model (HuggingFace
@@ -21,7 +22,9 @@ import time
 import torch
 
 
-def compile_times(model: str, phase: str, seq: int, fusion: str) -> list[tuple[int, float]]:
+def compile_times(
+    model: str, phase: str, seq: int, fusion: str, target: str
+) -> list[tuple[int, float]]:
     from coec.driver import compile_zoo_model
     from coec.zoo import get_arch
 
@@ -29,11 +32,14 @@ def compile_times(model: str, phase: str, seq: int, fusion: str) -> list[tuple[i
     full = get_arch(model).layers
     for layers in sorted({1, 8, 32, full}):
         t0 = time.perf_counter()
-        result = compile_zoo_model(model, phase=phase, seq=seq, layers=layers, fusion=fusion)
+        result = compile_zoo_model(
+            model, phase=phase, seq=seq, layers=layers, fusion=fusion, target=target
+        )
         dt = time.perf_counter() - t0
         rows.append((layers, dt))
         print(
-            f"  {model} {phase} seq {seq}, {layers:>3} layers, fusion {fusion}: compile+count "
+            f"  {model} {phase} seq {seq} on {target}, {layers:>3} layers, fusion {fusion}: "
+            f"compile+count "
             f"{dt:6.2f} s  ({result.report['kernels']} kernels, modeled "
             f"{result.report['seconds'] * 1e3:.2f} ms)"
         )
@@ -80,13 +86,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--phase", default="prefill", choices=["prefill", "decode"])
     ap.add_argument("--seq", type=int, default=4096)
     ap.add_argument("--fusion", default="dataflow")
+    ap.add_argument("--target", default="sn40l-node", help="8 sockets, tensor parallel")
     ap.add_argument("--runtime-seq", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-runtime", action="store_true")
     args = ap.parse_args(argv)
     print(f"threads: torch {torch.get_num_threads()}, cores {os.cpu_count()}")
     print("count-only compilation (meta device):")
-    compile_times(args.model, args.phase, args.seq, args.fusion)
+    compile_times(args.model, args.phase, args.seq, args.fusion, args.target)
     if not args.skip_runtime:
         print("runtime against PyTorch eager (same inputs, one run):")
         for fusion in ("none", "dataflow"):
