@@ -206,7 +206,34 @@ def partition_dataflow(ops: Sequence[df.DfOp], target: Target) -> list[list[df.D
         current, current_cycles = [op], kernel_cycles([op], target)
     if current:
         groups.append(current)
+    groups = merge_neighbours(groups, target)
     return [g for g in groups if not all(isinstance(o, df.ReshapeOp) for o in g)]
+
+
+def merge_neighbours(groups: list[list[df.DfOp]], target: Target) -> list[list[df.DfOp]]:
+    """Undo the greedy pass's myopic cuts: merge adjacent kernels while the merge fits and
+    the cost model says one kernel beats two (the greedy pass judged each op only against
+    a kernel of its own)."""
+    cycles: dict[int, int] = {}
+
+    def cost(i: int) -> int:
+        key = id(groups[i])
+        if key not in cycles:
+            cycles[key] = kernel_cycles(groups[i], target)
+        return cycles[key]
+
+    i = 0
+    while i + 1 < len(groups):
+        merged = groups[i] + groups[i + 1]
+        if can_fuse_dataflow(merged, target).ok:
+            merged_cycles = kernel_cycles(merged, target)
+            if merged_cycles < cost(i) + cost(i + 1):
+                groups[i : i + 2] = [merged]
+                cycles[id(merged)] = merged_cycles
+                i = max(i - 1, 0)
+                continue
+        i += 1
+    return groups
 
 
 @dataclass(frozen=True)
