@@ -39,7 +39,7 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 def _gelu_tanh(x: np.ndarray) -> np.ndarray:
     c = np.sqrt(2.0 / np.pi).astype(x.dtype)
-    return 0.5 * x * (1.0 + np.tanh(c * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1.0 + np.tanh(c * (x + 0.044715 * (x * x * x))))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -83,6 +83,13 @@ BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "logical_or": np.logical_or,
 }
 
+_SMALL_POWERS = {
+    2.0: lambda x: x * x,
+    3.0: lambda x: x * x * x,
+    0.5: np.sqrt,
+    1.0: lambda x: x,
+}
+
 #: NumPy compute dtype per storage dtype
 COMPUTE_DTYPE = {
     "bf16": np.float32,
@@ -108,6 +115,8 @@ def elementwise(xs, attrs, shape):
         return xs[0]
     if kind in UNARY:
         return UNARY[kind](xs[0])
+    if kind == "pow" and np.ndim(xs[1]) == 0 and float(xs[1]) in _SMALL_POWERS:
+        return _SMALL_POWERS[float(xs[1])](xs[0])  # np.power goes through exp/log: slow
     if kind in BINARY:
         a, b = xs
         if kind in ("div", "pow") and a.dtype.kind in "iub" and b.dtype.kind in "iub":
