@@ -273,24 +273,7 @@ class Executor:
                 env[d["value"]] = self._load(tiers, d, d["axis"], t0, size, pairs, mult)
                 shapes[d["value"]] = tile_shape(values[d["value"]]["shape"], d["axis"], size)
             for op, w in zip(ops, works, strict=True):
-                ins, in_shapes = [], []
-                streamed_b = op["b_stream"]["value"] if "b_stream" in op else None
-                table = op["gather_from"]["value"] if "gather_from" in op else None
-                for name, axis in zip(op["inputs"], op["axes"], strict=True):
-                    if name == streamed_b:  # arrives chunk by chunk inside the matmul
-                        ins.append(None)
-                        in_shapes.append(tuple(values[name]["shape"]))
-                    elif name == table:  # looked up where it lives, row by row
-                        d = op["gather_from"]
-                        ins.append(None if self.count_only else self._array(tiers, d["buffer"]))
-                        in_shapes.append(tuple(values[name]["shape"]))
-                    elif name in env:
-                        ins.append(env[name])
-                        in_shapes.append(shapes[name])
-                    else:
-                        full = values[name]["shape"] if name in values else ()
-                        ins.append(_cut(whole[name], axis, t0, size))
-                        in_shapes.append(tile_shape(full, axis, size))
+                ins, in_shapes = self._inputs(op, values, env, shapes, whole, tiers, t0, size)
                 out_shape = tile_shape(values[op["output"]]["shape"], op["axis"], size)
                 out = None
                 if "b_stream" in op:
@@ -342,6 +325,28 @@ class Executor:
         for name, _ in buffers:
             sram.free(name)
         return [dict(w) for w in works]
+
+    def _inputs(self, op, values, env, shapes, whole, tiers, t0: int, size: int):
+        """One tile's operands of ``op`` and their shapes, from wherever each one lives."""
+        streamed_b = op["b_stream"]["value"] if "b_stream" in op else None
+        table = op["gather_from"]["value"] if "gather_from" in op else None
+        ins, in_shapes = [], []
+        for name, axis in zip(op["inputs"], op["axes"], strict=True):
+            if name == streamed_b:  # arrives chunk by chunk inside the matmul
+                ins.append(None)
+                in_shapes.append(tuple(values[name]["shape"]))
+            elif name == table:  # looked up where it lives, row by row
+                buffer = op["gather_from"]["buffer"]
+                ins.append(None if self.count_only else self._array(tiers, buffer))
+                in_shapes.append(tuple(values[name]["shape"]))
+            elif name in env:  # a tile of this phase
+                ins.append(env[name])
+                in_shapes.append(shapes[name])
+            else:  # whole in SRAM (resident, an earlier phase's, or a constant)
+                full = values[name]["shape"] if name in values else ()
+                ins.append(_cut(whole[name], axis, t0, size))
+                in_shapes.append(tile_shape(full, axis, size))
+        return ins, in_shapes
 
     def _store(self, tiers, dma, axis, t0, size, data, pairs, mult) -> None:
         """Copy one tile of an SRAM value out to ``dma``'s box in its tier."""
