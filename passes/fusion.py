@@ -191,19 +191,23 @@ def partition_dataflow(ops: Sequence[df.DfOp], target: Target) -> list[list[df.D
     current: list[df.DfOp] = []
     current_cycles = 0
     for op in ops:
+        alone = None
         if current:
             candidate = [*current, op]
             verdict = can_fuse_dataflow(candidate, target)
             if verdict.ok:
                 fused = kernel_cycles(candidate, target)
-                apart = current_cycles + kernel_cycles([op], target)
-                if fused <= apart:
+                alone = kernel_cycles([op], target)
+                if fused <= current_cycles + alone:
                     current, current_cycles = candidate, fused
                     continue
-                verdict = Verdict(False, f"fused {fused:,} cycles > {apart:,} apart")
+                verdict = Verdict(
+                    False, f"fused {fused:,} cycles > {current_cycles + alone:,} apart"
+                )
             log.debug("dataflow: kernel boundary before %s: %s", op.name, verdict.why)
             groups.append(current)
-        current, current_cycles = [op], kernel_cycles([op], target)
+        current = [op]
+        current_cycles = alone if alone is not None else kernel_cycles([op], target)
     if current:
         groups.append(current)
     groups = merge_neighbours(groups, target)

@@ -24,6 +24,7 @@ from coec.ir import ops as df
 from coec.ir.errors import CapacityError
 from coec.ir.kernel_plan import (
     KernelPlan,
+    Layout,
     b_axis,
     layout,
     plan_streams,
@@ -73,23 +74,28 @@ def kernel_boundary(kernel: df.KernelOp) -> Boundary:
     )
 
 
-def _fit_weights(boundary: Boundary, plan: KernelPlan, cap: int) -> bool:
-    """Stream weights (largest first, largest chunk that fits) until SRAM suffices."""
+def _fit_weights(boundary: Boundary, plan: KernelPlan, cap: int) -> Layout:
+    """Stream weights (largest first, largest chunk that fits) until SRAM suffices.
+
+    Returns the final layout; its ``sram_bytes`` says whether it fits ``cap``.
+    """
     plan.b_tiles = {}
-    if layout(*boundary, plan).sram_bytes <= cap:
-        return True
+    lay = layout(*boundary, plan)
+    if lay.sram_bytes <= cap:
+        return lay
     for op in streamable_weights(*boundary, plan):
         n = df.tensor_type(op.b).shape_tuple[b_axis(op)]
         chunk = 1 << max(n - 1, 0).bit_length()
         while True:
             chunk = max(1, min(chunk, n))
             plan.b_tiles[op] = chunk
-            if layout(*boundary, plan).sram_bytes <= cap or chunk == 1:
+            lay = layout(*boundary, plan)
+            if lay.sram_bytes <= cap or chunk == 1:
                 break
             chunk //= 2
-        if layout(*boundary, plan).sram_bytes <= cap:
-            return True
-    return False
+        if lay.sram_bytes <= cap:
+            return lay
+    return lay
 
 
 def choose_tiles(
@@ -109,11 +115,11 @@ def choose_tiles(
 
     for t_cap in _tile_caps(plan.extents, max_tile):
         plan.tiles = [min(e, t_cap) for e in plan.extents]
-        if not _fit_weights(boundary, plan, cap):
-            need = layout(*boundary, plan).sram_bytes
-            smallest = need if smallest is None else min(smallest, need)
+        lay = _fit_weights(boundary, plan, cap)
+        if lay.sram_bytes > cap:
+            smallest = lay.sram_bytes if smallest is None else min(smallest, lay.sram_bytes)
             continue
-        cost, _, _ = estimate(plan, layout(*boundary, plan), target, tier_of)
+        cost, _, _ = estimate(plan, lay, target, tier_of)
         key = (cost.cycles, -t_cap)
         if best is None or key < best[:2]:
             best = (cost.cycles, -t_cap, list(plan.tiles), dict(plan.b_tiles))
