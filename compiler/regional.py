@@ -25,7 +25,7 @@ from coec.passes.fusion import FusePass
 from coec.passes.placement import PlacePass
 from coec.passes.tiling import TilePass
 from coec.pipeline import Compiled, Options
-from coec.zoo import Layer, ZooInstance
+from coec.zoo import ZooInstance, make_layer
 
 
 class _Stitcher:
@@ -109,7 +109,7 @@ def compile_zoo(inst: ZooInstance, options: Options) -> Compiled:
     tokens = inst.ids.shape[1]
     with torch.device(inst.ids.device):  # parameters of the parts are bound below
         h = torch.zeros(inst.batch, tokens, arch.hidden)
-        shard = Layer(arch, inst.model.layers[0].past, tp)
+        shard = make_layer(arch, inst.model.layers[0].past, tp)
     caches = [shard_cache(inst, c, 0, tp) for c in inst.caches[:2]]
     embed = _lower_part(m.embed, (inst.ids,), options, target)
     layer = _lower_part(shard, (h, *caches), options, target)

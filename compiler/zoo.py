@@ -8,11 +8,16 @@ Phases: ``prefill`` runs S prompt tokens (causal attention) and writes the layer
 K/V; ``decode`` runs one new token per sequence against a KV cache of S tokens
 held in HBM (cache in, the new token's K/V out).
 
-The layer is one family with switches, enough for Llama 2/3, Mistral, Falcon and
-BLOOM: RMSNorm or LayerNorm; SwiGLU or GELU MLP; attention and MLP in sequence or
-in parallel (Falcon); rotary or ALiBi positions (BLOOM); grouped-query attention.
-Simplifications (each changes no GEMM shape): Falcon-40B's two parallel layer
-norms are one; BLOOM's embedding LayerNorm is left out; biases are left out.
+Llama 2, Llama 3.1 and Mistral are built of transformers' own decoder layers
+(``coec.hf_layers.HFLayer``; tests check their logits against the HF CausalLM).
+Falcon and BLOOM use ``Layer``, one family with switches: LayerNorm, GELU MLP,
+attention and MLP in parallel (Falcon), ALiBi positions (BLOOM), grouped-query
+attention. Not transformers' classes there, on purpose: HF's Falcon attention
+caches K/V broadcast to all 128 query heads (16x the KV-cache bytes of Falcon-40B's
+8 KV heads, which a decode cost model must not charge), and BLOOM's block takes a
+precomputed ALiBi tensor and 4-D mask. Simplifications (each changes no GEMM
+shape): Falcon-40B's two parallel layer norms are one; BLOOM's embedding
+LayerNorm is left out; biases are left out.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class Arch:
     mlp: str = "swiglu"  # "swiglu" | "gelu"
     parallel: bool = False  # attention and MLP read the same normed input
     position: str = "rope"  # "rope" | "alibi"
+    rope_theta: float = 10000.0
+    hf: str | None = None  # transformers' decoder-layer family ("llama", "mistral"), if used
     source: str = ""
 
     @property
@@ -54,12 +61,16 @@ class Arch:
 
 
 _HF = "the model's config.json on the HuggingFace Hub"
+_LLAMA2 = {"hf": "llama", "source": f"Touvron et al. 2023; {_HF}"}
+_MISTRAL = {"hf": "mistral", "source": f"Jiang et al. 2023; {_HF}"}
+# Llama 3.1's "llama3" RoPE scaling changes only the rotary frequencies (no cost): default RoPE
+_LLAMA3 = {"hf": "llama", "rope_theta": 500000.0, "source": f"Llama 3 paper 2024; {_HF}"}
 ZOO: dict[str, Arch] = {
     a.name: a
     for a in [
-        Arch("llama2-7b", 32, 4096, 32, 32, 11008, 32000, source=f"Touvron et al. 2023; {_HF}"),
-        Arch("llama2-70b", 80, 8192, 64, 8, 28672, 32000, source=f"Touvron et al. 2023; {_HF}"),
-        Arch("mistral-7b", 32, 4096, 32, 8, 14336, 32000, source=f"Jiang et al. 2023; {_HF}"),
+        Arch("llama2-7b", 32, 4096, 32, 32, 11008, 32000, **_LLAMA2),
+        Arch("llama2-70b", 80, 8192, 64, 8, 28672, 32000, **_LLAMA2),
+        Arch("mistral-7b", 32, 4096, 32, 8, 14336, 32000, **_MISTRAL),
         Arch(
             "falcon-40b",
             60,
@@ -86,13 +97,12 @@ ZOO: dict[str, Arch] = {
             position="alibi",
             source=f"BigScience 2022; {_HF}",
         ),
-        Arch("llama3.1-8b", 32, 4096, 32, 8, 14336, 128256, source=f"Llama 3 paper 2024; {_HF}"),
-        Arch("llama3.1-70b", 80, 8192, 64, 8, 28672, 128256, source=f"Llama 3 paper 2024; {_HF}"),
-        Arch(
-            "llama3.1-405b", 126, 16384, 128, 8, 53248, 128256, source=f"Llama 3 paper 2024; {_HF}"
-        ),
+        Arch("llama3.1-8b", 32, 4096, 32, 8, 14336, 128256, **_LLAMA3),
+        Arch("llama3.1-70b", 80, 8192, 64, 8, 28672, 128256, **_LLAMA3),
+        Arch("llama3.1-405b", 126, 16384, 128, 8, 53248, 128256, **_LLAMA3),
         # small ones that execute in tests
-        Arch("tiny-llama", 2, 64, 4, 2, 128, 256, source="test size"),
+        Arch("tiny-llama", 2, 64, 4, 2, 128, 256, hf="llama", source="test size"),
+        Arch("tiny-mistral", 2, 64, 4, 2, 128, 256, hf="mistral", source="test size"),
         Arch("tiny-falcon", 2, 64, 4, 1, 256, 256, "layer", "gelu", True, source="test size"),
         Arch(
             "tiny-bloom",
@@ -123,6 +133,10 @@ def get_arch(name: str, layers: int | None = None) -> Arch:
 
 
 def _norm(arch: Arch) -> torch.nn.Module:
+    if arch.hf:
+        from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+        return LlamaRMSNorm(arch.hidden, eps=1e-5)
     if arch.norm == "rms":
         return torch.nn.RMSNorm(arch.hidden, eps=1e-5)
     return torch.nn.LayerNorm(arch.hidden, eps=1e-5, bias=False)
@@ -166,11 +180,7 @@ class Layer(torch.nn.Module):
 
     def __init__(self, arch: Arch, past: int, tp: int = 1):
         super().__init__()
-        if arch.heads % tp or arch.ffn % tp or (arch.kv_heads % tp and tp % arch.kv_heads):
-            raise ConfigError(
-                f"{arch.name}: {arch.heads} heads, {arch.kv_heads} KV heads and FFN {arch.ffn} "
-                f"do not split over {tp} sockets"
-            )
+        _check_split(arch, tp)
         d, hd = arch.hidden, arch.head_dim
         self.arch, self.past, self.tp = arch, past, tp
         self.heads, self.kv_heads = arch.heads // tp, max(1, arch.kv_heads // tp)
@@ -252,13 +262,31 @@ class Layer(torch.nn.Module):
         return self.down(F.gelu(self.up(y), approximate="tanh"))
 
 
+def make_layer(arch: Arch, past: int, tp: int = 1) -> torch.nn.Module:
+    """The decoder layer of ``arch``: transformers' class where the zoo uses one, else ``Layer``."""
+    if arch.hf:
+        from coec.hf_layers import HFLayer
+
+        _check_split(arch, tp)
+        return HFLayer(arch, past, tp)
+    return Layer(arch, past, tp)
+
+
+def _check_split(arch: Arch, tp: int) -> None:
+    if arch.heads % tp or arch.ffn % tp or (arch.kv_heads % tp and tp % arch.kv_heads):
+        raise ConfigError(
+            f"{arch.name}: {arch.heads} heads, {arch.kv_heads} KV heads and FFN {arch.ffn} "
+            f"do not split over {tp} sockets"
+        )
+
+
 class ZooModel(torch.nn.Module):
     """Embed -> layers -> head, for eager reference runs; returns (logits, K/V per layer)."""
 
     def __init__(self, arch: Arch, past: int = 0):
         super().__init__()
         self.embed = Embed(arch)
-        self.layers = torch.nn.ModuleList(Layer(arch, past) for _ in range(arch.layers))
+        self.layers = torch.nn.ModuleList(make_layer(arch, past) for _ in range(arch.layers))
         self.head = Head(arch)
 
     def forward(self, ids, *caches):

@@ -169,3 +169,24 @@ def test_model_file_on_several_sockets_is_a_clear_error(capsys):
         main(["compile", "examples/mlp.py", "--sockets", "2"])
     assert exit_info.value.code == coec.ConfigError.exit_code
     assert "zoo models" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-mistral"])
+def test_llama_family_zoo_models_are_transformers_models(name, phase):
+    """The zoo's Llama/Mistral are transformers' classes: compiled logits match the HF CausalLM."""
+    from transformers import DynamicCache
+
+    from coec.hf_layers import hf_causal_lm
+
+    inst = instantiate(name, phase, seq=8, batch=2, device="cpu")
+    lm = hf_causal_lm(inst.model, inst.arch)
+    cache = DynamicCache(config=lm.config) if inst.caches else None
+    for i in range(len(inst.caches) // 2):
+        cache.update(inst.caches[2 * i], inst.caches[2 * i + 1], i)
+    with torch.no_grad():
+        ref = lm(inst.ids, cache=cache).logits
+    cm = CompiledModel(compile_zoo(inst, Options(fusion="dataflow", dtype="fp32")))
+    logits = cm(inst.ids, *inst.caches)[0]
+    assert logits.shape == ref.shape
+    assert (logits - ref).abs().max() <= 1e-4 * ref.abs().max()
