@@ -35,10 +35,11 @@ class CompiledModel:
     the keys ``kernels, flops, cycles, seconds, bytes, peak_bytes``.
     """
 
-    def __init__(self, compiled: Compiled, emulate_bf16: bool = False):
+    def __init__(self, compiled: Compiled, emulate_bf16: bool = False, step_rows: int = 256):
         self.compiled = compiled
         self.schedule = compiled.schedule
         self.emulate_bf16 = emulate_bf16
+        self.step_rows = step_rows
         self._executor: Executor | None = None
         _, self.report = Executor(self.schedule, count_only=True).run()
 
@@ -56,7 +57,12 @@ class CompiledModel:
     @property
     def executor(self) -> Executor:
         if self._executor is None:
-            self._executor = Executor(self.schedule, self.weights, emulate_bf16=self.emulate_bf16)
+            self._executor = Executor(
+                self.schedule,
+                self.weights,
+                emulate_bf16=self.emulate_bf16,
+                step_rows=self.step_rows,
+            )
         return self._executor
 
     @property
@@ -117,13 +123,17 @@ def compile(  # noqa: A001 - the public name users expect (like torch.compile)
     launch: str | None = None,
     max_tile: int | None = None,
     emulate_bf16: bool = False,
+    step_rows: int = 256,
 ) -> CompiledModel:
     """Compile ``module`` for ``target``; returns a callable running on the NumPy runtime.
 
     ``dtype`` is the storage dtype bytes are counted in (bf16 or fp32); NumPy computes
     in fp32 unless ``emulate_bf16`` rounds every stored value through bf16.
     ``max_tile`` caps tile sizes (the tiling pass otherwise picks them by modeled cost).
+    ``step_rows``: the runtime moves data through a phase in runs of whole tiles covering
+    at least this many rows (one NumPy call per op per run; 1 = strictly tile by tile);
+    counts are per tile either way.
     """
     options = Options(target, fusion, dtype, launch, max_tile)
     compiled = compile_program(module, tuple(example_inputs), options)
-    return CompiledModel(compiled, emulate_bf16=emulate_bf16)
+    return CompiledModel(compiled, emulate_bf16=emulate_bf16, step_rows=step_rows)

@@ -89,12 +89,16 @@ class Executor:
         count_only: bool = False,
         emulate_bf16: bool = False,
         all_reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+        step_rows: int = 256,
     ):
         self.schedule = validate(schedule)
         self.target = Target.from_json(schedule["target"])
         self.buffers: dict[str, dict] = schedule["buffers"]
         self.count_only = count_only
         self.emulate_bf16 = emulate_bf16
+        # data moves through a phase in steps of whole tiles covering at least this many
+        # rows of the streamed dim (1: strictly tile by tile); counts are always per tile
+        self.step_rows = max(1, step_rows)
         # a sum across sockets: the Node running this socket supplies it
         self.all_reduce = all_reduce or (lambda x: x)
         self.weights = weights or {}
@@ -214,16 +218,19 @@ class Executor:
     def _nbytes(self, shape, dtype: str) -> int:
         return math.prod(shape) * DTYPE_BYTES[dtype]
 
-    def _tiles(self, extent: int, tile: int):
-        """(start, size, multiplicity): every tile with data; tile classes when counting."""
-        if self.count_only:
-            start = 0
-            for size, n in tile_sizes(extent, tile).items():
-                yield start, size, n
-                start += size * n
-        else:
-            for t0 in range(0, extent, tile):
-                yield t0, min(tile, extent - t0), 1
+    @staticmethod
+    def _tile_classes(extent: int, tile: int):
+        """(start, size, multiplicity): one representative of each class of equal tiles."""
+        start = 0
+        for size, n in tile_sizes(extent, tile).items():
+            yield start, size, n
+            start += size * n
+
+    def _steps(self, extent: int, tile: int):
+        """(start, size): the runs of consecutive tiles the data moves through in one step."""
+        step = tile * max(1, -(-self.step_rows // tile))
+        for t0 in range(0, extent, step):
+            yield t0, min(step, extent - t0)
 
     def _transfer(self, dma: dict, axis, t0: int, size: int, pairs, mult: int) -> list:
         """``dma``'s box cut to one tile along ``axis``; its bytes counted ``mult`` times."""
@@ -234,12 +241,15 @@ class Executor:
         pairs[f"{dma['src']}->{dma['dst']}"] += _box_numel(box) * DTYPE_BYTES[dtype] * mult
         return box
 
-    def _load(self, tiers, dma: dict, axis, t0: int, size: int, pairs, mult: int):
+    def _load(self, tiers, dma: dict, axis, t0: int, size: int, pairs, mult: int, data=None):
         """Copy ``dma``'s box (cut to one tile along ``axis``) from its tier into SRAM."""
         box = self._transfer(dma, axis, t0, size, pairs, mult)
-        if self.count_only:
+        if not (not self.count_only if data is None else data):
             return None
-        return self._array(tiers, dma["buffer"])[_box_index(box)].copy()
+        data = self._array(tiers, dma["buffer"])[_box_index(box)]
+        # weights are never written: SRAM may read them in place (a copy costs what the
+        # matmul does); anything else is copied, as a DMA does, so later stores cannot alias it
+        return data if self.buffers[dma["buffer"]]["kind"] == "weight" else data.copy()
 
     def _phase(self, p, phase, kernel, tiers, sram, whole, pairs) -> list[dict]:
         extent, tile = phase["extent"], phase["tile"]
@@ -266,59 +276,28 @@ class Executor:
             sram.alloc(name, nbytes)
 
         works = [defaultdict(int) for _ in ops]
-        for t0, size, mult in self._tiles(extent, tile):
-            env: dict[str, np.ndarray | None] = {}
-            shapes: dict[str, tuple] = {}
-            for d in loads:
-                env[d["value"]] = self._load(tiers, d, d["axis"], t0, size, pairs, mult)
-                shapes[d["value"]] = tile_shape(values[d["value"]]["shape"], d["axis"], size)
-            for op, w in zip(ops, works, strict=True):
-                ins, in_shapes = self._inputs(op, values, env, shapes, whole, tiers, t0, size)
-                out_shape = tile_shape(values[op["output"]]["shape"], op["axis"], size)
-                out = None
-                if "b_stream" in op:
-                    out = self._streamed_matmul(op, ins, tiers, pairs, mult, out_shape)
-                elif "gather_from" in op:
-                    d = op["gather_from"]
-                    nbytes = self._nbytes(out_shape, values[op["output"]]["dtype"])
-                    pairs[f"{d['src']}->sram"] += nbytes * mult
-                    if not self.count_only:
-                        out = run_op(
-                            "gather", ins, op["attrs"], out_shape, values[op["output"]]["dtype"]
-                        )
-                elif op["op"] == "allreduce":
-                    out = None if self.count_only else self.all_reduce(ins[0])
-                    nbytes = self._nbytes(out_shape, values[op["output"]]["dtype"])
-                    if self.target.sockets > 1:
-                        pairs["sram->p2p"] += allreduce_bytes(nbytes, self.target.sockets) * mult
-                elif not self.count_only:
-                    attrs = op["attrs"]
-                    if op["op"] == "attention" and op["axis"] == len(out_shape) - 2:
-                        attrs = {**attrs, "q_offset": t0}
-                    out = run_op(op["op"], ins, attrs, out_shape, values[op["output"]]["dtype"])
-                if out is not None:
-                    out = self._store_dtype(out, values[op["output"]]["dtype"])
-                w[op_work(op["op"], op["attrs"], in_shapes, out_shape)] += mult
-                name = op["output"]
-                if name in whole:
-                    if not self.count_only:
-                        if op["axis"] is None:
-                            whole[name] = out
-                        else:
-                            if whole[name] is None:
-                                whole[name] = np.empty(values[name]["shape"], dtype=out.dtype)
-                            _cut(whole[name], op["axis"], t0, size)[...] = out
-                else:
-                    env[name] = out
-                    shapes[name] = out_shape
-            for d in stores:
-                if d["axis"] is not None:
-                    src = (
-                        env.get(d["value"])
-                        if d["value"] in env
-                        else _cut(whole.get(d["value"]), d["axis"], t0, size)
-                    )
-                    self._store(tiers, d, d["axis"], t0, size, src, pairs, mult)
+        for t0, size, mult in self._tile_classes(extent, tile):  # what every tile costs
+            self._tile(
+                ops, loads, stores, values, tiers, whole, t0, size, mult, pairs, works, False
+            )
+        if not self.count_only:  # what the tiles compute, a step of tiles at a time
+            scratch: dict[str, int] = defaultdict(int)
+            scratch_works = [defaultdict(int) for _ in ops]
+            for t0, size in self._steps(extent, tile):
+                self._tile(
+                    ops,
+                    loads,
+                    stores,
+                    values,
+                    tiers,
+                    whole,
+                    t0,
+                    size,
+                    1,
+                    scratch,
+                    scratch_works,
+                    True,
+                )
         for d in stores:
             if d["axis"] is None:
                 self._store(tiers, d, None, 0, 0, whole.get(d["value"]), pairs, 1)
@@ -326,7 +305,66 @@ class Executor:
             sram.free(name)
         return [dict(w) for w in works]
 
-    def _inputs(self, op, values, env, shapes, whole, tiers, t0: int, size: int):
+    def _tile(self, ops, loads, stores, values, tiers, whole, t0, size, mult, pairs, works, data):
+        """One tile (``size`` rows from ``t0``) of a phase: loads, ops, stores.
+
+        With ``data`` it moves and computes arrays; without, it counts bytes and work
+        ``mult`` times (every tile of this size costs the same).
+        """
+        env: dict[str, np.ndarray | None] = {}
+        shapes: dict[str, tuple] = {}
+        for d in loads:
+            env[d["value"]] = self._load(tiers, d, d["axis"], t0, size, pairs, mult, data)
+            shapes[d["value"]] = tile_shape(values[d["value"]]["shape"], d["axis"], size)
+        for op, w in zip(ops, works, strict=True):
+            ins, in_shapes = self._inputs(op, values, env, shapes, whole, tiers, t0, size, data)
+            out_shape = tile_shape(values[op["output"]]["shape"], op["axis"], size)
+            out = None
+            if "b_stream" in op:
+                out = self._streamed_matmul(op, ins, tiers, pairs, mult, out_shape, data)
+            elif "gather_from" in op:
+                d = op["gather_from"]
+                nbytes = self._nbytes(out_shape, values[op["output"]]["dtype"])
+                pairs[f"{d['src']}->sram"] += nbytes * mult
+                if data:
+                    out = run_op(
+                        "gather", ins, op["attrs"], out_shape, values[op["output"]]["dtype"]
+                    )
+            elif op["op"] == "allreduce":
+                out = self.all_reduce(ins[0]) if data else None
+                nbytes = self._nbytes(out_shape, values[op["output"]]["dtype"])
+                if self.target.sockets > 1:
+                    pairs["sram->p2p"] += allreduce_bytes(nbytes, self.target.sockets) * mult
+            elif data:
+                attrs = op["attrs"]
+                if op["op"] == "attention" and op["axis"] == len(out_shape) - 2:
+                    attrs = {**attrs, "q_offset": t0}
+                out = run_op(op["op"], ins, attrs, out_shape, values[op["output"]]["dtype"])
+            if out is not None:
+                out = self._store_dtype(out, values[op["output"]]["dtype"])
+            w[op_work(op["op"], op["attrs"], in_shapes, out_shape)] += mult
+            name = op["output"]
+            if name in whole:
+                if data:
+                    if op["axis"] is None:
+                        whole[name] = out
+                    else:
+                        if whole[name] is None:
+                            whole[name] = np.empty(values[name]["shape"], dtype=out.dtype)
+                        _cut(whole[name], op["axis"], t0, size)[...] = out
+            else:
+                env[name] = out
+                shapes[name] = out_shape
+        for d in stores:
+            if d["axis"] is not None:
+                src = (
+                    env.get(d["value"])
+                    if d["value"] in env
+                    else _cut(whole.get(d["value"]), d["axis"], t0, size)
+                )
+                self._store(tiers, d, d["axis"], t0, size, src, pairs, mult, data)
+
+    def _inputs(self, op, values, env, shapes, whole, tiers, t0: int, size: int, data):
         """One tile's operands of ``op`` and their shapes, from wherever each one lives."""
         streamed_b = op["b_stream"]["value"] if "b_stream" in op else None
         table = op["gather_from"]["value"] if "gather_from" in op else None
@@ -337,7 +375,7 @@ class Executor:
                 in_shapes.append(tuple(values[name]["shape"]))
             elif name == table:  # looked up where it lives, row by row
                 buffer = op["gather_from"]["buffer"]
-                ins.append(None if self.count_only else self._array(tiers, buffer))
+                ins.append(self._array(tiers, buffer) if data else None)
                 in_shapes.append(tuple(values[name]["shape"]))
             elif name in env:  # a tile of this phase
                 ins.append(env[name])
@@ -348,28 +386,29 @@ class Executor:
                 in_shapes.append(tile_shape(full, axis, size))
         return ins, in_shapes
 
-    def _store(self, tiers, dma, axis, t0, size, data, pairs, mult) -> None:
+    def _store(self, tiers, dma, axis, t0, size, array, pairs, mult, data=None) -> None:
         """Copy one tile of an SRAM value out to ``dma``'s box in its tier."""
         b = self.buffers[dma["buffer"]]
         box = self._transfer(dma, axis, t0, size, pairs, mult)
-        if self.count_only:
+        if not (not self.count_only if data is None else data):
             return
         dst = tiers[dma["dst"]].arrays
         if dst.get(dma["buffer"]) is None:
-            dst[dma["buffer"]] = np.empty(b["shape"], dtype=data.dtype)
-        dst[dma["buffer"]][_box_index(box)] = data
+            dst[dma["buffer"]] = np.empty(b["shape"], dtype=array.dtype)
+        dst[dma["buffer"]][_box_index(box)] = array
 
-    def _streamed_matmul(self, op, ins, tiers, pairs, mult, out_shape):
+    def _streamed_matmul(self, op, ins, tiers, pairs, mult, out_shape, data):
         """``a @ b`` with ``b`` brought from HBM/DDR chunk by chunk along its N dim."""
         d = op["b_stream"]
         n_total = self.buffers[d["buffer"]]["shape"][d["axis"]]
-        parts = []
-        for n0, size, n in self._tiles(n_total, d["chunk"]):  # chunk classes when counting
-            chunk = self._load(tiers, d, d["axis"], n0, size, pairs, mult * n)
-            if not self.count_only:
-                parts.append(matmul([ins[0], chunk], op["attrs"], ()))
-        if self.count_only:
+        if not data:
+            for n0, size, n in self._tile_classes(n_total, d["chunk"]):
+                self._transfer(d, d["axis"], n0, size, pairs, mult * n)
             return None
+        parts = []
+        for n0, size in self._steps(n_total, d["chunk"]):
+            chunk = self._load(tiers, d, d["axis"], n0, size, pairs, mult, data)
+            parts.append(matmul([ins[0], chunk], op["attrs"], ()))
         return np.concatenate(parts, axis=-1).reshape(out_shape)
 
 

@@ -38,6 +38,7 @@ def run_node(
     inputs: Sequence[Sequence[np.ndarray]],
     *,
     emulate_bf16: bool = False,
+    step_rows: int = 256,
 ) -> tuple[list[list[np.ndarray]], dict]:
     """Run every socket; returns each socket's outputs and socket 0's report."""
     sockets = schedule["target"]["sockets"]
@@ -55,6 +56,7 @@ def run_node(
                 schedule,
                 weights[s],
                 emulate_bf16=emulate_bf16,
+                step_rows=step_rows,
                 all_reduce=lambda x, s=s: reduce(s, x),
             )
             results[s] = ex.run(inputs[s])

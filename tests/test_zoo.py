@@ -22,7 +22,8 @@ from coec.zoo import ZOO, instantiate
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-falcon", "tiny-bloom"])
 def test_zoo_models_match_pytorch(name, phase, fusion):
     inst = instantiate(name, phase, seq=8, batch=2, device="cpu")
-    cm = CompiledModel(compile_zoo(inst, Options(fusion=fusion, dtype="fp32", max_tile=3)))
+    options = Options(fusion=fusion, dtype="fp32", max_tile=3)
+    cm = CompiledModel(compile_zoo(inst, options), step_rows=1)
     inputs = (inst.ids, *inst.caches)
     outs = cm(*inputs)
     with torch.no_grad():
@@ -120,7 +121,7 @@ def test_tensor_parallel_sockets_match_pytorch(name, phase, fusion):
     compiled = compile_zoo(inst, Options(fusion=fusion, dtype="fp32", sockets=sockets, max_tile=3))
     weights = [{k: to_numpy(v) for k, v in w.items()} for w in compiled.program.socket_weights]
     feeds = [[to_numpy(x) for x in shard_inputs(inst, s, sockets)] for s in range(sockets)]
-    outs, report = run_node(compiled.schedule, weights, feeds)
+    outs, report = run_node(compiled.schedule, weights, feeds, step_rows=1)
     with torch.no_grad():
         refs = inst.model(inst.ids, *inst.caches)
     for socket_outs in outs:  # every socket ends with the whole logits
