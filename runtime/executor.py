@@ -6,8 +6,11 @@ schedule names; each kernel computes on its SRAM copies, op by op. Counters
 (bytes per tier pair, FLOPs, cycles, peak occupancy) come from what was
 actually moved and computed, and cycles from the shared cost model.
 
-``count_only=True`` walks the same schedule without data; its counts must
-equal execute mode's exactly.
+Counting and computing are two walks of each phase: counts go tile by tile (one
+tile of each size, times how many there are), data in runs of whole tiles
+(``step_rows``) so NumPy gets calls big enough to be fast; a phase's tiles are
+independent along the streamed dim, so the run size changes no value.
+``count_only=True`` does the first walk only; its counts equal execute mode's.
 """
 
 from __future__ import annotations
@@ -179,7 +182,7 @@ class Executor:
         return outputs, counts.report(self.target, peak)
 
     def _kernel(self, index: int, kernel: dict, tiers: dict[str, Tier], sram: Tier, counts) -> None:
-        """One kernel: resident loads, then each phase tile by tile, then the SRAM is freed."""
+        """One kernel: resident loads, then each phase (counted tile by tile), then SRAM freed."""
         for name in (s["buffer"] for s in kernel["stores"]):
             b = self.buffers[name]
             if b["live"][0] == index:
