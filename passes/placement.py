@@ -70,21 +70,22 @@ class Buffer:
 
 def first_fit(buffers: list[Buffer]) -> int:
     """Assign offsets (largest first, lowest free address); returns the peak address."""
-    placed: list[Buffer] = []
+    n = len(buffers)
+    starts = np.zeros(n, dtype=np.int64)  # placed buffers' [start, end) and lifetimes
+    ends = np.zeros(n, dtype=np.int64)
+    firsts = np.zeros(n, dtype=np.int64)
+    lasts = np.zeros(n, dtype=np.int64)
     peak = 0
-    for b in sorted(buffers, key=lambda b: (-b.nbytes, b.order)):
-        clashes = sorted(
-            (p.offset, p.offset + p.nbytes)
-            for p in placed
-            if not (p.last < b.first or b.last < p.first)
-        )
+    for i, b in enumerate(sorted(buffers, key=lambda b: (-b.nbytes, b.order))):
+        alive = (lasts[:i] >= b.first) & (firsts[:i] <= b.last)
+        order = np.argsort(starts[:i][alive], kind="stable")
         offset = 0
-        for start, end in clashes:
+        for start, end in zip(starts[:i][alive][order], ends[:i][alive][order], strict=True):
             if offset + b.nbytes <= start:
                 break
-            offset = max(offset, _align(end))
+            offset = max(offset, _align(int(end)))
         b.offset = offset
-        placed.append(b)
+        starts[i], ends[i], firsts[i], lasts[i] = offset, offset + b.nbytes, b.first, b.last
         peak = max(peak, offset + b.nbytes)
     return peak
 
@@ -156,14 +157,13 @@ def plan_memory(fn: func.FuncOp, target: Target) -> list[Buffer]:
 
     while spill_order and live.max() > hbm_cap:
         spill()
-    while spill_order and first_fit(in_hbm) > hbm_cap:
+    while first_fit(in_hbm) > hbm_cap and spill_order:  # offsets stay from the last fit
         spill()
     ddr_peak = first_fit(spilled)
     if ddr_peak > ddr_cap:
         raise CapacityError(
             "ddr", ddr_peak, ddr_cap, f"what does not fit in HBM ({hbm_cap:,} bytes)"
         )
-    first_fit(in_hbm)  # final offsets for what stayed
     return buffers
 
 
