@@ -105,7 +105,9 @@ def compile_zoo_model(
         report["max_abs_err"], report["max_rel_err"] = compare(outs, reference)
     if output:
         cm.save(output, inputs if execute else None)
-    return CompileResult(report, {}, compiled.target.name, cm)
+    target = compiled.target
+    name = target.name if target.sockets == 1 else f"{target.name} ({target.sockets} sockets)"
+    return CompileResult(report, {}, name, cm)
 
 
 def _read_tensors(path: Path) -> dict[str, np.ndarray]:
