@@ -14,7 +14,9 @@ from coec.pipeline import Compiled, Options, compile_program
 from coec.runtime.executor import Executor
 
 
-def to_numpy(t: torch.Tensor) -> np.ndarray:
+def to_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(t, np.ndarray):
+        return t
     t = t.detach().cpu()
     if t.dtype in (torch.bfloat16, torch.float16):
         t = t.float()
@@ -73,7 +75,7 @@ class CompiledModel:
     def target(self) -> Target:
         return self.compiled.target
 
-    def __call__(self, *inputs: torch.Tensor):
+    def __call__(self, *inputs: torch.Tensor | np.ndarray):
         if self.schedule["target"]["sockets"] > 1:
             raise ExecutionError(
                 "a tensor-parallel schedule runs one shard per socket: "
