@@ -4,9 +4,10 @@ import coec
 cm = coec.compile(module, example_inputs, target="sn40l")
 y = cm(*example_inputs)          # runs on the NumPy runtime
 cm.report["bytes"]["hbm->sram"]  # what it cost on the modeled chip
+cm = coec.compile_onnx("model.onnx", fusion="dataflow")  # the ONNX frontend
 """
 
-from coec.api import CompiledModel, compile
+from coec.api import CompiledModel, compile, compile_onnx
 from coec.ir.errors import (
     CapacityError,
     CoecError,
@@ -28,4 +29,5 @@ __all__ = [
     "UnsupportedOpError",
     "VerifyError",
     "compile",
+    "compile_onnx",
 ]

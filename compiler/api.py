@@ -10,7 +10,7 @@ import torch
 from coec.backend.schedule import dumps, write_files_atomic
 from coec.backend.target import Target
 from coec.ir.errors import ExecutionError
-from coec.pipeline import Compiled, Options, compile_program
+from coec.pipeline import Compiled, Options, compile_onnx_model, compile_program
 from coec.runtime.executor import Executor
 
 
@@ -138,4 +138,30 @@ def compile(  # noqa: A001 - the public name users expect (like torch.compile)
     """
     options = Options(target, fusion, dtype, launch, max_tile)
     compiled = compile_program(module, tuple(example_inputs), options)
+    return CompiledModel(compiled, emulate_bf16=emulate_bf16, step_rows=step_rows)
+
+
+def compile_onnx(
+    model,
+    *,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    target: str | Target = "sn40l",
+    fusion: str = "none",
+    dtype: str = "bf16",
+    launch: str | None = None,
+    max_tile: int | None = None,
+    emulate_bf16: bool = False,
+    step_rows: int = 256,
+) -> CompiledModel:
+    """Compile an ONNX model (a path or an ``onnx.ModelProto``) like :func:`compile`.
+
+    The graph inputs' shapes must be static, or fixed by ``input_shapes``
+    (input name -> shape). Call the result with NumPy arrays or tensors in the
+    order of the graph's inputs; onnxruntime is the numerical reference.
+    """
+    from coec.onnx_model import load_onnx
+
+    proto, source = load_onnx(model)
+    options = Options(target, fusion, dtype, launch, max_tile)
+    compiled = compile_onnx_model(proto, options, input_shapes=input_shapes, source=source)
     return CompiledModel(compiled, emulate_bf16=emulate_bf16, step_rows=step_rows)

@@ -44,7 +44,7 @@ def cli() -> None:
 
 
 @cli.command("compile")
-@click.argument("model_file", metavar="MODEL.py", required=False)
+@click.argument("model_file", metavar="MODEL.py|MODEL.onnx", required=False)
 @click.option(
     "--zoo", metavar="NAME", help="Compile a zoo model by name instead of MODEL.py (see coec zoo)."
 )
@@ -76,6 +76,12 @@ def cli() -> None:
     help="Zoo models: override the number of decoder layers.",
 )
 @click.option("--entry", metavar="NAME", help="Function returning (module, example_inputs).")
+@click.option(
+    "--inputs",
+    "inputs_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="ONNX models: input data (.npz or .safetensors, keyed by input name); default random.",
+)
 @click.option(
     "--target",
     default="sn40l",
@@ -120,7 +126,7 @@ def cli() -> None:
     "--run",
     "execute",
     is_flag=True,
-    help="Execute with data on the NumPy runtime and compare with PyTorch eager.",
+    help="Execute with data on the NumPy runtime; compare with PyTorch eager (onnxruntime for ONNX).",
 )
 @click.option(
     "--count-only",
@@ -149,6 +155,7 @@ def compile_cmd(
     batch,
     layers,
     entry,
+    inputs_file,
     target,
     fusion,
     sockets,
@@ -163,7 +170,7 @@ def compile_cmd(
     dump_ir,
     all_kernels,
 ):
-    """Compile MODEL.py (defining model() and example_inputs()) and report its cost."""
+    """Compile MODEL.py (defining model() and example_inputs()) or MODEL.onnx; report its cost."""
     from coec.driver import compile_model_file
 
     if execute and count_only:
@@ -179,7 +186,7 @@ def compile_cmd(
                 f"--dump-ir {dump_ir!r}: choose from {', '.join(DUMP_ALIASES)} or all"
             )
     if (model_file is None) == (zoo is None):
-        raise ConfigError("give either MODEL.py or --zoo NAME")
+        raise ConfigError("give either MODEL.py (or MODEL.onnx) or --zoo NAME")
     if zoo:
         from coec.driver import compile_zoo_model
 
@@ -213,6 +220,7 @@ def compile_cmd(
             emulate_bf16=emulate_bf16,
             output=output,
             dump_points=points,
+            inputs=inputs_file,
         )
     console = _console()
     for point in points:

@@ -12,7 +12,7 @@ from coec.api import CompiledModel, flatten_outputs, inputs_path, to_numpy, weig
 from coec.backend.schedule import load as load_schedule
 from coec.ir.errors import ConfigError, ExecutionError
 from coec.model_file import load_model_file
-from coec.pipeline import Options, compile_program
+from coec.pipeline import Options, compile_onnx_model, compile_program
 from coec.runtime.executor import Executor
 
 
@@ -24,10 +24,12 @@ class CompileResult:
     model: CompiledModel
 
 
-def compare(outputs: list[np.ndarray], reference: list[torch.Tensor]) -> tuple[float, float]:
+def compare(
+    outputs: list[np.ndarray], reference: list[torch.Tensor] | list[np.ndarray]
+) -> tuple[float, float]:
     """max |out - ref| over all outputs, absolute and relative to each output's scale."""
     if len(outputs) != len(reference):
-        raise ExecutionError(f"{len(outputs)} outputs, PyTorch gives {len(reference)}")
+        raise ExecutionError(f"{len(outputs)} outputs, the reference gives {len(reference)}")
     abs_err, rel_err = 0.0, 0.0
     for out, ref in zip(outputs, reference, strict=True):
         ref_np = to_numpy(ref).astype(np.float64)
@@ -51,7 +53,25 @@ def compile_model_file(
     emulate_bf16: bool = False,
     output: Path | None = None,
     dump_points: tuple[str, ...] = (),
+    inputs: Path | None = None,
 ) -> CompileResult:
+    """Compile MODEL.py, or a model.onnx (dispatched on the suffix to compile_onnx_file)."""
+    options = dict(target=target, fusion=fusion, dtype=dtype, launch=launch, max_tile=max_tile)
+    if Path(path).suffix.lower() == ".onnx":
+        if entry:
+            raise ConfigError("--entry names a function of a MODEL.py, not of an ONNX model")
+        return compile_onnx_file(
+            path,
+            inputs=inputs,
+            sockets=sockets,
+            execute=execute,
+            emulate_bf16=emulate_bf16,
+            output=output,
+            dump_points=dump_points,
+            **options,
+        )
+    if inputs is not None:
+        raise ConfigError("--inputs is for ONNX models; a MODEL.py defines example_inputs()")
     module, inputs = load_model_file(path, entry)
     options = Options(target, fusion, dtype, launch, max_tile, sockets)
     compiled = compile_program(module, inputs, options, dump_points)
@@ -64,6 +84,48 @@ def compile_model_file(
         report["max_abs_err"], report["max_rel_err"] = compare(outs, reference)
     if output:
         cm.save(output, inputs)
+    return CompileResult(report, compiled.dumps, compiled.target.name, cm)
+
+
+def compile_onnx_file(
+    path: str | Path,
+    *,
+    inputs: Path | None = None,
+    target: str = "sn40l",
+    fusion: str = "none",
+    dtype: str = "bf16",
+    launch: str | None = None,
+    max_tile: int | None = None,
+    sockets: int | None = None,
+    execute: bool = False,
+    emulate_bf16: bool = False,
+    output: Path | None = None,
+    dump_points: tuple[str, ...] = (),
+) -> CompileResult:
+    """Compile a model.onnx; with ``execute``, compare with onnxruntime on the same data.
+
+    The data: ``inputs`` (.npz / .safetensors keyed by input name, which also fixes
+    symbolic dims) or random data of the inputs' shapes from a fixed seed.
+    """
+    from coec.onnx_model import check_inputs, load_onnx, random_inputs, run_onnxruntime
+
+    model, source = load_onnx(path)
+    if inputs is not None:
+        feeds = check_inputs(model, _read_tensors(Path(inputs)), str(inputs))
+    else:
+        feeds = random_inputs(model)
+    options = Options(target, fusion, dtype, launch, max_tile, sockets)
+    shapes = {k: v.shape for k, v in feeds.items()}
+    compiled = compile_onnx_model(model, options, dump_points, shapes, source)
+    cm = CompiledModel(compiled, emulate_bf16=emulate_bf16)
+    report = dict(cm.report)
+    ordered = [feeds[n] for n in compiled.program.input_names]
+    if execute:
+        outs, report = cm.executor.run(ordered)
+        report["max_abs_err"], report["max_rel_err"] = compare(outs, run_onnxruntime(model, feeds))
+        report["reference"] = "onnxruntime"
+    if output:
+        cm.save(output, tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in ordered))
     return CompileResult(report, compiled.dumps, compiled.target.name, cm)
 
 

@@ -1,6 +1,6 @@
 """The compile pipeline as an explicit ordered list of stages.
 
-frontend (torch.export -> df IR) -> fuse -> place -> emit schedule.
+frontend (torch.export or ONNX import -> df IR) -> fuse -> place -> emit schedule.
 Each stage can be dumped (``--dump-ir=after-fuse``); the IR is verified after
 every pass.
 """
@@ -120,11 +120,30 @@ def compile_program(
     dump_points: tuple[str, ...] = (),
 ) -> Compiled:
     """torch.export, lower to df IR, run the passes, emit the schedule."""
-    options = options.normalized()
+    options = _one_socket(options.normalized())
+    program = lower_program(export_module(module, example_inputs), options.dtype)
+    return compile_lowered(program, options, dump_points, copy=False)
+
+
+def compile_onnx_model(
+    model,
+    options: Options,
+    dump_points: tuple[str, ...] = (),
+    input_shapes: dict | None = None,
+    source: str = "<onnx>",
+) -> Compiled:
+    """Import an ONNX ``ModelProto`` into df IR, run the passes, emit the schedule."""
+    from coec.frontend.onnx_import import import_onnx
+
+    options = _one_socket(options.normalized())
+    program = import_onnx(model, options.dtype, input_shapes, source)
+    return compile_lowered(program, options, dump_points, copy=False)
+
+
+def _one_socket(options: Options) -> Options:
     if options.resolve_target().sockets > 1:
         raise ConfigError(
             "tensor parallelism over several sockets is built for zoo models (--zoo NAME); "
             "compile a model file for one socket (--target sn40l, or --sockets 1)"
         )
-    program = lower_program(export_module(module, example_inputs), options.dtype)
-    return compile_lowered(program, options, dump_points, copy=False)
+    return options
