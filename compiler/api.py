@@ -82,7 +82,8 @@ class CompiledModel:
                 "use coec.runtime.node.run_node with each socket's weights and inputs"
             )
         outs, self.report = self.executor.run([to_numpy(x) for x in inputs])
-        tensors = tuple(torch.from_numpy(np.ascontiguousarray(o)) for o in outs)
+        # np.asarray keeps a 0-d result 0-d (np.ascontiguousarray would make it 1-d)
+        tensors = tuple(torch.from_numpy(np.asarray(o, order="C")) for o in outs)
         return tensors[0] if len(tensors) == 1 else tensors
 
     def schedule_json(self) -> str:

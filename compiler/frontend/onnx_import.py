@@ -34,7 +34,8 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, Region, SSAValue
 
-from coec.frontend.lower import Program, _hint
+from coec.frontend.lower import Program
+from coec.frontend.lower import _hint as _aten_hint
 from coec.frontend.onnx_ops import ONNX_LOWERINGS, op_key
 from coec.ir import ops as df
 from coec.ir.errors import ConfigError, UnsupportedOpError, VerifyError
@@ -54,6 +55,12 @@ _NP_INT = {"int64": "i64", "int32": "i32", "int16": "i32", "int8": "i8", "uint8"
 _RANDOM = frozenset(
     {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli"}
 )
+
+
+def _hint(name: str) -> str:
+    """An IR name hint for an ONNX value name ('7', 'input.1' and '/a/b' are valid ONNX)."""
+    hint = _aten_hint(name)
+    return hint if hint[:1].isalpha() or hint[:1] == "_" else f"v{hint}"
 
 
 class OnnxImport:
@@ -111,14 +118,16 @@ class OnnxImport:
             return _NP_INT[arr.dtype.name]
         raise self.unsupported(f"constant of dtype {arr.dtype}")
 
-    def out_dtype(self, k: int = 0, default: str | None = None) -> str:
-        """The storage dtype ONNX's type inference gives the node's k-th output."""
+    def out_dtype(self, k: int = 0) -> str:
+        """The storage dtype of the node's k-th output: ONNX's type inference, else
+        (ops it does not know, e.g. other domains) the first input's."""
         t = self.types.get(self.node.output[k])
         if t is not None and t.HasField("tensor_type") and t.tensor_type.elem_type:
             return self.storage(t.tensor_type.elem_type)
-        if default is None:
-            raise self.unsupported("an output of unknown element type")
-        return default
+        first = next(n for n in self.node.input if n)
+        if first in self.values:
+            return self.dtype_of(self.values[first])
+        return self.np_storage(self.consts[first])
 
     def inferred_shape(self, name: str) -> tuple[int, ...] | None:
         t = self.types.get(name)

@@ -108,9 +108,14 @@ _BINARY = {
 }
 
 
+_PREDICATES = frozenset({"eq", "lt", "le", "gt", "ge", "logical_and", "logical_or"})
+
+
 @onnx_op(*_BINARY)
 def _binary(imp: OnnxImport, node):
-    return imp.ew(_BINARY[node.op_type], node.input[:2], imp.out_dtype())
+    kind = _BINARY[node.op_type]
+    dtype = "i1" if kind in _PREDICATES else imp.out_dtype()
+    return imp.ew(kind, node.input[:2], dtype)
 
 
 @onnx_op("Max", "Min", "Sum", "Mean")
