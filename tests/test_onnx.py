@@ -298,6 +298,23 @@ def folded_constants():
     return make_model(nodes, {"x": (F, [2, 4, 4])}, ["y"], inits), {"x": rand(2, 4, 4)}
 
 
+def nan_guard():
+    # SDPA exports guard softmax with IsNaN/Where; BERT's position buffer is a GatherElements
+    nodes = [
+        helper.make_node("GatherElements", ["buf", "pos"], ["g"], axis=1),  # folded
+        helper.make_node("Cast", ["g"], ["gf"], to=F),
+        helper.make_node("Add", ["x", "gf"], ["a"]),
+        helper.make_node("Softmax", ["a"], ["s"], axis=-1),
+        helper.make_node("IsNaN", ["s"], ["n"]),
+        helper.make_node("Where", ["n", "zero", "s"], ["y"]),
+    ]
+    inits = {"buf": np.arange(16).reshape(1, 16), "pos": i64(3, 1, 4, 1).reshape(1, 4)}
+    inits["zero"] = np.float32(0)
+    x = rand(3, 4)
+    x[1] = -np.inf  # a fully masked row: softmax is NaN, the guard makes it 0
+    return make_model(nodes, {"x": (F, [3, 4])}, ["y"], inits), {"x": x}
+
+
 def contrib_ops():
     # onnxruntime's contrib ops, which ONNX shape inference does not know
     nodes = [
@@ -327,11 +344,13 @@ GRAPHS = {
         matmul_1d,
         embedding_and_casts,
         folded_constants,
+        nan_guard,
         contrib_ops,
     )
 }
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # nan_guard's NaN row
 @pytest.mark.parametrize("fusion", FUSIONS)
 @pytest.mark.parametrize("name", list(GRAPHS))
 def test_hand_built_graph_matches_onnxruntime(name, fusion):

@@ -86,6 +86,12 @@ def _unary(imp: OnnxImport, node):
     return imp.ew(_UNARY[op_key(node)], [node.input[0]], imp.out_dtype())
 
 
+@onnx_op("IsNaN")
+def _isnan(imp: OnnxImport, node):
+    x = imp.value(node.input[0])
+    return imp.ew("ne", [x, x], "i1")  # NaN is the one value unequal to itself
+
+
 @onnx_op("Gelu")
 def _gelu(imp: OnnxImport, node):
     kind = "gelu_tanh" if imp.attr("approximate", "none") == "tanh" else "gelu"
