@@ -93,7 +93,7 @@ def fit_head(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return LOGIT_SCALE * w, b
 
 
-@dataclass
+@dataclass(eq=False)
 class Router:
     """The two-step router. ``weights``/``bias``: the fitted head over ``categories``."""
 
