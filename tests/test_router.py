@@ -87,7 +87,7 @@ def test_classify_is_deterministic_and_batch_independent(router):
     assert first == router.classify(PROMPTS)
     assert first == [router.classify([p])[0] for p in PROMPTS]  # padding does not change a label
     assert first == ["coding", "math", "translation", "health", "writing", "finance"]
-    assert router.classify([]) == []
+    assert router.classify([]) == [] and router.embed([]).shape == (0, 384)
 
 
 def test_head_fit_is_deterministic():

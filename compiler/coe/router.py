@@ -133,6 +133,8 @@ class Router:
         Through coec the batch is padded to a multiple of 16 tokens and compiled once
         per ``(n, seq)`` shape; the mask keeps padding out of the result.
         """
+        if not prompts:
+            return np.zeros((0, load_encoder().dim), dtype=np.float32)
         if not use_coec:
             return _embed_torch(prompts)
         ids, mask = tokenize(prompts)
