@@ -373,6 +373,117 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
         console.print(f"wrote {path}")
 
 
+@cli.group("coe")
+def coe_group() -> None:
+    """Composition of Experts: the two-step router, experts and serving."""
+
+
+@coe_group.command("route")
+@click.argument("prompts", nargs=-1, required=True)
+@click.option(
+    "--coec", "use_coec", is_flag=True, help="Embed on coec's runtime (compiled encoder)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the categories as JSON.")
+def coe_route_cmd(prompts, use_coec, as_json):
+    """Classify each PROMPT into a category (step one of the router)."""
+    import json
+
+    from coec.coe.router import Router
+
+    router = Router.default()
+    probs = router.probabilities(router.embed(list(prompts), use_coec=use_coec))
+    rows = [
+        {"prompt": p, "category": router.categories[int(row.argmax())], "p": float(row.max())}
+        for p, row in zip(prompts, probs, strict=True)
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for r in rows:
+        click.echo(f"{r['category']:<12} {r['p']:.2f}  {r['prompt']}")
+
+
+@coe_group.command("router-eval")
+@click.option(
+    "--prompts",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Labelled prompts (JSON lines with prompt, category, split); default: the bundled set.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
+def coe_router_eval_cmd(path, as_json):
+    """The router's held-out accuracy (fitted on the train split, scored on the test split)."""
+    import json
+
+    from coec.coe.embedding import describe
+    from coec.coe.router import evaluate
+
+    result = evaluate(path)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    model = describe()
+    click.echo(
+        f"router: {model['model']} ({model['dim']}-d, {model['layers']} layers) "
+        f"+ softmax-regression head over {len(result['categories'])} categories"
+    )
+    click.echo(
+        f"held-out accuracy {result['accuracy']:.1%} "
+        f"({round(result['accuracy'] * result['n_test'])}/{result['n_test']}; "
+        f"trained on {result['n_train']})"
+    )
+    for category, accuracy in result["per_category"].items():
+        click.echo(f"  {category:<12} {accuracy:.1%}")
+    for c in result["confusions"]:
+        click.echo(f"  confused: {c['category']} -> {c['predicted']} x{c['count']}")
+
+
+@coe_group.command("router-cost")
+@click.option(
+    "--batch",
+    "batches",
+    type=click.IntRange(min=1),
+    multiple=True,
+    default=(1, 8),
+    show_default=True,
+    help="Prompts per router batch (repeatable).",
+)
+@click.option("--seq", type=click.IntRange(min=2), default=64, show_default=True)
+@click.option("--target", default="sn40l", show_default=True)
+@click.option(
+    "--fusion",
+    type=click.Choice(["none", "epilogue", "dataflow"]),
+    default="dataflow",
+    show_default=True,
+)
+@click.option("--dtype", type=click.Choice(["bf16", "fp32"]), default="bf16", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def coe_router_cost_cmd(batches, seq, target, fusion, dtype, as_json):
+    """The router's modeled cost: its embedding model compiled by coec (count-only)."""
+    import json
+
+    from coec.coe.router import router_cost
+
+    rows = [router_cost(b, seq, target=target, fusion=fusion, dtype=dtype) for b in batches]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"router encoder on {target} (fusion {fusion}, {dtype}, seq {seq})")
+    for col in ("batch", "kernels", "time", "GFLOP", "HBM→SRAM MB", "SRAM→HBM MB"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            str(r["batch"]),
+            str(r["kernels"]),
+            f"{r['seconds'] * 1e6:.1f} µs",
+            f"{r['flops'] / 1e9:.2f}",
+            f"{r['bytes'].get('hbm->sram', 0) / 1e6:.2f}",
+            f"{r['bytes'].get('sram->hbm', 0) / 1e6:.2f}",
+        )
+    _console().print(table)
+
+
 @cli.command("zoo")
 def zoo_cmd():
     """List the zoo's models (published hyper-parameters, no weights)."""

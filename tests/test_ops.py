@@ -89,3 +89,27 @@ def test_multiple_outputs():
 def test_unsupported_op_names_op_and_source_line():
     with pytest.raises(coec.UnsupportedOpError, match=r"aten\.cumsum.*test_ops\.py:\d+"):
         coec.compile(Lambda(lambda x: torch.cumsum(x, 0)), (torch.randn(3, 4),))
+
+
+def test_index_with_several_index_tensors():
+    """HF padding masks: ``mask[arange(B)[:, None, None, None], arange(S)]`` (constant
+    indices, adjacent dims), and dynamic / non-adjacent / negative indices."""
+    b = torch.arange(2)[:, None, None, None]
+    s = torch.arange(6)[None, None, None, :]
+    check(Lambda(lambda x: x[:, :, 0][b, s] * 2), X)
+    rows = torch.tensor([[1, 0], [-1, 1]])
+    cols = torch.tensor([[2, 7], [0, -3]])
+    check(Lambda(lambda x: x[rows, :, cols] + 1), X)  # non-adjacent: index dims come first
+
+    class Dynamic(torch.nn.Module):
+        def forward(self, x, i, j):
+            return x[i, j] - 1
+
+    check(Dynamic(), (X[0], torch.tensor([0, 1, -1]), torch.tensor([5, -2, 3])))
+
+
+@pytest.mark.parametrize("p", [2, 1, float("inf"), 3])
+def test_vector_norm_and_normalize(p):
+    check(Lambda(lambda x: torch.linalg.vector_norm(x, ord=p, dim=-1, keepdim=True) + x), X)
+    if p == 2:
+        check(Lambda(lambda x: F.normalize(x, p=2, dim=1)), X)

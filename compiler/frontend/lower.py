@@ -603,10 +603,85 @@ def _index_select(lw: Lowering, node, a):
 def _index(lw: Lowering, node, a):
     idx = a["indices"]
     present = [i for i, t in enumerate(idx) if t is not None]
-    if len(present) != 1:
-        raise lw.unsupported("advanced indexing with more than one index tensor (aten.index)")
-    axis = present[0]
-    return lw.emit(df.GatherOp(lw.value(a["self"]), lw.value(idx[axis]), axis, lw.type_of(node)))
+    if len(present) == 1:
+        axis = present[0]
+        return lw.emit(
+            df.GatherOp(lw.value(a["self"]), lw.value(idx[axis]), axis, lw.type_of(node))
+        )
+    return _multi_index(lw, node, lw.value(a["self"]), idx, present)
+
+
+def _multi_index(lw: Lowering, node, x: SSAValue, idx: list, present: list[int]) -> SSAValue:
+    """``x[i0, i1, ...]`` with several index tensors as one gather on a flattened axis.
+
+    The indexed dims are brought together (moved to the front when they are not
+    adjacent, as torch then puts the broadcast index dims first), merged into one
+    axis, and the index tensors combined into row-major flat indices. Constant
+    indices (masks built from ``arange``, as HF models do) fold at compile time.
+    """
+    shape = list(df.tensor_type(x).shape_tuple)
+    rank = len(shape)
+    if any(
+        isinstance(idx[i], torch.fx.Node) and idx[i].meta["val"].dtype == torch.bool
+        for i in present
+    ):
+        raise lw.unsupported("boolean-mask indexing (aten.index) with several index tensors")
+    nodes = [idx[d] for d in present]
+    adjacent = present == list(range(present[0], present[-1] + 1))
+    if not adjacent:
+        perm = present + [d for d in range(rank) if d not in present]
+        x = lw.emit(
+            df.PermuteOp(x, perm, lw.like(x, [shape[d] for d in perm])), f"{node.name}_perm"
+        )
+        shape, present = [shape[d] for d in perm], list(range(len(present)))
+    first, sizes = present[0], [shape[d] for d in present]
+    merged = shape[:first] + [math.prod(sizes)] + shape[present[-1] + 1 :]
+    table = lw.emit(df.ReshapeOp(x, lw.like(x, merged)), f"{node.name}_flat")
+    strides = [math.prod(sizes[k + 1 :]) for k in range(len(sizes))]
+    if all(n in lw.consts for n in nodes):
+        flat = sum(
+            (lw.consts[n].to(torch.int64) % size) * stride
+            for n, size, stride in zip(nodes, sizes, strides, strict=True)
+        )
+        index = lw._constant(f"{node.name}_index", flat)
+    else:
+        index = None
+        for n, size, stride in zip(nodes, sizes, strides, strict=True):
+            i = lw.value(n)
+            t = df.tensor_type(i)
+            negative = lw.ew("lt", i, lw.scalar(0, i), type_=lw.like(i, dtype="i1"))
+            i = lw.ew("where", negative, lw.ew("add", i, lw.scalar(size, i)), i, type_=t)
+            term = lw.ew("mul", i, lw.scalar(stride, i)) if stride != 1 else i
+            index = term if index is None else lw.ew("add", index, term)
+    return lw.emit(df.GatherOp(table, index, first, lw.type_of(node)))
+
+
+@lowers("linalg_vector_norm")
+def _vector_norm(lw: Lowering, node, a):
+    """``‖x‖_p`` over ``dim``: sqrt(sum x²) for p=2 (F.normalize's case), sum|x|, max|x|, or the p-th root."""
+    x = lw.value(a["self"])
+    rank = len(df.tensor_type(x).shape_tuple)
+    dims = a["dim"]
+    axes = (
+        list(range(rank))
+        if dims is None or dims == []
+        else sorted(_norm_dim(d, rank) for d in dims)
+    )
+    keep, out, p = bool(a["keepdim"]), lw.type_of(node), float(a["ord"])
+    if p == 0:
+        raise lw.unsupported("aten.linalg_vector_norm with ord=0 (a count, not a norm)")
+    reduced = lw.like(x, out.shape_tuple)
+    if p == 2:
+        summed = lw.emit(df.ReduceOp("sum", lw.ew("mul", x, x), axes, keep, reduced))
+        return lw.ew("sqrt", summed, type_=out)
+    absolute = lw.ew("abs", x)
+    if math.isinf(p):
+        return lw.emit(df.ReduceOp("max" if p > 0 else "min", absolute, axes, keep, out))
+    if p == 1:
+        return lw.emit(df.ReduceOp("sum", absolute, axes, keep, out))
+    powered = lw.ew("pow", absolute, lw.scalar(p, absolute))
+    summed = lw.emit(df.ReduceOp("sum", powered, axes, keep, reduced))
+    return lw.ew("pow", summed, lw.scalar(1.0 / p, summed), type_=out)
 
 
 @lowers("all_reduce")

@@ -1,0 +1,1 @@
+"""Composition of Experts: a two-step router, expert configs and tier-aware serving (DESIGN.md §10)."""
