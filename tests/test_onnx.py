@@ -546,3 +546,28 @@ def test_cli_inputs_file_output_and_run(tmp_path, capsys):
 def test_cli_dump_ir_of_an_onnx_model(exported, capsys):
     out = run_ok(["compile", exported["mlp"], "--dump-ir", "frontend"], capsys)
     assert out.count("df.matmul") == 2 and "transpose_b = true" in out and "df.weight" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gpt2", "llama", "bert", "mistral"])
+def test_huggingface_sdpa_export_matches_onnxruntime(tmp_path, name):
+    # SDPA exports bring IsNaN guards, BERT a GatherElements over its position buffer
+    from hf_models import BUILDERS, token_ids
+
+    class Outputs(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids):
+            out = self.model(ids)
+            return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+    module, ids = Outputs(BUILDERS[name]("sdpa").eval()), token_ids()
+    path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (ids,), str(path), dynamo=True, verbose=False)
+    model = onnx.load(str(path))
+    cm = check(model, {model.graph.input[0].name: ids.numpy()}, "dataflow")
+    assert cm.report["kernels"] < 10
