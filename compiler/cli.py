@@ -170,7 +170,11 @@ def compile_cmd(
     dump_ir,
     all_kernels,
 ):
-    """Compile MODEL.py (defining model() and example_inputs()) or MODEL.onnx; report its cost."""
+    """Compile MODEL.py or MODEL.onnx and report its cost.
+
+    MODEL.py defines model() and example_inputs(); a MODEL.onnx runs on random data of
+    its inputs' shapes (seed 0) unless --inputs gives data.
+    """
     from coec.driver import compile_model_file
 
     if execute and count_only:
