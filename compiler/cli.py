@@ -246,6 +246,47 @@ def compile_cmd(
             console.print(f"schedule written to {output}")
 
 
+@cli.command("opt")
+@click.argument("ir_file", metavar="IR.mlir", default="-")
+@click.option(
+    "-p",
+    "--passes",
+    "pipeline",
+    default="",
+    help="Pass pipeline, e.g. 'canonicalize,fuse{policy=dataflow},tile{max-tile=16},place'.",
+)
+@click.option(
+    "--target",
+    default="sn40l",
+    show_default=True,
+    help="Target for passes that take one, unless the pipeline names it.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the IR here (atomically) instead of stdout.",
+)
+def opt_cmd(ir_file, pipeline, target, output):
+    """Run a pass pipeline on df IR text (coec compile --dump-ir output; '-' is stdin)."""
+    from coec.opt import run_opt
+
+    if ir_file == "-":
+        text, source = sys.stdin.read(), "<stdin>"
+    else:
+        path = Path(ir_file)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file")
+        text, source = path.read_text(), str(path)
+    result = run_opt(text, pipeline, target, source)
+    if output:
+        from coec.backend.schedule import write_files_atomic
+
+        write_files_atomic({output: result})
+    else:
+        click.echo(result, nl=False)
+
+
 @cli.command("run")
 @click.argument("schedule_file", metavar="SCHEDULE.json", type=click.Path(path_type=Path))
 @click.option(

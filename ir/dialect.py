@@ -37,9 +37,13 @@ def parse_module(text: str, source: str = "<ir>") -> ModuleOp:
     try:
         module = Parser(make_context(), text, name=source).parse_module()
         module.verify()
-    except (ParseError, VerifyException) as e:
-        first = str(e).strip().splitlines()
-        raise VerifyError(f"{source}: {first[-1] if first else e}") from e
+    except ParseError as e:  # its text starts 'file:line:col' and ends with the message
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        where = lines[0] if lines and lines[0].startswith(source) else source
+        raise VerifyError(f"{where}: {lines[-1] if lines else e}") from e
+    except VerifyException as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise VerifyError(f"{source}: {lines[-1] if lines else e}") from e
     return module
 
 
