@@ -78,6 +78,10 @@ class Target:
     network: Network
     launch: Launch
     sources: dict[str, str]
+    #: fusion policies this hardware can run (GPUs: no cross-SM streaming, so no dataflow)
+    fusion_policies: tuple[str, ...] = ("none", "epilogue", "dataflow")
+    #: host->device copy bandwidth per socket, bytes/s (GPUs over PCIe; 0: none declared)
+    host_copy_Bps: float = 0.0
 
     def with_launch(self, mode: str) -> Target:
         if mode not in LAUNCH_MODES:
@@ -110,6 +114,8 @@ class Target:
                 "fill_cycles_per_stage": la.fill_cycles_per_stage,
                 "tile_cycles_per_stage": la.tile_cycles_per_stage,
             },
+            "fusion_policies": list(self.fusion_policies),
+            "host_copy_Bps": self.host_copy_Bps,
         }
 
     @classmethod
@@ -123,6 +129,8 @@ class Target:
             network=Network(**d["network"]),
             launch=Launch(**d["launch"]),
             sources={},
+            fusion_policies=tuple(d.get("fusion_policies", ("none", "epilogue", "dataflow"))),
+            host_copy_Bps=d.get("host_copy_Bps", 0.0),
         )
 
 
@@ -153,6 +161,20 @@ class _Table:
         if choices and value not in choices:
             raise self._fail(f"'{key}' = {value!r}: expected one of {', '.join(choices)}")
         return value
+
+    def texts(self, key: str, choices: tuple[str, ...], default: tuple[str, ...]) -> tuple:
+        """An optional list of strings from ``choices`` (``{value, source}`` allowed)."""
+        if key not in self.data:
+            return default
+        self.used.add(key)
+        raw = self.data[key]
+        if isinstance(raw, dict) and set(raw) <= {"value", "source"} and "value" in raw:
+            if "source" in raw:
+                self.sources[f"{self.where}.{key}".strip(".")] = str(raw["source"])
+            raw = raw["value"]
+        if not isinstance(raw, list) or not raw or any(v not in choices for v in raw):
+            raise self._fail(f"'{key}' must be a non-empty list from {', '.join(choices)}")
+        return tuple(raw)
 
     def number(self, key: str, *, integer: bool = False, positive: bool = True) -> float:
         """`key` in its unit (the key's suffix), converted to SI; `{value, source}` allowed."""
@@ -237,8 +259,16 @@ def parse_target(data: dict, file: str) -> Target:
         tile_cycles_per_stage=int(la.number("tile_cycles_per_stage", integer=True, positive=False)),
     )
     la.done()
+    fusion = top.texts("fusion", ("none", "epilogue", "dataflow"), ("none", "epilogue", "dataflow"))
+    host_copy = 0.0
+    if "host" in data:
+        h = top.table("host")
+        host_copy = h.number("copy_GBps")
+        h.done()
     top.done()
-    return Target(name, description, sockets, compute, memory, network, launch, sources)
+    return Target(
+        name, description, sockets, compute, memory, network, launch, sources, fusion, host_copy
+    )
 
 
 def builtin_targets() -> list[str]:

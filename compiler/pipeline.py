@@ -49,6 +49,11 @@ class Options:
     def resolve_target(self) -> Target:
         """The target with this compile's launch mode and socket count applied."""
         target = load_target(self.target)
+        if self.fusion not in target.fusion_policies:
+            raise ConfigError(
+                f"target {target.name} runs fusion {', '.join(target.fusion_policies)}, "
+                f"not {self.fusion!r}"
+            )
         if self.launch:
             target = target.with_launch(self.launch)
         if self.sockets:

@@ -320,7 +320,8 @@ def test_tiny_hbm_spills_to_ddr(tmp_path, capsys):
 
 def test_targets_command(capsys):
     out = run_ok(["targets"], capsys)
-    assert out.startswith("sn40l: ")
+    names = [line.split(":")[0] for line in out.splitlines()]
+    assert names == sorted(names) and {"sn40l", "sn40l-node", "dgx-a100", "dgx-h100"} <= set(names)
 
 
 # -- regressions: bugs found by review, fixed -------------------------------------------

@@ -274,3 +274,27 @@ def test_unknown_capacity_unit_is_rejected(tmp_path, key):
     path = variant(tmp_path, "capacity_MiB = { value = 520", f"{key} = {{ value = 520")
     with pytest.raises(coec.ConfigError, match=key):
         load_target(path)
+
+
+def test_gpu_targets_allow_epilogue_fusion_only():
+    from coec.pipeline import Options
+
+    for name, copy_gbps in (("dgx-a100", 32), ("dgx-h100", 64)):
+        target = load_target(name)
+        assert target.fusion_policies == ("none", "epilogue")
+        assert target.host_copy_Bps == copy_gbps * 1e9
+        assert Target.from_json(target.to_json()).fusion_policies == ("none", "epilogue")
+        Options(target=name, fusion="epilogue").resolve_target()
+        with pytest.raises(coec.ConfigError, match="not 'dataflow'"):
+            Options(target=name, fusion="dataflow").resolve_target()
+    assert "dataflow" in load_target("sn40l").fusion_policies
+
+
+def test_bad_fusion_list_is_named(tmp_path):
+    from conftest import ROOT
+
+    text = (ROOT / "backend" / "targets" / "dgx-a100.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('value = ["none", "epilogue"]', 'value = ["fast"]'))
+    with pytest.raises(coec.ConfigError, match="'fusion' must be a non-empty list"):
+        load_target(bad)
