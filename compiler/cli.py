@@ -423,6 +423,156 @@ def coe_group() -> None:
     """Composition of Experts: the two-step router, experts and serving."""
 
 
+_COE_TARGET = click.option(
+    "--target",
+    default="sn40l-node",
+    show_default=True,
+    help="Node to serve on: sn40l-node, dgx-a100, dgx-h100 or a target .toml.",
+)
+
+
+@coe_group.command("compile")
+@click.argument("coe_file", metavar="COE.toml")
+@_COE_TARGET
+@click.option("--json", "as_json", is_flag=True, help="Print the placement as JSON.")
+def coe_compile_cmd(coe_file, target, as_json):
+    """Compile every expert (count-only) and the router, and place them on the node."""
+    import json
+
+    from coec.coe.driver import compile_coe, load
+
+    coe, node, profiles, router_s, plan = compile_coe(load(coe_file), target)
+    out = {
+        "coe": coe.name,
+        "experts": len(coe.experts),
+        "architectures": {
+            zoo: {
+                "weight_bytes": p.weight_bytes,
+                "prefill_s": p.prefill[0],
+                "decode_step_s": p.decode[0][0],
+            }
+            for zoo, p in profiles.items()
+        },
+        "router_s_per_batch": router_s,
+        "placement": plan.to_json(),
+    }
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+        return
+    console = _console()
+    console.print(
+        f"{coe.name}: {len(coe.experts)} experts, {len(profiles)} distinct architecture(s) "
+        f"compiled once each, on {node.name} ({node.sockets} sockets, fusion {node.fusion})"
+    )
+    table = Table()
+    for col in ("architecture", "weights GB", "prefill", "decode step"):
+        table.add_column(col, justify="right")
+    for zoo, p in profiles.items():
+        table.add_row(
+            zoo,
+            f"{p.weight_bytes / 1e9:.3f}",
+            f"{p.prefill[0] * 1e3:.3f} ms",
+            f"{p.decode[0][0] * 1e6:.1f} µs",
+        )
+    console.print(table)
+    pl = plan.to_json()
+    console.print(
+        f"HBM {pl['hbm_bytes'] / 1e9:.1f} GB: router {pl['router_bytes'] / 1e9:.3f} GB, "
+        f"KV cache {pl['kv_cache_bytes'] / 1e9:.3f} GB, expert cache "
+        f"{pl['expert_cache_bytes'] / 1e9:.1f} GB; DDR {pl['ddr_bytes'] / 1e9:.0f} GB holds "
+        f"all experts ({pl['experts_in_ddr_bytes'] / 1e9:.2f} GB); switching: {pl['copy_path']}"
+    )
+
+
+@coe_group.command("serve")
+@click.argument("coe_file", metavar="COE.toml")
+@_COE_TARGET
+@click.option(
+    "--trace",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='Requests as JSON lines: {"prompt": ..., "expert"?: ...}.',
+)
+@click.option("--synthetic", type=click.IntRange(min=1), help="N synthetic requests instead.")
+@click.option(
+    "--skew",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Zipf skew of synthetic experts (0: uniform).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--batch", type=click.IntRange(min=1), help="Prompts per batch (default: coe.toml's)."
+)
+@click.option("--tokens", type=click.IntRange(min=1), help="Output tokens per request.")
+@click.option("--policy", type=click.Choice(["lru", "lfu"]), help="Expert-cache eviction.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the JSON report here.",
+)
+def coe_serve_cmd(
+    coe_file, target, trace, synthetic, skew, seed, batch, tokens, policy, as_json, output
+):
+    """Serve requests: route each batch, switch experts into HBM, run them."""
+    import json
+
+    from coec.coe.driver import load, read_trace, serve
+
+    if (trace is None) == (synthetic is None):
+        raise ConfigError("give either --trace FILE or --synthetic N")
+    report = serve(
+        load(coe_file),
+        target,
+        trace=read_trace(trace) if trace else None,
+        synthetic=synthetic,
+        skew=skew,
+        seed=seed,
+        batch=batch,
+        tokens=tokens,
+        policy=policy,
+    )
+    text = json.dumps(report, indent=1) + "\n"
+    if output:
+        from coec.backend.schedule import write_files_atomic
+
+        write_files_atomic({output: text})
+    if as_json:
+        click.echo(text, nl=False)
+        return
+    t = report["totals"]
+    console = _console()
+    table = Table(
+        title=f"{report['coe']} on {target}: batch {report['batch']}, {report['tokens']} tokens, {report['policy']}"
+    )
+    for col in ("request", "expert", "hit", "router", "switch", "expert time", "latency"):
+        table.add_column(col, justify="right")
+    for r in report["requests"][:20]:
+        table.add_row(
+            str(r["request"]),
+            r["expert"],
+            "yes" if r["hit"] else "no",
+            f"{r['router_s'] * 1e3:.3f} ms",
+            f"{r['switch_s'] * 1e3:.3f} ms",
+            f"{r['expert_s'] * 1e3:.3f} ms",
+            f"{r['latency_s'] * 1e3:.3f} ms",
+        )
+    console.print(table)
+    console.print(
+        f"totals: {t['requests']} requests in {t['total_s'] * 1e3:.2f} ms "
+        f"(router {t['router_s'] * 1e3:.2f}, switch {t['switch_s'] * 1e3:.2f}, "
+        f"experts {t['expert_s'] * 1e3:.2f}); throughput {t['throughput_rps']:.1f} req/s; "
+        f"mean latency {t['mean_latency_s'] * 1e3:.3f} ms; cache hit rate {t['hit_rate']:.0%} "
+        f"({t['cache_hits']}/{t['expert_activations']})"
+    )
+    for a in report["assumptions"]:
+        console.print(f"  - {a}")
+    if output:
+        console.print(f"report written to {output}")
+
+
 @coe_group.command("route")
 @click.argument("prompts", nargs=-1, required=True)
 @click.option(

@@ -103,6 +103,9 @@ ZOO: dict[str, Arch] = {
         # small ones that execute in tests
         Arch("tiny-llama", 2, 64, 4, 2, 128, 256, hf="llama", source="test size"),
         Arch("tiny-mistral", 2, 64, 4, 2, 128, 256, hf="mistral", source="test size"),
+        # small ones that split over an 8-socket node (CoE examples)
+        Arch("small-llama", 2, 256, 8, 8, 512, 1024, hf="llama", source="example size"),
+        Arch("small-mistral", 2, 256, 8, 8, 768, 1024, hf="mistral", source="example size"),
         Arch("tiny-falcon", 2, 64, 4, 1, 256, 256, "layer", "gelu", True, source="test size"),
         Arch(
             "tiny-bloom",

@@ -1,0 +1,137 @@
+"""What ``coec coe compile`` and ``coec coe serve`` do, as plain functions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from coec.backend.target import load_target
+from coec.coe.config import CoE, load_coe
+from coec.coe.profile import Node, place, profile_expert, router_profile
+from coec.coe.serve import FORMAT, simulate, synthetic_experts
+from coec.ir.errors import ConfigError
+
+
+def _categories() -> list[str]:
+    """The router's categories: those of its bundled labelled prompts (no fit needed)."""
+    from coec.coe.router import load_prompts
+
+    return sorted({p.category for p in load_prompts()})
+
+
+def load(path: str | Path) -> CoE:
+    return load_coe(path, _categories())
+
+
+def compile_coe(coe: CoE, target: str, batch: int | None = None, tokens: int | None = None):
+    """Compile every distinct expert architecture and the router; place them on the node."""
+    t = load_target(target)
+    node = Node.of(t)
+    s = coe.serving
+    batch, tokens = batch or s.batch, tokens or s.tokens
+    profiles = {
+        zoo: profile_expert(zoo, target, node.fusion, batch, s.prompt_tokens, tokens)
+        for zoo in sorted({e.zoo for e in coe.experts})
+    }
+    router_s, router_bytes = router_profile(target, batch, coe.router_seq)
+    from dataclasses import replace
+
+    coe = replace(coe, serving=replace(s, batch=batch, tokens=tokens))
+    plan = place(coe, node, profiles, router_bytes)
+    return coe, node, profiles, router_s, plan
+
+
+def read_trace(path: str | Path) -> list[dict]:
+    path = Path(path)
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read trace ({e.strerror})") from e
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{i}: not a JSON object ({e.msg})") from e
+        if not isinstance(row, dict) or not isinstance(row.get("prompt", ""), str):
+            raise ConfigError(f'{path}:{i}: expected {{"prompt": ..., "expert"?: ...}}')
+        rows.append(row)
+    if not rows:
+        raise ConfigError(f"{path}: the trace has no requests")
+    return rows
+
+
+def serve(
+    coe: CoE,
+    target: str,
+    *,
+    trace: list[dict] | None = None,
+    synthetic: int | None = None,
+    skew: float = 0.0,
+    seed: int = 0,
+    batch: int | None = None,
+    tokens: int | None = None,
+    policy: str | None = None,
+) -> dict:
+    """Route, switch and run every request; the report as versioned JSON-ready data."""
+    coe, node, profiles, router_s, plan = compile_coe(coe, target, batch, tokens)
+    s = coe.serving
+    names = [e.name for e in coe.experts]
+    prompts: list[str] | None = None
+    if trace is not None:
+        prompts = [r.get("prompt", "") for r in trace]
+        from coec.coe.router import Router
+
+        router = Router.default()
+        need = [i for i, r in enumerate(trace) if "expert" not in r]
+        routed = router.route([prompts[i] for i in need], coe.categories) if need else []
+        chosen = [r.get("expert") for r in trace]
+        for i, e in zip(need, routed, strict=True):
+            chosen[i] = e
+        for e in chosen:
+            coe.expert(e)  # an unknown expert in the trace is a clear error
+    elif synthetic:
+        chosen = synthetic_experts(names, synthetic, skew, seed)
+    else:
+        raise ConfigError("give a trace (--trace FILE) or --synthetic N")
+    zoo_of = {e.name: e.zoo for e in coe.experts}
+    served = simulate(
+        chosen,
+        batch=s.batch,
+        router_s=router_s,
+        expert_bytes=plan.expert_bytes,
+        expert_s=lambda name, b: profiles[zoo_of[name]].seconds(b, s.tokens),
+        copy_Bps=node.copy_Bps,
+        cache_bytes=plan.cache_bytes,
+        policy=policy or s.policy,
+        prompts=prompts,
+    )
+    return {
+        "format": FORMAT,
+        "coe": coe.name,
+        "target": target,
+        "fusion": node.fusion,
+        "batch": s.batch,
+        "tokens": s.tokens,
+        "prompt_tokens": s.prompt_tokens,
+        "policy": policy or s.policy,
+        "placement": plan.to_json(),
+        "router_s_per_batch": router_s,
+        "assumptions": assumptions(node),
+        "totals": served.totals(),
+        "requests": served.rows,
+    }
+
+
+def assumptions(node: Node) -> list[str]:
+    return [
+        f"expert copy into HBM: {node.copy_path} = {node.copy_Bps / 1e9:g} GB/s for the node",
+        "switch, router and expert run one after another (no overlap)",
+        "decode cost interpolated linearly between KV lengths prompt and prompt+tokens, "
+        "and between batch 1 and the serving batch",
+        f"experts tensor-parallel over the node's {node.sockets} sockets, fusion {node.fusion}; "
+        "router encoder on one socket",
+        "router head (a 384 x categories matrix-vector product) not counted",
+    ]

@@ -1,0 +1,181 @@
+"""What a CoE costs on a node: each expert architecture and the router, compiled by coec.
+
+Experts are zoo models compiled count-only (meta device) for the node's sockets
+(tensor parallel); identical architectures are compiled once and shared. An
+expert's time is prefill of the prompt plus one decode step per output token;
+decode is compiled at two KV lengths (prompt, prompt + tokens) and interpolated
+linearly between them (a decode step's cost is linear in the KV length), and at
+batch 1 and the serving batch, interpolated linearly in between.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from coec.backend.target import Target, load_target
+from coec.coe.config import CoE
+from coec.ir.errors import CapacityError
+
+BF16 = 2
+compiles = 0  # how many compiles ran (tests check identical experts compile once)
+
+
+@dataclass(frozen=True)
+class Node:
+    """The memory and copy figures the serving model needs, for a whole node."""
+
+    name: str
+    sockets: int
+    hbm_bytes: int
+    ddr_bytes: int
+    copy_Bps: float  # expert copy rate into HBM: DDR->HBM (RDU) or host->GPU over PCIe
+    copy_path: str
+    fusion: str
+
+    @classmethod
+    def of(cls, target: Target) -> Node:
+        n = target.sockets
+        if target.host_copy_Bps:
+            copy, path = (
+                target.host_copy_Bps * n,
+                f"host->GPU PCIe, {n} x {target.host_copy_Bps / 1e9:g} GB/s",
+            )
+        else:
+            bw = target.memory["ddr"].bandwidth_Bps
+            copy, path = bw * n, f"DDR->HBM, {n} sockets x {bw / 1e9:g} GB/s"
+        fusion = "dataflow" if "dataflow" in target.fusion_policies else "epilogue"
+        return cls(
+            target.name,
+            n,
+            target.memory["hbm"].capacity_bytes * n,
+            target.memory["ddr"].capacity_bytes * n,
+            copy,
+            path,
+            fusion,
+        )
+
+
+@functools.cache
+def _compiled(zoo: str, phase: str, seq: int, batch: int, target: str, fusion: str) -> dict:
+    from coec.driver import compile_zoo_model
+
+    global compiles
+    compiles += 1
+    r = compile_zoo_model(zoo, phase=phase, seq=seq, batch=batch, target=target, fusion=fusion)
+    weights = sum(b["bytes"] for b in r.model.schedule["buffers"].values() if b["kind"] == "weight")
+    return {"seconds": r.report["seconds"], "weight_bytes": weights, "report": r.report}
+
+
+@dataclass(frozen=True)
+class ExpertProfile:
+    """One expert architecture's costs on a node (times in seconds)."""
+
+    zoo: str
+    weight_bytes: int  # the whole node's share: every socket's shard
+    kv_bytes_per_token: int  # per sequence, all layers, K and V
+    prefill: tuple[float, float]  # at batch 1 and at batch ``batch``
+    decode: tuple[tuple[float, float], tuple[float, float]]  # [batch][kv at S, at S + T]
+    batch: int
+    prompt: int
+    tokens: int
+
+    def _at(self, pair: tuple[float, float], b: int) -> float:
+        if self.batch == 1:
+            return pair[0]
+        return pair[0] + (pair[1] - pair[0]) * (b - 1) / (self.batch - 1)
+
+    def seconds(self, b: int, tokens: int) -> float:
+        """Prefill of ``b`` prompts plus ``tokens`` decode steps (tokens <= profiled)."""
+        lo, hi = (self._at((self.decode[0][i], self.decode[1][i]), b) for i in (0, 1))
+        # mean decode step over KV lengths S .. S+tokens-1, linear in the length
+        mean = lo + (hi - lo) * (tokens - 1) / 2 / self.tokens
+        return self._at(self.prefill, b) + tokens * mean
+
+
+def profile_expert(zoo: str, target: str, fusion: str, batch: int, prompt: int, tokens: int):
+    from coec.zoo import get_arch
+
+    arch = get_arch(zoo)
+    t = load_target(target)
+    batches = (1, batch) if batch > 1 else (1, 1)
+    pre = tuple(_compiled(zoo, "prefill", prompt, b, target, fusion)["seconds"] for b in batches)
+    dec = tuple(
+        tuple(
+            _compiled(zoo, "decode", kv, b, target, fusion)["seconds"]
+            for kv in (prompt, prompt + tokens)
+        )
+        for b in batches
+    )
+    weights = _compiled(zoo, "prefill", prompt, 1, target, fusion)["weight_bytes"] * t.sockets
+    kv_per_token = 2 * arch.layers * arch.kv_heads * arch.head_dim * BF16
+    return ExpertProfile(zoo, weights, kv_per_token, pre, dec, batch, prompt, tokens)
+
+
+@functools.cache
+def router_profile(target: str, batch: int, seq: int) -> tuple[float, int]:
+    """(seconds per batch, weight bytes) of the router's encoder on one socket of ``target``."""
+    from coec.coe.router import embedding_program
+    from coec.pipeline import Options, compile_program
+    from coec.runtime.executor import Executor
+
+    t = load_target(target)
+    fusion = "dataflow" if "dataflow" in t.fusion_policies else "epilogue"
+    module, inputs = embedding_program(batch, seq)
+    compiled = compile_program(module, inputs, Options(target=target, fusion=fusion, sockets=1))
+    _, report = Executor(compiled.schedule, count_only=True).run()
+    weights = sum(
+        b["bytes"] for b in compiled.schedule["buffers"].values() if b["kind"] == "weight"
+    )
+    return report["seconds"], weights
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where a CoE lives on a node: what HBM keeps resident, what the expert cache gets."""
+
+    node: Node
+    expert_bytes: dict[str, int]  # expert name -> bytes
+    router_bytes: int
+    kv_bytes: int
+    cache_bytes: int  # HBM left for resident experts
+    ddr_needed: int
+
+    def to_json(self) -> dict:
+        return {
+            "node": self.node.name,
+            "hbm_bytes": self.node.hbm_bytes,
+            "ddr_bytes": self.node.ddr_bytes,
+            "router_bytes": self.router_bytes,
+            "kv_cache_bytes": self.kv_bytes,
+            "expert_cache_bytes": self.cache_bytes,
+            "experts_in_ddr_bytes": self.ddr_needed,
+            "copy_GBps": self.node.copy_Bps / 1e9,
+            "copy_path": self.node.copy_path,
+        }
+
+
+def place(coe: CoE, node: Node, profiles: dict[str, ExpertProfile], router_bytes: int) -> Plan:
+    """HBM: router, KV cache, expert cache; DDR (host memory on GPUs): every expert."""
+    s = coe.serving
+    sizes = {e.name: profiles[e.zoo].weight_bytes for e in coe.experts}
+    kv = (
+        max(p.kv_bytes_per_token for p in profiles.values())
+        * s.batch
+        * (s.prompt_tokens + s.tokens)
+    )
+    ddr_needed = sum(sizes.values())
+    if ddr_needed > node.ddr_bytes:
+        raise CapacityError(
+            "ddr", ddr_needed, node.ddr_bytes, f"the {len(sizes)} experts of {coe.name}"
+        )
+    cache = node.hbm_bytes - router_bytes * node.sockets - kv
+    largest = max(sizes.values())
+    if cache < largest:
+        raise CapacityError(
+            "hbm",
+            router_bytes * node.sockets + kv + largest,
+            node.hbm_bytes,
+            "router, KV cache and one active expert",
+        )
+    return Plan(node, sizes, router_bytes * node.sockets, kv, cache, ddr_needed)
