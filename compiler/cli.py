@@ -418,6 +418,75 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
         console.print(f"wrote {path}")
 
 
+@bench_group.command("coe")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench-coe"),
+    show_default=True,
+    help="Folder for results.csv/json and the plots.",
+)
+@click.option("--experts", type=click.IntRange(min=1), default=150, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench_coe_cmd(out, experts, quiet):
+    """The SN40L paper's CoE experiment: many 7B experts on SN40L vs DGX A100/H100."""
+    from rich.progress import Progress
+
+    from coec.coe.bench import SYSTEMS, assumptions, bench_coe, summary, write_outputs
+
+    console = _console()
+    with Progress(console=console, disable=quiet or not sys.stdout.isatty(), transient=True) as bar:
+        task = bar.add_task("compiling experts and routers", total=4 * len(SYSTEMS) + len(SYSTEMS))
+        rows, curve = bench_coe(experts, progress=lambda: bar.update(task, advance=1))
+    table = Table(title=f"CoE serving: {experts} llama2-7b experts per node (modeled, per request)")
+    for col in (
+        "system",
+        "batch",
+        "tokens",
+        "switch",
+        "router",
+        "expert",
+        "total",
+        "hit rate",
+        "HBM slots",
+    ):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    from coec.coe.bench import REQUESTS
+
+    for r in rows:
+        table.add_row(
+            r["system"],
+            str(r["batch"]),
+            str(r["tokens"]),
+            f"{r['switch_s'] * 1e3:.1f} ms",
+            f"{r['router_s'] / REQUESTS * 1e3:.2f} ms",
+            f"{r['expert_s'] / REQUESTS * 1e3:.1f} ms",
+            f"{r['per_request_s'] * 1e3:.1f} ms",
+            f"{r['hit_rate']:.0%}",
+            str(r["hbm_expert_slots"]),
+        )
+    console.print(table)
+    ratios = summary(rows)
+    console.print("SN40L node against each DGX node (ratio > 1: SN40L faster):")
+    for r in ratios:
+        console.print(
+            f"  vs {r['vs']}, batch {r['batch']}, {r['tokens']} tokens: switching "
+            f"{r['switch_ratio']:.1f}x, expert-only {r['expert_speedup']:.2f}x, "
+            f"overall {r['overall_speedup']:.2f}x"
+        )
+    big = [r for r in curve if r["experts"] == max(c["experts"] for c in curve)]
+    for r in big:
+        console.print(
+            f"  {r['experts']} experts on {r['system']}: {r['nodes_all_in_hbm']} node(s) to hold "
+            f"them in HBM, {r['nodes_all_in_ddr']} in DDR/host memory"
+        )
+    console.print("assumptions:")
+    for a in assumptions():
+        console.print(f"  - {a}")
+    for path in write_outputs(out, rows, curve, ratios):
+        console.print(f"wrote {path}")
+
+
 @cli.group("coe")
 def coe_group() -> None:
     """Composition of Experts: the two-step router, experts and serving."""
