@@ -147,6 +147,12 @@ def cli() -> None:
     help="Print the df IR at STAGE: frontend, after-fuse, after-tile, after-place (default), or all.",
 )
 @click.option("--all-kernels", is_flag=True, help="List every kernel in the report table.")
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a Chrome/Perfetto trace of the schedule here (ui.perfetto.dev).",
+)
 def compile_cmd(
     model_file,
     zoo,
@@ -169,6 +175,7 @@ def compile_cmd(
     as_json,
     dump_ir,
     all_kernels,
+    trace_file,
 ):
     """Compile MODEL.py or MODEL.onnx and report its cost.
 
@@ -226,6 +233,10 @@ def compile_cmd(
             dump_points=points,
             inputs=inputs_file,
         )
+    if trace_file:
+        from coec.backend.trace import write_trace
+
+        write_trace(trace_file, result.report, result.model.schedule["target"]["sockets"])
     console = _console()
     for point in points:
         if len(points) > 1:
@@ -297,13 +308,24 @@ def opt_cmd(ir_file, pipeline, target, output):
 @click.option("--count-only", is_flag=True, help="Walk the schedule without data.")
 @click.option("--emulate-bf16", is_flag=True, help="Round every stored value through bf16.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def run_cmd(schedule_file, inputs, count_only, emulate_bf16, as_json):
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a Chrome/Perfetto trace of the schedule here (ui.perfetto.dev).",
+)
+def run_cmd(schedule_file, inputs, count_only, emulate_bf16, as_json, trace_file):
     """Execute a saved schedule on the NumPy runtime."""
     from coec.driver import run_schedule_file
 
     report, outputs = run_schedule_file(
         schedule_file, inputs, count_only=count_only, emulate_bf16=emulate_bf16
     )
+    if trace_file:
+        from coec.backend.schedule import load as load_schedule
+        from coec.backend.trace import write_trace
+
+        write_trace(trace_file, report, load_schedule(schedule_file)["target"]["sockets"])
     if as_json:
         from coec.report import report_json
 
