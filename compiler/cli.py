@@ -343,6 +343,33 @@ def run_cmd(schedule_file, inputs, count_only, emulate_bf16, as_json, trace_file
         )
 
 
+@cli.command("report")
+@click.argument("schedule_file", metavar="SCHEDULE.json", type=click.Path(path_type=Path))
+@click.option(
+    "--plot",
+    "plot_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for roofline.png/svg, tiers.png and kernels.dot(.svg).",
+)
+@click.option("--run", "execute", is_flag=True, help="Execute with the saved weights and inputs.")
+def report_cmd(schedule_file, plot_dir, execute):
+    """Pictures of a saved schedule: roofline, tier occupancy, kernel graph."""
+    from coec.backend.schedule import load as load_schedule
+    from coec.backend.target import Target
+    from coec.driver import run_schedule_file
+    from coec.plots import write_plots
+
+    report, _ = run_schedule_file(schedule_file, count_only=not execute)
+    schedule = load_schedule(schedule_file)
+    target = Target.from_json(schedule["target"])
+    for line in write_plots(plot_dir, schedule, report, target):
+        click.echo(line)
+    click.echo(
+        f"{report['kernels']} kernels, {report['seconds'] * 1e6:.1f} µs modeled on {target.name}"
+    )
+
+
 @cli.group("bench")
 def bench_group() -> None:
     """Benchmarks from the papers, modeled by coec."""

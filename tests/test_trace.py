@@ -59,3 +59,17 @@ def test_trace_of_a_saved_schedule(tmp_path, capsys):
     trace = _trace(tmp_path, ["run", str(schedule)])
     names = {e["args"]["name"] for e in trace["traceEvents"] if e["ph"] == "M"}
     assert {"socket 0", "PCU array", "HBM", "DDR", "P2P"} <= names
+
+
+def test_report_plots_are_written(tmp_path, capsys):
+    schedule = tmp_path / "gpt.json"
+    main(["compile", str(EXAMPLES / "gpt_block.py"), "--fusion", "epilogue", "-o", str(schedule)])
+    capsys.readouterr()
+    out = tmp_path / "plots"
+    main(["report", str(schedule), "--plot", str(out)])
+    for name in ("roofline.png", "tiers.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "roofline.svg").read_text().lstrip().startswith("<?xml")
+    dot = (out / "kernels.dot").read_text()
+    assert dot.startswith("digraph kernels") and dot.count("->") >= 1
+    assert "kernels" in capsys.readouterr().out
