@@ -481,7 +481,14 @@ def bench_coe_cmd(out, experts, quiet):
     """The SN40L paper's CoE experiment: many 7B experts on SN40L vs DGX A100/H100."""
     from rich.progress import Progress
 
-    from coec.coe.bench import SYSTEMS, assumptions, bench_coe, summary, write_outputs
+    from coec.coe.bench import (
+        SYSTEMS,
+        assumptions,
+        bench_coe,
+        footprint,
+        summary,
+        write_outputs,
+    )
 
     console = _console()
     with Progress(console=console, disable=quiet or not sys.stdout.isatty(), transient=True) as bar:
@@ -492,24 +499,24 @@ def bench_coe_cmd(out, experts, quiet):
         "system",
         "batch",
         "tokens",
-        "switch",
+        "one switch",
         "router",
+        "switch",
         "expert",
         "total",
         "hit rate",
         "HBM slots",
     ):
         table.add_column(col, justify="left" if col == "system" else "right")
-    from coec.coe.bench import REQUESTS
-
     for r in rows:
         table.add_row(
             r["system"],
             str(r["batch"]),
             str(r["tokens"]),
             f"{r['switch_s'] * 1e3:.1f} ms",
-            f"{r['router_s'] / REQUESTS * 1e3:.2f} ms",
-            f"{r['expert_s'] / REQUESTS * 1e3:.1f} ms",
+            f"{r['router_per_request_s'] * 1e3:.2f} ms",
+            f"{r['switch_per_request_s'] * 1e3:.1f} ms",
+            f"{r['expert_per_request_s'] * 1e3:.1f} ms",
             f"{r['per_request_s'] * 1e3:.1f} ms",
             f"{r['hit_rate']:.0%}",
             str(r["hbm_expert_slots"]),
@@ -523,12 +530,21 @@ def bench_coe_cmd(out, experts, quiet):
             f"{r['switch_ratio']:.1f}x, expert-only {r['expert_speedup']:.2f}x, "
             f"overall {r['overall_speedup']:.2f}x"
         )
-    big = [r for r in curve if r["experts"] == max(c["experts"] for c in curve)]
-    for r in big:
+    feet = {f["system"]: f for f in footprint(curve)}
+    sn = feet.get("sn40l-node")
+    for f in feet.values():
         console.print(
-            f"  {r['experts']} experts on {r['system']}: {r['nodes_all_in_hbm']} node(s) to hold "
-            f"them in HBM, {r['nodes_all_in_ddr']} in DDR/host memory"
+            f"  {f['experts']} experts on {f['system']}: {f['nodes_all_in_ddr']} node(s) hold them "
+            f"in DDR/host memory, {f['nodes_all_in_hbm']} keep them all resident in HBM"
         )
+    if sn:
+        for f in feet.values():
+            if f["system"] != "sn40l-node":
+                console.print(
+                    f"  footprint: {f['system']} nodes in HBM / SN40L nodes in DDR = "
+                    f"{f['nodes_all_in_hbm']} / {sn['nodes_all_in_ddr']} = "
+                    f"{f['nodes_all_in_hbm'] / sn['nodes_all_in_ddr']:.1f}x"
+                )
     console.print("assumptions:")
     for a in assumptions():
         console.print(f"  - {a}")
@@ -566,8 +582,8 @@ def coe_compile_cmd(coe_file, target, as_json):
         "architectures": {
             zoo: {
                 "weight_bytes": p.weight_bytes,
-                "prefill_s": p.prefill[0],
-                "decode_step_s": p.decode[0][0],
+                "prefill_s": p.prefill_s,
+                "decode_step_s": p.decode_step_s,
             }
             for zoo, p in profiles.items()
         },
@@ -589,8 +605,8 @@ def coe_compile_cmd(coe_file, target, as_json):
         table.add_row(
             zoo,
             f"{p.weight_bytes / 1e9:.3f}",
-            f"{p.prefill[0] * 1e3:.3f} ms",
-            f"{p.decode[0][0] * 1e6:.1f} µs",
+            f"{p.prefill_s * 1e3:.3f} ms",
+            f"{p.decode_step_s * 1e6:.1f} µs",
         )
     console.print(table)
     pl = plan.to_json()
@@ -599,6 +615,15 @@ def coe_compile_cmd(coe_file, target, as_json):
         f"KV cache {pl['kv_cache_bytes'] / 1e9:.3f} GB, expert cache "
         f"{pl['expert_cache_bytes'] / 1e9:.1f} GB; DDR {pl['ddr_bytes'] / 1e9:.0f} GB holds "
         f"all experts ({pl['experts_in_ddr_bytes'] / 1e9:.2f} GB); switching: {pl['copy_path']}"
+    )
+    in_hbm = pl["nodes_all_experts_in_hbm"]
+    console.print(
+        f"footprint: 1 {node.name} node holds all {len(coe.experts)} experts in DDR; "
+        + (
+            f"keeping all of them resident in HBM (no switching) would take {in_hbm} node(s)"
+            if in_hbm
+            else "no number of nodes keeps them all resident in HBM"
+        )
     )
 
 

@@ -185,3 +185,173 @@ def test_serve_needs_a_trace_or_synthetic(capsys):
 def test_example_coe_loads():
     coe = load(EXAMPLES / "coe.toml")
     assert len(coe.experts) == 5 and coe.serving.batch == 4
+
+
+def _node(hbm, ddr, sockets=1, copy=1e9):
+    return Node(
+        "n", sockets, hbm_bytes=hbm, ddr_bytes=ddr, copy_Bps=copy, copy_path="", fusion="none"
+    )
+
+
+def _profile(nbytes, kv_per_token=0, sockets=0):
+    return profile.ExpertProfile(
+        "tiny-llama", nbytes, kv_per_token, (0, 0), ((0, 0), (0, 0)), 1, 1, 1, sockets
+    )
+
+
+def test_footprint_nodes_to_hold_the_experts():
+    data = _data(experts={"coder": {"zoo": "tiny-llama", "count": 10}})
+    data["categories"] = {"coding": "coder", "math": "coder"}
+    coe = parse_coe(data, "c.toml", CATEGORIES)
+    # HBM 100 - router 4 - KV 2 x (128 + 20) x 0 = 96 bytes: 3 experts of 30 per node -> 4 nodes;
+    # DDR 1000 holds all 10 (300 bytes) -> 1 node
+    plan = place(coe, _node(100, 1000), {"tiny-llama": _profile(30)}, router_bytes=4)
+    assert plan.cache_bytes == 96 and (plan.nodes_in_hbm, plan.nodes_in_ddr) == (4, 1)
+    assert profile.nodes_to_hold([30] * 10, 96) == 4 and profile.nodes_to_hold([97], 96) == 0
+
+
+def test_dgx_footprint_for_850_experts_by_hand():
+    # 850 llama2-7b-sized experts of 13.5 GB on DGX H100 (8 x 80 GB HBM, 8 x 238.4 GiB host):
+    # HBM 8 x 79,993,765,888 = 639,950,127,104 B holds 47 (47 x 13.5e9 = 634.5e9) -> 19 nodes;
+    # host memory 8 x 255,980,050,841 = 2,047,840,406,728 B holds 151 -> ceil(850/151) = 6 nodes
+    node = Node.of(load_target("dgx-h100"))
+    assert node.hbm_bytes == 639_950_127_104 and node.ddr_bytes == 2_047_840_406_728
+    sizes = [13_500_000_000] * 850
+    assert profile.nodes_to_hold(sizes, node.hbm_bytes) == 19
+    assert profile.nodes_to_hold(sizes, node.ddr_bytes) == 6
+    data = _data(experts={"e": {"zoo": "llama2-7b", "count": 850}})
+    data["categories"] = {"coding": "e", "math": "e"}
+    coe = parse_coe(data, "c.toml", CATEGORIES)
+    with pytest.raises(CapacityError, match="they take 6 nodes") as info:
+        place(coe, node, {"llama2-7b": _profile(13_500_000_000)}, router_bytes=0)
+    assert info.value.needed == 850 * 13_500_000_000 and info.value.available == node.ddr_bytes
+    assert "\n" not in str(info.value)
+
+
+def test_switch_time_from_the_node_copy_rate_by_hand():
+    # sn40l-node: 8 sockets x 200 GB/s DDR->HBM = 1.6e12 B/s; dgx-a100: 8 x 32 GB/s PCIe
+    for target, rate in (("sn40l-node", 1.6e12), ("dgx-a100", 2.56e11)):
+        node = Node.of(load_target(target))
+        served = simulate(
+            ["a", "a"],
+            batch=1,
+            router_s=0.0,
+            expert_bytes={"a": 13_476_839_424},
+            expert_s=lambda _n, b: 0.0,
+            copy_Bps=node.copy_Bps,
+            cache_bytes=node.hbm_bytes,
+        )
+        assert [r["switch_s"] for r in served.rows] == [13_476_839_424 / rate, 0.0]
+
+
+def test_the_expert_cache_rejects_an_expert_larger_than_itself():
+    with pytest.raises(CapacityError, match="HBM") as info:
+        ExpertCache(10, "lru").access("big", 11)
+    assert (info.value.needed, info.value.available) == (11, 10)
+
+
+def test_a_model_file_expert_compiles_once_on_one_socket(tmp_path):
+    data = _data(
+        experts={
+            "mlp": {"file": str(EXAMPLES / "mlp.py"), "count": 3},
+            "other": {"file": str(EXAMPLES / "mlp.py")},
+        }
+    )
+    data["categories"] = {"coding": "mlp", "math": "other"}
+    coe = parse_coe(data, str(tmp_path / "c.toml"), CATEGORIES)
+    assert len({e.arch for e in coe.experts}) == 1 and coe.categories["coding"] == "mlp-0"
+    before = profile.compiles
+    coe, node, profiles, _router_s, plan = compile_coe(coe, "sn40l-node", batch=1, tokens=4)
+    assert profile.compiles - before == 1
+    (prof,) = profiles.values()
+    # fc1 64x128 + 128, fc2 128x32 + 32 in bf16
+    assert prof.weight_bytes == 2 * (64 * 128 + 128 + 128 * 32 + 32)
+    assert prof.seconds(2, 4) == pytest.approx(2 * 5 * prof.forward_s)
+    assert plan.copy_Bps["mlp-0"] == 200e9  # one socket's DDR, not the node's eight
+
+
+def test_zoo_layers_option_is_its_own_architecture():
+    data = _data(
+        experts={
+            "a": {"zoo": "llama2-7b", "layers": 2, "count": 2},
+            "b": {"zoo": "llama2-7b"},
+        }
+    )
+    data["categories"] = {"coding": "a", "math": "b"}
+    coe = parse_coe(data, "c.toml", CATEGORIES)
+    assert [e.arch for e in coe.experts] == ["llama2-7b/2L", "llama2-7b/2L", "llama2-7b"]
+
+
+@pytest.mark.parametrize(
+    "experts, message",
+    [
+        ({"coder": {"zoo": "tiny-llama", "file": "m.py"}}, "exactly one of 'zoo'"),
+        ({"coder": {"file": "nowhere.py"}}, "no such MODEL.py"),
+        ({"coder": {"zoo": "tiny-llama", "entry": "f"}}, "'entry' names a MODEL.py"),
+        ({"coder": {"zoo": "tiny-llama", "layers": 9}}, "'layers' 9 > tiny-llama's 2"),
+        ({"coder": {"zoo": "tiny-llama", "count": 0}}, "'count' must be a positive"),
+        ({"coder": "tiny-llama"}, "must be a table"),
+    ],
+)
+def test_expert_errors_are_one_line(experts, message):
+    data = _data(experts=experts)
+    data["categories"] = {"coding": "coder", "math": "coder"}
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_coe(data, "c.toml", CATEGORIES)
+    assert "c.toml" in str(info.value) and "[experts.coder]" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_router_model_is_checked():
+    assert parse_coe(_data(router={"model": "all-MiniLM-L6-v2"}), "c.toml", CATEGORIES)
+    with pytest.raises(ConfigError, match=r"c.toml: \[router\]: model 'bert-large'"):
+        parse_coe(_data(router={"model": "bert-large"}), "c.toml", CATEGORIES)
+    with pytest.raises(ConfigError, match="not a router category"):
+        parse_coe(
+            _data(categories={"coding": "coder", "math": "solver", "cooking": "coder"}),
+            "c.toml",
+            CATEGORIES,
+        )
+
+
+def test_cli_config_error_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "coe.toml"
+    bad.write_text('format = "coec.coe/1"\n[experts.a]\nzoo = "tiny-llama"\nsize = 3\n')
+    with pytest.raises(SystemExit) as e:
+        main(["coe", "compile", str(bad)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err
+    assert str(bad) in err and "[experts.a]: unknown key 'size'" in err
+
+
+def test_serve_synthetic_from_the_cli(capsys):
+    # the trace test's target and batch: its compiles are reused (cached per architecture)
+    main(
+        [
+            "coe",
+            "serve",
+            str(EXAMPLES / "coe.toml"),
+            "--target",
+            "sn40l",
+            "--batch",
+            "1",
+            "--synthetic",
+            "16",
+            "--skew",
+            "1.2",
+            "--seed",
+            "3",
+            "--policy",
+            "lfu",
+        ]
+    )
+    text = capsys.readouterr().out
+    assert "totals: 16 requests" in text and "throughput" in text and "cache hit rate" in text
+    assert "interpolated" in text  # the decode interpolation is stated
+
+
+def test_gpu_target_rejects_dataflow_fusion(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["compile", "--zoo", "tiny-llama", "--target", "dgx-h100", "--fusion", "dataflow"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err and "dataflow" in err and "dgx-h100" in err

@@ -2,10 +2,12 @@
 
 150 Llama-2-7B-sized experts on one SN40L node (TP8, dataflow fusion) against
 DGX A100 and DGX H100 nodes (TP8, epilogue fusion), batch 1 and 8, 20 and 200
-output tokens. Every request goes to an expert drawn uniformly from the 150
-(a CoE's traffic spread over its experts); each system keeps what fits of the
-experts in HBM and copies the others in when asked (SN40L: from DDR; DGX: from
-host memory over PCIe).
+output tokens. Each batch of BS prompts goes to one expert drawn uniformly from
+the 150 (a CoE's traffic spread over its experts; the batch shares the expert,
+so batch 8 amortizes a switch over 8 prompts); each system keeps what fits of
+the experts in HBM (LRU) and copies the others in when asked (SN40L: from DDR;
+DGX: from host memory over PCIe). Every figure is a modeled cost of coec's
+compiled, count-only llama2-7b (prefill and decode) and MiniLM router.
 """
 
 from __future__ import annotations
@@ -13,20 +15,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 
 from coec.backend.schedule import write_files_atomic
 from coec.backend.target import load_target
 from coec.coe.config import CoE, Expert, Serving
-from coec.coe.profile import Node, place, profile_expert, router_profile
+from coec.coe.profile import Node, nodes_to_hold, place, profile_expert, router_profile
 from coec.coe.serve import simulate, synthetic_experts
 
 SYSTEMS = ("sn40l-node", "dgx-a100", "dgx-h100")
 EXPERT_ARCH = "llama2-7b"
 PROMPT = 512
 ROUTER_SEQ = 64
-REQUESTS = 64
+REQUESTS = 512
+SWEEP = (10, 50, 100, 150, 300, 500, 850)
 
 
 def _coe(n: int, batch: int, tokens: int) -> CoE:
@@ -40,18 +42,24 @@ def _coe(n: int, batch: int, tokens: int) -> CoE:
     )
 
 
+def traffic(names: list[str], batch: int, seed: int = 0) -> list[str]:
+    """REQUESTS picks: one uniformly drawn expert per batch, shared by its BS prompts."""
+    per_batch = synthetic_experts(names, REQUESTS // batch, 0.0, seed)
+    return [name for name in per_batch for _ in range(batch)]
+
+
 def run_config(system: str, n: int, batch: int, tokens: int, max_tokens: int, seed: int = 0):
-    """One (system, experts, batch, tokens) point: totals and the switch time of one expert."""
+    """One (system, experts, batch, tokens) point: per-request times, switch time, footprint."""
     node = Node.of(load_target(system))
     prof = profile_expert(EXPERT_ARCH, system, node.fusion, batch, PROMPT, max_tokens)
     router_s, router_bytes = router_profile(system, batch, ROUTER_SEQ)
     coe = _coe(n, batch, tokens)
-    # experts beyond one node's host memory would need more nodes: place what one node holds
+    # experts beyond one node's DDR (host memory) need more nodes: serve from what one holds
     hold = min(n, node.ddr_bytes // prof.weight_bytes)
     plan = place(_coe(hold, batch, tokens), node, {EXPERT_ARCH: prof}, router_bytes)
     names = [e.name for e in coe.experts]
     served = simulate(
-        synthetic_experts(names, REQUESTS, 0.0, seed),
+        traffic(names, batch, seed),
         batch=batch,
         router_s=router_s,
         expert_bytes=dict.fromkeys(names, prof.weight_bytes),
@@ -60,7 +68,8 @@ def run_config(system: str, n: int, batch: int, tokens: int, max_tokens: int, se
         cache_bytes=plan.cache_bytes,
     )
     t = served.totals()
-    hbm_slots = plan.cache_bytes // prof.weight_bytes
+    n_req = t["requests"]
+    sizes = [prof.weight_bytes] * n
     return {
         "system": system,
         "experts": n,
@@ -68,17 +77,20 @@ def run_config(system: str, n: int, batch: int, tokens: int, max_tokens: int, se
         "tokens": tokens,
         "expert_bytes": prof.weight_bytes,
         "copy_GBps": node.copy_Bps / 1e9,
-        "hbm_expert_slots": int(hbm_slots),
-        "nodes_all_in_hbm": math.ceil(n / hbm_slots),
-        "nodes_all_in_ddr": math.ceil(n * prof.weight_bytes / node.ddr_bytes),
-        **{k: t[k] for k in ("total_s", "router_s", "expert_s", "hit_rate")},
-        "total_switch_s": t["switch_s"],
+        "hbm_expert_slots": plan.cache_bytes // prof.weight_bytes,
+        "nodes_all_in_hbm": nodes_to_hold(sizes, plan.cache_bytes),
+        "nodes_all_in_ddr": nodes_to_hold(sizes, node.ddr_bytes),
         "switch_s": prof.weight_bytes / node.copy_Bps,  # one expert's copy into HBM
-        "per_request_s": t["total_s"] / t["requests"],
+        "router_per_request_s": t["router_s"] / n_req,
+        "switch_per_request_s": t["switch_s"] / n_req,
+        "expert_per_request_s": t["expert_s"] / n_req,
+        "per_request_s": t["total_s"] / n_req,
+        "hit_rate": t["hit_rate"],
+        "total_s": t["total_s"],
     }
 
 
-def bench_coe(experts: int = 150, sweep=(10, 50, 100, 150, 300, 500, 850), progress=None):
+def bench_coe(experts: int = 150, sweep=SWEEP, progress=None):
     rows, curve = [], []
     configs = [(s, b, t) for s in SYSTEMS for b in (1, 8) for t in (20, 200)]
     for system, batch, tokens in configs:
@@ -107,11 +119,21 @@ def summary(rows: list[dict]) -> list[dict]:
                 "batch": batch,
                 "tokens": tokens,
                 "switch_ratio": r["switch_s"] / sn["switch_s"],
-                "expert_speedup": r["expert_s"] / sn["expert_s"],
-                "overall_speedup": r["total_s"] / sn["total_s"],
+                "expert_speedup": r["expert_per_request_s"] / sn["expert_per_request_s"],
+                "overall_speedup": r["per_request_s"] / sn["per_request_s"],
             }
         )
     return out
+
+
+def footprint(curve: list[dict]) -> list[dict]:
+    """Nodes each system takes for the sweep's largest CoE (the paper's 850 experts)."""
+    n = max(r["experts"] for r in curve)
+    return [
+        {k: r[k] for k in ("system", "experts", "nodes_all_in_hbm", "nodes_all_in_ddr")}
+        for r in curve
+        if r["experts"] == n
+    ]
 
 
 def write_outputs(out: Path, rows: list[dict], curve: list[dict], ratios: list[dict]) -> list[Path]:
@@ -128,7 +150,15 @@ def write_outputs(out: Path, rows: list[dict], curve: list[dict], ratios: list[d
     files[out / "results.csv"] = buf.getvalue()
     files[out / "results.json"] = (
         json.dumps(
-            {"format": "coec.bench-coe/1", "rows": rows, "sweep": curve, "ratios": ratios}, indent=1
+            {
+                "format": "coec.bench-coe/1",
+                "assumptions": assumptions(),
+                "rows": rows,
+                "sweep": curve,
+                "ratios": ratios,
+                "footprint": footprint(curve),
+            },
+            indent=1,
         )
         + "\n"
     )
@@ -139,18 +169,12 @@ def write_outputs(out: Path, rows: list[dict], curve: list[dict], ratios: list[d
         names = [r["system"] for r in sel]
         bottom = [0.0] * len(sel)
         for part, color in (
-            ("router_s", "tab:gray"),
-            ("total_switch_s", "tab:red"),
-            ("expert_s", "tab:blue"),
+            ("router", "tab:gray"),
+            ("switch", "tab:red"),
+            ("expert", "tab:blue"),
         ):
-            vals = [r[part] * 1e3 / REQUESTS for r in sel]
-            ax.bar(
-                names,
-                vals,
-                bottom=bottom,
-                color=color,
-                label=part.replace("total_", "").replace("_s", ""),
-            )
+            vals = [r[f"{part}_per_request_s"] * 1e3 for r in sel]
+            ax.bar(names, vals, bottom=bottom, color=color, label=part)
             bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
         ax.set_title(f"batch {batch}, {tokens} tokens")
         ax.set_ylabel("ms per request")
@@ -175,7 +199,7 @@ def write_outputs(out: Path, rows: list[dict], curve: list[dict], ratios: list[d
     ax.set_ylabel("ms per request (batch 1, 20 tokens)")
     ax.set_xscale("log")
     ax.legend()
-    ax.set_title("latency vs number of experts (uniform traffic)")
+    ax.set_title("latency vs number of experts (uniform traffic, LRU)")
     fig.tight_layout()
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
@@ -193,8 +217,16 @@ def assumptions() -> list[str]:
             f"{s}: expert copy {node.copy_path} = {node.copy_Bps / 1e9:g} GB/s; fusion {node.fusion}; HBM {node.hbm_bytes / 2**30:.0f} GiB, DDR/host {node.ddr_bytes / 2**40:.2f} TiB"
         )
     lines += [
-        f"experts: {EXPERT_ARCH} (bf16, TP8), prompt {PROMPT} tokens, router seq {ROUTER_SEQ}",
-        f"traffic: {REQUESTS} requests, experts drawn uniformly (seed 0); LRU expert cache in the HBM left after router and KV cache",
-        "router, switch and expert time in series (no overlap); GPU launch overheads and all RDU assumptions as in the target files",
+        f"experts: {EXPERT_ARCH} (bf16, TP8 over the node's 8 sockets/GPUs: an expert's bytes are "
+        "every socket's shard, replicated weights counted on each), prompt "
+        f"{PROMPT} tokens, router MiniLM-L6 at seq {ROUTER_SEQ} on one socket",
+        f"expert time: prefill of {PROMPT} tokens + one decode step per output token; decode "
+        f"compiled at KV {PROMPT} and {PROMPT + 200} and interpolated linearly in between",
+        f"traffic: {REQUESTS} requests, one expert per batch drawn uniformly (seed 0); LRU "
+        "expert cache in the HBM left after router and KV cache; cold start (empty cache)",
+        "router, switch and expert time in series (no overlap, no prefetch)",
+        "nodes to hold N experts: whole experts packed into each node's expert cache (HBM after "
+        "its own router and KV cache) or into its DDR/host memory",
+        "GPU launch overheads, SRAM and all RDU assumptions: as in the target files",
     ]
     return lines

@@ -4,13 +4,17 @@
     name = "demo"
 
     [router]                 # the bundled two-step router (MiniLM-L6 + a trained head)
+    model = "all-MiniLM-L6-v2"   # optional; the only router coec bundles
     seq = 64                 # tokens per prompt the router's encoder reads
 
     [experts.coder]          # an expert: a zoo model by name ...
     zoo = "llama2-7b"
+    layers = 4               # (optional: fewer decoder layers)
     [experts.scholar]
     zoo = "mistral-7b"
     count = 10               # ... optionally N copies (same architecture, own weights)
+    [experts.custom]         # ... or a MODEL.py (relative to this file; entry optional)
+    file = "my_model.py"
 
     [categories]             # step two of the router: category -> expert
     coding = "coder"
@@ -23,6 +27,8 @@
     policy = "lru"
 
 Every category the router knows must map to an expert; every key is checked.
+Experts of the same architecture (zoo name and options, or MODEL.py and entry)
+are compiled once and share the result: 150 ``llama2-7b`` experts are one compile.
 """
 
 from __future__ import annotations
@@ -35,12 +41,23 @@ from coec.ir.errors import ConfigError
 
 FORMAT = "coec.coe/1"
 POLICIES = ("lru", "lfu")
+ROUTER_MODELS = ("all-MiniLM-L6-v2",)
 
 
 @dataclass(frozen=True)
 class Expert:
     name: str
-    zoo: str  # the zoo architecture it is an instance of
+    zoo: str | None = None  # the zoo architecture it is an instance of ...
+    file: str | None = None  # ... or a MODEL.py (absolute path)
+    entry: str | None = None  # MODEL.py function returning (module, inputs)
+    layers: int | None = None  # zoo option: fewer decoder layers
+
+    @property
+    def arch(self) -> str:
+        """What identifies one compile: experts with equal ``arch`` share it."""
+        if self.file:
+            return f"{self.file}:{self.entry}" if self.entry else self.file
+        return f"{self.zoo}/{self.layers}L" if self.layers else str(self.zoo)
 
 
 @dataclass(frozen=True)
@@ -84,33 +101,82 @@ def _int(file: str, where: str, table: dict, key: str, default: int) -> int:
     return value
 
 
-def parse_coe(data: dict, file: str = "<coe>", categories: list[str] | None = None) -> CoE:
-    """Check a parsed ``coe.toml``; ``categories`` are the router's (all must be mapped)."""
+def _experts(file: str, ename: str, spec) -> list[Expert]:
+    """One ``[experts.NAME]`` table: its ``count`` copies."""
     from coec.zoo import ZOO
 
+    where = f"[experts.{ename}]"
+    if not isinstance(spec, dict):
+        raise _fail(file, where, "must be a table with 'zoo' or 'file'")
+    _check_keys(file, where, spec, {"zoo", "file", "entry", "layers", "count"})
+    if ("zoo" in spec) == ("file" in spec):
+        raise _fail(file, where, "give exactly one of 'zoo' (a zoo model) or 'file' (a MODEL.py)")
+    count = _int(file, where, spec, "count", 1)
+    names = [ename] if count == 1 else [f"{ename}-{i}" for i in range(count)]
+    if "zoo" in spec:
+        if "entry" in spec:
+            raise _fail(
+                file, where, "'entry' names a MODEL.py function; this expert is a zoo model"
+            )
+        if spec["zoo"] not in ZOO:
+            raise _fail(file, where, f"zoo model {spec['zoo']!r} is not in the zoo (coec zoo)")
+        layers = _int(file, where, spec, "layers", 1) if "layers" in spec else None
+        if layers is not None and layers > ZOO[spec["zoo"]].layers:
+            raise _fail(
+                file, where, f"'layers' {layers} > {spec['zoo']}'s {ZOO[spec['zoo']].layers}"
+            )
+        return [Expert(n, zoo=spec["zoo"], layers=layers) for n in names]
+    if "layers" in spec:
+        raise _fail(file, where, "'layers' is a zoo option; this expert is a MODEL.py")
+    if not isinstance(spec["file"], str):
+        raise _fail(file, where, "'file' must be a path to a MODEL.py")
+    path = (Path(file).parent / spec["file"]).resolve()
+    if not path.is_file():
+        raise _fail(file, where, f"file {spec['file']!r}: no such MODEL.py ({path})")
+    entry = spec.get("entry")
+    if entry is not None and not (isinstance(entry, str) and entry.isidentifier()):
+        raise _fail(file, where, f"'entry' must be a function name, got {entry!r}")
+    return [Expert(n, file=str(path), entry=entry) for n in names]
+
+
+def parse_coe(data: dict, file: str = "<coe>", categories: list[str] | None = None) -> CoE:
+    """Check a parsed ``coe.toml``; ``categories`` are the router's (all must be mapped)."""
     _check_keys(file, "", data, {"format", "name", "router", "experts", "categories", "serving"})
     if data.get("format") != FORMAT:
         raise _fail(file, "", f"format {data.get('format')!r} is not {FORMAT!r}")
     name = data.get("name", Path(file).stem)
     router = data.get("router", {})
-    _check_keys(file, "[router]", router, {"seq"})
+    if not isinstance(router, dict):
+        raise _fail(file, "[router]", "must be a table")
+    _check_keys(file, "[router]", router, {"model", "seq"})
+    if router.get("model", ROUTER_MODELS[0]) not in ROUTER_MODELS:
+        raise _fail(
+            file,
+            "[router]",
+            f"model {router['model']!r}: coec bundles {', '.join(ROUTER_MODELS)}",
+        )
     experts: list[Expert] = []
-    for ename, spec in (data.get("experts") or {}).items():
-        where = f"[experts.{ename}]"
-        if not isinstance(spec, dict):
-            raise _fail(file, where, "must be a table with 'zoo'")
-        _check_keys(file, where, spec, {"zoo", "count"})
-        if spec.get("zoo") not in ZOO:
-            raise _fail(file, where, f"zoo model {spec.get('zoo')!r} is not in the zoo (coec zoo)")
-        count = _int(file, where, spec, "count", 1)
-        names = [ename] if count == 1 else [f"{ename}-{i}" for i in range(count)]
-        experts += [Expert(n, spec["zoo"]) for n in names]
+    first: dict[str, str] = {}  # a name categories may use -> the expert it means
+    specs = data.get("experts") or {}
+    if not isinstance(specs, dict):
+        raise _fail(file, "[experts]", "must be a table of expert tables")
+    for ename, spec in specs.items():
+        group = _experts(file, ename, spec)
+        first.update({e.name: e.name for e in group})
+        first.setdefault(ename, group[0].name)  # a group's name means its first copy
+        experts += group
     if not experts:
         raise _fail(file, "[experts]", "no experts defined")
-    known = {e.name for e in experts} | {n for n in (data.get("experts") or {})}
+    if len({e.name for e in experts}) != len(experts):
+        dup = next(e.name for i, e in enumerate(experts) if e.name in {x.name for x in experts[:i]})
+        raise _fail(
+            file, "[experts]", f"two experts are named {dup!r} (a count's copies are NAME-i)"
+        )
     mapping = data.get("categories") or {}
+    if not isinstance(mapping, dict):
+        raise _fail(file, "[categories]", "must be a table: category = expert")
     for category, expert in mapping.items():
-        if expert not in known:
+        if not isinstance(expert, str) or expert not in first:
             raise _fail(file, "[categories]", f"{category} -> unknown expert {expert!r}")
     if categories is not None:
         unmapped = [c for c in categories if c not in mapping]
@@ -125,10 +191,10 @@ def parse_coe(data: dict, file: str = "<coe>", categories: list[str] | None = No
                 "[categories]",
                 f"{extra[0]!r} is not a router category ({', '.join(categories)})",
             )
-    # an expert group name maps to its first copy
-    first = {e.name.rsplit("-", 1)[0]: e.name for e in reversed(experts)}
-    mapping = {c: (e if e in {x.name for x in experts} else first[e]) for c, e in mapping.items()}
+    mapping = {c: first[e] for c, e in mapping.items()}
     serving = data.get("serving", {})
+    if not isinstance(serving, dict):
+        raise _fail(file, "[serving]", "must be a table")
     _check_keys(file, "[serving]", serving, {"batch", "tokens", "prompt_tokens", "policy"})
     policy = serving.get("policy", "lru")
     if policy not in POLICIES:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from coec.backend.target import load_target
 from coec.coe.config import CoE, load_coe
-from coec.coe.profile import Node, place, profile_expert, router_profile
+from coec.coe.profile import Node, place, profile_of, router_profile
 from coec.coe.serve import FORMAT, simulate, synthetic_experts
 from coec.ir.errors import ConfigError
 
@@ -29,9 +29,10 @@ def compile_coe(coe: CoE, target: str, batch: int | None = None, tokens: int | N
     node = Node.of(t)
     s = coe.serving
     batch, tokens = batch or s.batch, tokens or s.tokens
+    distinct = {e.arch: e for e in coe.experts}  # one compile per architecture
     profiles = {
-        zoo: profile_expert(zoo, target, node.fusion, batch, s.prompt_tokens, tokens)
-        for zoo in sorted({e.zoo for e in coe.experts})
+        arch: profile_of(distinct[arch], target, node.fusion, batch, s.prompt_tokens, tokens)
+        for arch in sorted(distinct)
     }
     router_s, router_bytes = router_profile(target, batch, coe.router_seq)
     from dataclasses import replace
@@ -96,14 +97,14 @@ def serve(
         chosen = synthetic_experts(names, synthetic, skew, seed)
     else:
         raise ConfigError("give a trace (--trace FILE) or --synthetic N")
-    zoo_of = {e.name: e.zoo for e in coe.experts}
+    arch_of = {e.name: e.arch for e in coe.experts}
     served = simulate(
         chosen,
         batch=s.batch,
         router_s=router_s,
         expert_bytes=plan.expert_bytes,
-        expert_s=lambda name, b: profiles[zoo_of[name]].seconds(b, s.tokens),
-        copy_Bps=node.copy_Bps,
+        expert_s=lambda name, b: profiles[arch_of[name]].seconds(b, s.tokens),
+        copy_Bps=plan.copy_Bps,
         cache_bytes=plan.cache_bytes,
         policy=policy or s.policy,
         prompts=prompts,
@@ -119,13 +120,14 @@ def serve(
         "policy": policy or s.policy,
         "placement": plan.to_json(),
         "router_s_per_batch": router_s,
-        "assumptions": assumptions(node),
+        "assumptions": assumptions(node, profiles),
         "totals": served.totals(),
         "requests": served.rows,
     }
 
 
-def assumptions(node: Node) -> list[str]:
+def assumptions(node: Node, profiles: dict | None = None) -> list[str]:
+    files = [a for a, p in (profiles or {}).items() if p.sockets == 1]
     return [
         f"expert copy into HBM: {node.copy_path} = {node.copy_Bps / 1e9:g} GB/s for the node",
         "switch, router and expert run one after another (no overlap)",
@@ -134,4 +136,11 @@ def assumptions(node: Node) -> list[str]:
         f"experts tensor-parallel over the node's {node.sockets} sockets, fusion {node.fusion}; "
         "router encoder on one socket",
         "router head (a 384 x categories matrix-vector product) not counted",
-    ]
+    ] + (
+        [
+            f"MODEL.py experts ({', '.join(files)}) on one socket (copied at one socket's rate): "
+            "one forward for the prompt and one per output token, a batch's prompts in turn"
+        ]
+        if files
+        else []
+    )

@@ -6,6 +6,10 @@ expert's time is prefill of the prompt plus one decode step per output token;
 decode is compiled at two KV lengths (prompt, prompt + tokens) and interpolated
 linearly between them (a decode step's cost is linear in the KV length), and at
 batch 1 and the serving batch, interpolated linearly in between.
+
+A MODEL.py expert has no prefill/decode phases: it is compiled once on one socket
+and runs its forward once for the prompt and once per output token, the prompts
+of a batch one after another.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import functools
 from dataclasses import dataclass
 
 from coec.backend.target import Target, load_target
-from coec.coe.config import CoE
+from coec.coe.config import CoE, Expert
 from coec.ir.errors import CapacityError
 
 BF16 = 2
@@ -56,15 +60,32 @@ class Node:
         )
 
 
+def _weight_bytes(schedule: dict) -> int:
+    return sum(b["bytes"] for b in schedule["buffers"].values() if b["kind"] == "weight")
+
+
 @functools.cache
-def _compiled(zoo: str, phase: str, seq: int, batch: int, target: str, fusion: str) -> dict:
+def _compiled(
+    zoo: str, phase: str, seq: int, batch: int, target: str, fusion: str, layers: int | None = None
+) -> dict:
     from coec.driver import compile_zoo_model
 
     global compiles
     compiles += 1
-    r = compile_zoo_model(zoo, phase=phase, seq=seq, batch=batch, target=target, fusion=fusion)
-    weights = sum(b["bytes"] for b in r.model.schedule["buffers"].values() if b["kind"] == "weight")
-    return {"seconds": r.report["seconds"], "weight_bytes": weights, "report": r.report}
+    r = compile_zoo_model(
+        zoo, phase=phase, seq=seq, batch=batch, layers=layers, target=target, fusion=fusion
+    )
+    return {"seconds": r.report["seconds"], "weight_bytes": _weight_bytes(r.model.schedule)}
+
+
+@functools.cache
+def _compiled_file(path: str, entry: str | None, target: str, fusion: str) -> dict:
+    from coec.driver import compile_model_file
+
+    global compiles
+    compiles += 1
+    r = compile_model_file(path, entry=entry, target=target, fusion=fusion, sockets=1)
+    return {"seconds": r.report["seconds"], "weight_bytes": _weight_bytes(r.model.schedule)}
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,15 @@ class ExpertProfile:
     batch: int
     prompt: int
     tokens: int
+    sockets: int = 0  # sockets its weights are spread over (0: all the node's)
+
+    @property
+    def prefill_s(self) -> float:
+        return self.prefill[0]
+
+    @property
+    def decode_step_s(self) -> float:
+        return self.decode[0][0]
 
     def _at(self, pair: tuple[float, float], b: int) -> float:
         if self.batch == 1:
@@ -93,23 +123,61 @@ class ExpertProfile:
         return self._at(self.prefill, b) + tokens * mean
 
 
-def profile_expert(zoo: str, target: str, fusion: str, batch: int, prompt: int, tokens: int):
+@dataclass(frozen=True)
+class FileExpertProfile:
+    """A MODEL.py expert on one socket: one forward for the prompt and per output token."""
+
+    zoo: str  # its arch key (the file)
+    weight_bytes: int
+    forward_s: float
+    sockets: int = 1
+    kv_bytes_per_token: int = 0
+
+    @property
+    def prefill_s(self) -> float:
+        return self.forward_s
+
+    @property
+    def decode_step_s(self) -> float:
+        return self.forward_s
+
+    def seconds(self, b: int, tokens: int) -> float:
+        return b * (1 + tokens) * self.forward_s
+
+
+def profile_expert(
+    zoo: str,
+    target: str,
+    fusion: str,
+    batch: int,
+    prompt: int,
+    tokens: int,
+    layers: int | None = None,
+):
     from coec.zoo import get_arch
 
-    arch = get_arch(zoo)
+    arch = get_arch(zoo, layers)
     t = load_target(target)
     batches = (1, batch) if batch > 1 else (1, 1)
-    pre = tuple(_compiled(zoo, "prefill", prompt, b, target, fusion)["seconds"] for b in batches)
+
+    def run(phase, seq, b):
+        return _compiled(zoo, phase, seq, b, target, fusion, layers)
+
+    pre = tuple(run("prefill", prompt, b)["seconds"] for b in batches)
     dec = tuple(
-        tuple(
-            _compiled(zoo, "decode", kv, b, target, fusion)["seconds"]
-            for kv in (prompt, prompt + tokens)
-        )
-        for b in batches
+        tuple(run("decode", kv, b)["seconds"] for kv in (prompt, prompt + tokens)) for b in batches
     )
-    weights = _compiled(zoo, "prefill", prompt, 1, target, fusion)["weight_bytes"] * t.sockets
+    weights = run("prefill", prompt, 1)["weight_bytes"] * t.sockets
     kv_per_token = 2 * arch.layers * arch.kv_heads * arch.head_dim * BF16
     return ExpertProfile(zoo, weights, kv_per_token, pre, dec, batch, prompt, tokens)
+
+
+def profile_of(expert: Expert, target: str, fusion: str, batch: int, prompt: int, tokens: int):
+    """The profile of ``expert``'s architecture (compiled once per architecture)."""
+    if expert.file:
+        c = _compiled_file(expert.file, expert.entry, target, fusion)
+        return FileExpertProfile(expert.arch, c["weight_bytes"], c["seconds"])
+    return profile_expert(expert.zoo, target, fusion, batch, prompt, tokens, expert.layers)
 
 
 @functools.cache
@@ -140,6 +208,9 @@ class Plan:
     kv_bytes: int
     cache_bytes: int  # HBM left for resident experts
     ddr_needed: int
+    copy_Bps: dict[str, float]  # expert name -> its copy rate into HBM
+    nodes_in_hbm: int  # nodes it takes to keep every expert resident in HBM (no switching)
+    nodes_in_ddr: int  # nodes it takes to hold every expert in DDR (host memory on GPUs)
 
     def to_json(self) -> dict:
         return {
@@ -152,22 +223,47 @@ class Plan:
             "experts_in_ddr_bytes": self.ddr_needed,
             "copy_GBps": self.node.copy_Bps / 1e9,
             "copy_path": self.node.copy_path,
+            "nodes_all_experts_in_hbm": self.nodes_in_hbm,
+            "nodes_all_experts_in_ddr": self.nodes_in_ddr,
         }
+
+
+def nodes_to_hold(sizes: list[int], per_node: int) -> int:
+    """Nodes of ``per_node`` bytes each that hold every expert whole (first fit, largest first)."""
+    if not sizes:
+        return 0
+    if max(sizes) > per_node:
+        return 0  # no number of nodes does
+    free: list[int] = []
+    for size in sorted(sizes, reverse=True):
+        for i, left in enumerate(free):
+            if size <= left:
+                free[i] -= size
+                break
+        else:
+            free.append(per_node - size)
+    return len(free)
 
 
 def place(coe: CoE, node: Node, profiles: dict[str, ExpertProfile], router_bytes: int) -> Plan:
     """HBM: router, KV cache, expert cache; DDR (host memory on GPUs): every expert."""
     s = coe.serving
-    sizes = {e.name: profiles[e.zoo].weight_bytes for e in coe.experts}
+    sizes = {e.name: profiles[e.arch].weight_bytes for e in coe.experts}
     kv = (
         max(p.kv_bytes_per_token for p in profiles.values())
         * s.batch
         * (s.prompt_tokens + s.tokens)
     )
     ddr_needed = sum(sizes.values())
+    in_ddr = nodes_to_hold(list(sizes.values()), node.ddr_bytes)
     if ddr_needed > node.ddr_bytes:
         raise CapacityError(
-            "ddr", ddr_needed, node.ddr_bytes, f"the {len(sizes)} experts of {coe.name}"
+            "ddr",
+            ddr_needed,
+            node.ddr_bytes,
+            f"the {len(sizes)} experts of {coe.name} on one {node.name} node ("
+            + (f"they take {in_ddr} nodes" if in_ddr else "one expert alone exceeds a node")
+            + ")",
         )
     cache = node.hbm_bytes - router_bytes * node.sockets - kv
     largest = max(sizes.values())
@@ -178,4 +274,11 @@ def place(coe: CoE, node: Node, profiles: dict[str, ExpertProfile], router_bytes
             node.hbm_bytes,
             "router, KV cache and one active expert",
         )
-    return Plan(node, sizes, router_bytes * node.sockets, kv, cache, ddr_needed)
+    copy = {
+        e.name: node.copy_Bps * (profiles[e.arch].sockets or node.sockets) / node.sockets
+        for e in coe.experts
+    }
+    in_hbm = nodes_to_hold(list(sizes.values()), cache)
+    return Plan(
+        node, sizes, router_bytes * node.sockets, kv, cache, ddr_needed, copy, in_hbm, in_ddr
+    )

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from coec.ir.errors import ConfigError
+from coec.ir.errors import CapacityError, ConfigError
 
 FORMAT = "coec.coe-serve/1"
 
@@ -40,7 +40,7 @@ class ExpertCache:
             self.resident.move_to_end(name)
             return True
         if nbytes > self.capacity:
-            raise ConfigError(f"expert {name} ({nbytes:,} bytes) exceeds the expert cache")
+            raise CapacityError("hbm", nbytes, self.capacity, f"expert {name} in the expert cache")
         while self.used() + nbytes > self.capacity:
             del self.resident[self._victim()]
         self.resident[name] = nbytes
@@ -88,15 +88,17 @@ def simulate(
     router_s: float,
     expert_bytes: dict[str, int],
     expert_s: Callable[[str, int], float],
-    copy_Bps: float,
+    copy_Bps: float | dict[str, float],
     cache_bytes: int,
     policy: str = "lru",
     prompts: Sequence[str] | None = None,
 ) -> Served:
     """Serve requests whose experts are ``experts`` (already routed), ``batch`` at a time.
 
-    ``expert_s(name, b)`` is the time expert ``name`` takes for ``b`` prompts.
+    ``expert_s(name, b)`` is the time expert ``name`` takes for ``b`` prompts;
+    ``copy_Bps`` the rate its weights are copied into HBM (one for all, or per expert).
     """
+    rate = copy_Bps if isinstance(copy_Bps, dict) else dict.fromkeys(expert_bytes, copy_Bps)
     cache = ExpertCache(cache_bytes, policy)
     out = Served()
     for start in range(0, len(experts), batch):
@@ -108,7 +110,7 @@ def simulate(
         out.router_s += router_s
         for name, members in groups.items():
             hit = cache.access(name, expert_bytes[name])
-            switch = 0.0 if hit else expert_bytes[name] / copy_Bps
+            switch = 0.0 if hit else expert_bytes[name] / rate[name]
             run = expert_s(name, len(members))
             clock += switch + run
             out.switch_s += switch
