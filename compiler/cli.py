@@ -530,6 +530,12 @@ def bench_coe_cmd(out, experts, quiet):
             f"{r['switch_ratio']:.1f}x, expert-only {r['expert_speedup']:.2f}x, "
             f"overall {r['overall_speedup']:.2f}x"
         )
+    for r in ratios:
+        if (r["batch"], r["tokens"]) == (1, 20):
+            console.print(
+                f"  sensitivity: if all of a {r['vs']} node's host->GPU copies shared one PCIe "
+                f"link, switching would be {r['switch_ratio_one_link']:.1f}x"
+            )
     feet = {f["system"]: f for f in footprint(curve)}
     sn = feet.get("sn40l-node")
     for f in feet.values():

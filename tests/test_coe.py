@@ -355,3 +355,87 @@ def test_gpu_target_rejects_dataflow_fusion(capsys):
         main(["compile", "--zoo", "tiny-llama", "--target", "dgx-h100", "--fusion", "dataflow"])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and "\n" not in err and "dataflow" in err and "dgx-h100" in err
+
+
+def test_bench_ratios_follow_the_rows():
+    from coec.coe.bench import summary
+
+    def row(system, switch, expert, total):
+        return {
+            "system": system,
+            "batch": 1,
+            "tokens": 20,
+            "expert_bytes": 64e9,
+            "switch_s": switch,
+            "expert_per_request_s": expert,
+            "per_request_s": total,
+        }
+
+    (r,) = summary([row("sn40l-node", 0.01, 0.04, 0.05), row("dgx-h100", 0.125, 0.05, 0.2)])
+    assert r["vs"] == "dgx-h100"
+    assert (r["switch_ratio"], r["expert_speedup"], r["overall_speedup"]) == pytest.approx(
+        (12.5, 1.25, 4.0)
+    )
+    assert r["switch_ratio_one_link"] == pytest.approx(64e9 / 64e9 / 0.01)  # one 64 GB/s link
+
+
+def test_bench_outputs_written(tmp_path):
+    from coec.coe.bench import SYSTEMS, footprint, summary, write_outputs
+
+    def row(system, batch, tokens, experts=150):
+        k = 1 + SYSTEMS.index(system)
+        return {
+            "system": system,
+            "experts": experts,
+            "batch": batch,
+            "tokens": tokens,
+            "expert_bytes": 10**9,
+            "nodes_all_in_hbm": 3 * k,
+            "nodes_all_in_ddr": k,
+            "switch_s": 0.01 * k,
+            "router_per_request_s": 1e-4,
+            "switch_per_request_s": 0.005 * k,
+            "expert_per_request_s": 0.04,
+            "per_request_s": 0.0451 + 0.005 * k,
+        }
+
+    rows = [row(s, b, t) for s in SYSTEMS for b in (1, 8) for t in (20, 200)]
+    curve = [row(s, 1, 20, n) for s in SYSTEMS for n in (10, 850)]
+    files = write_outputs(tmp_path, rows, curve, summary(rows))
+    assert {f.name for f in files} == {
+        "results.csv",
+        "results.json",
+        "breakdown.png",
+        "experts_sweep.png",
+    }
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["format"] == "coec.bench-coe/1" and report["assumptions"]
+    assert report["footprint"] == footprint(curve) and len(report["ratios"]) == 8
+    assert (tmp_path / "breakdown.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_bench_point_switch_is_bytes_over_copy_rate():
+    from coec.coe.bench import run_config
+
+    r = run_config("sn40l-node", 10, 1, 20, 20)
+    assert r["switch_s"] == r["expert_bytes"] / 1.6e12
+    assert r["nodes_all_in_ddr"] == 1 and r["per_request_s"] > r["expert_per_request_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"prompt": "hi", "expret": "coder"}', "2: unknown key 'expret'"),
+        ('{"expert": "coder"}', '2: expected {"prompt"'),
+        ("not json", "2: not a JSON object"),
+    ],
+)
+def test_trace_errors_name_the_line(tmp_path, line, message):
+    from coec.coe.driver import read_trace
+
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"prompt": "fine"}\n' + line + "\n")
+    with pytest.raises(ConfigError, match=message) as info:
+        read_trace(trace)
+    assert str(trace) in str(info.value) and "\n" not in str(info.value)

@@ -119,6 +119,10 @@ def summary(rows: list[dict]) -> list[dict]:
                 "batch": batch,
                 "tokens": tokens,
                 "switch_ratio": r["switch_s"] / sn["switch_s"],
+                # sensitivity, not the model: the node's copies sharing one PCIe link
+                "switch_ratio_one_link": r["expert_bytes"]
+                / load_target(system).host_copy_Bps
+                / sn["switch_s"],
                 "expert_speedup": r["expert_per_request_s"] / sn["expert_per_request_s"],
                 "overall_speedup": r["per_request_s"] / sn["per_request_s"],
             }

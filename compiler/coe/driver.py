@@ -56,8 +56,15 @@ def read_trace(path: str | Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}:{i}: not a JSON object ({e.msg})") from e
-        if not isinstance(row, dict) or not isinstance(row.get("prompt", ""), str):
-            raise ConfigError(f'{path}:{i}: expected {{"prompt": ..., "expert"?: ...}}')
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("prompt"), str)
+            or not isinstance(row.get("expert", ""), str)
+        ):
+            raise ConfigError(f'{path}:{i}: expected {{"prompt": "...", "expert"?: "NAME"}}')
+        unknown = sorted(set(row) - {"prompt", "expert"})
+        if unknown:
+            raise ConfigError(f"{path}:{i}: unknown key '{unknown[0]}' (keys: prompt, expert)")
         rows.append(row)
     if not rows:
         raise ConfigError(f"{path}: the trace has no requests")
