@@ -569,19 +569,25 @@ _COE_TARGET = click.option(
     show_default=True,
     help="Node to serve on: sn40l-node, dgx-a100, dgx-h100 or a target .toml.",
 )
+_COE_FUSION = click.option(
+    "--fusion",
+    type=click.Choice(["none", "epilogue", "dataflow"]),
+    help="Fusion of experts and router (default: dataflow where the target runs it, else epilogue).",
+)
 
 
 @coe_group.command("compile")
 @click.argument("coe_file", metavar="COE.toml")
 @_COE_TARGET
+@_COE_FUSION
 @click.option("--json", "as_json", is_flag=True, help="Print the placement as JSON.")
-def coe_compile_cmd(coe_file, target, as_json):
+def coe_compile_cmd(coe_file, target, fusion, as_json):
     """Compile every expert (count-only) and the router, and place them on the node."""
     import json
 
     from coec.coe.driver import compile_coe, load
 
-    coe, node, profiles, router_s, plan = compile_coe(load(coe_file), target)
+    coe, node, profiles, router_s, plan = compile_coe(load(coe_file), target, fusion=fusion)
     out = {
         "coe": coe.name,
         "experts": len(coe.experts),
@@ -636,6 +642,7 @@ def coe_compile_cmd(coe_file, target, as_json):
 @coe_group.command("serve")
 @click.argument("coe_file", metavar="COE.toml")
 @_COE_TARGET
+@_COE_FUSION
 @click.option(
     "--trace",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -663,7 +670,7 @@ def coe_compile_cmd(coe_file, target, as_json):
     help="Write the JSON report here.",
 )
 def coe_serve_cmd(
-    coe_file, target, trace, synthetic, skew, seed, batch, tokens, policy, as_json, output
+    coe_file, target, fusion, trace, synthetic, skew, seed, batch, tokens, policy, as_json, output
 ):
     """Serve requests: route each batch, switch experts into HBM, run them."""
     import json
@@ -682,6 +689,7 @@ def coe_serve_cmd(
         batch=batch,
         tokens=tokens,
         policy=policy,
+        fusion=fusion,
     )
     text = json.dumps(report, indent=1) + "\n"
     if output:

@@ -350,11 +350,20 @@ def test_serve_synthetic_from_the_cli(capsys):
     assert "interpolated" in text  # the decode interpolation is stated
 
 
-def test_gpu_target_rejects_dataflow_fusion(capsys):
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compile", "--zoo", "tiny-llama"],
+        ["coe", "compile", str(EXAMPLES / "coe.toml")],
+        ["coe", "serve", str(EXAMPLES / "coe.toml"), "--synthetic", "4"],
+    ],
+)
+def test_gpu_target_rejects_dataflow_fusion(capsys, argv):
     with pytest.raises(SystemExit) as e:
-        main(["compile", "--zoo", "tiny-llama", "--target", "dgx-h100", "--fusion", "dataflow"])
+        main([*argv, "--target", "dgx-h100", "--fusion", "dataflow"])
     err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and "\n" not in err and "dataflow" in err and "dgx-h100" in err
+    assert e.value.code == 2 and "\n" not in err
+    assert "target dgx-h100 runs fusion none, epilogue, not 'dataflow'" in err
 
 
 def test_bench_ratios_follow_the_rows():

@@ -23,10 +23,16 @@ def load(path: str | Path) -> CoE:
     return load_coe(path, _categories())
 
 
-def compile_coe(coe: CoE, target: str, batch: int | None = None, tokens: int | None = None):
+def compile_coe(
+    coe: CoE,
+    target: str,
+    batch: int | None = None,
+    tokens: int | None = None,
+    fusion: str | None = None,
+):
     """Compile every distinct expert architecture and the router; place them on the node."""
     t = load_target(target)
-    node = Node.of(t)
+    node = Node.of(t, fusion)
     s = coe.serving
     batch, tokens = batch or s.batch, tokens or s.tokens
     distinct = {e.arch: e for e in coe.experts}  # one compile per architecture
@@ -34,7 +40,7 @@ def compile_coe(coe: CoE, target: str, batch: int | None = None, tokens: int | N
         arch: profile_of(distinct[arch], target, node.fusion, batch, s.prompt_tokens, tokens)
         for arch in sorted(distinct)
     }
-    router_s, router_bytes = router_profile(target, batch, coe.router_seq)
+    router_s, router_bytes = router_profile(target, batch, coe.router_seq, node.fusion)
     from dataclasses import replace
 
     coe = replace(coe, serving=replace(s, batch=batch, tokens=tokens))
@@ -82,9 +88,10 @@ def serve(
     batch: int | None = None,
     tokens: int | None = None,
     policy: str | None = None,
+    fusion: str | None = None,
 ) -> dict:
     """Route, switch and run every request; the report as versioned JSON-ready data."""
-    coe, node, profiles, router_s, plan = compile_coe(coe, target, batch, tokens)
+    coe, node, profiles, router_s, plan = compile_coe(coe, target, batch, tokens, fusion)
     s = coe.serving
     names = [e.name for e in coe.experts]
     prompts: list[str] | None = None

@@ -38,7 +38,15 @@ class Node:
     fusion: str
 
     @classmethod
-    def of(cls, target: Target) -> Node:
+    def of(cls, target: Target, fusion: str | None = None) -> Node:
+        """The node of ``target``; ``fusion`` defaults to the best the target runs."""
+        if fusion is not None and fusion not in target.fusion_policies:
+            from coec.ir.errors import ConfigError
+
+            raise ConfigError(
+                f"target {target.name} runs fusion {', '.join(target.fusion_policies)}, "
+                f"not {fusion!r}"
+            )
         n = target.sockets
         if target.host_copy_Bps:
             copy, path = (
@@ -48,7 +56,8 @@ class Node:
         else:
             bw = target.memory["ddr"].bandwidth_Bps
             copy, path = bw * n, f"DDR->HBM, {n} sockets x {bw / 1e9:g} GB/s"
-        fusion = "dataflow" if "dataflow" in target.fusion_policies else "epilogue"
+        if fusion is None:
+            fusion = "dataflow" if "dataflow" in target.fusion_policies else "epilogue"
         return cls(
             target.name,
             n,
@@ -181,14 +190,15 @@ def profile_of(expert: Expert, target: str, fusion: str, batch: int, prompt: int
 
 
 @functools.cache
-def router_profile(target: str, batch: int, seq: int) -> tuple[float, int]:
+def router_profile(
+    target: str, batch: int, seq: int, fusion: str | None = None
+) -> tuple[float, int]:
     """(seconds per batch, weight bytes) of the router's encoder on one socket of ``target``."""
     from coec.coe.router import embedding_program
     from coec.pipeline import Options, compile_program
     from coec.runtime.executor import Executor
 
-    t = load_target(target)
-    fusion = "dataflow" if "dataflow" in t.fusion_policies else "epilogue"
+    fusion = fusion or Node.of(load_target(target)).fusion
     module, inputs = embedding_program(batch, seq)
     compiled = compile_program(module, inputs, Options(target=target, fusion=fusion, sockets=1))
     _, report = Executor(compiled.schedule, count_only=True).run()
