@@ -258,16 +258,42 @@ def summarize(schedule: dict) -> dict:
     }
 
 
+def resident_bytes(schedule: dict) -> dict[tuple[str, str], list[int]]:
+    """Bytes live per (tier, buffer kind) before the first kernel, then during each kernel.
+
+    Entry ``i + 1`` of each list is what is resident while kernel ``i`` runs
+    (entry 0: before kernel 0), from the buffers' ``live`` ranges; aliases share
+    their root's bytes. A difference array keeps it linear in buffers + kernels.
+    """
+    n = len(schedule["kernels"])
+    delta: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * (n + 2))
+    for b in schedule["buffers"].values():
+        if "alias_of" in b:
+            continue
+        first, last = max(b["live"][0], -1), min(b["live"][1], n - 1)
+        if first > last:
+            continue
+        d = delta[(b["tier"], b["kind"])]
+        d[first + 1] += b["bytes"]
+        d[last + 2] -= b["bytes"]
+    resident = {}
+    for key, d in sorted(delta.items()):
+        total, series = 0, []
+        for x in d[: n + 1]:
+            total += x
+            series.append(total)
+        resident[key] = series
+    return resident
+
+
 def peak_occupancy(schedule: dict) -> dict[str, int]:
     """Peak bytes per tier over the kernel sequence, from buffer lifetimes."""
-    buffers = schedule["buffers"]
     kernels = schedule["kernels"]
     peak = {"sram": max((k["sram_bytes"] for k in kernels), default=0), "hbm": 0, "ddr": 0}
-    for i in range(-1, len(kernels)):
-        live = defaultdict(int)
-        for b in buffers.values():
-            if "alias_of" not in b and b["live"][0] <= i <= b["live"][1]:
-                live[b["tier"]] += b["bytes"]
-        for tier in ("hbm", "ddr"):
-            peak[tier] = max(peak[tier], live[tier])
+    by_tier: dict[str, list[int]] = {}
+    for (tier, _), series in resident_bytes(schedule).items():
+        acc = by_tier.setdefault(tier, [0] * len(series))
+        by_tier[tier] = [a + x for a, x in zip(acc, series, strict=True)]
+    for tier in ("hbm", "ddr"):
+        peak[tier] = max(by_tier.get(tier, [0]))
     return peak

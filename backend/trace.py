@@ -1,99 +1,145 @@
 """A Chrome / Perfetto trace of an executed schedule (open it in ui.perfetto.dev).
 
-One process per socket (SPMD: every socket runs the same kernels); one track per
-resource: the PCU array (each kernel as a slice, its launch as a slice before
-it), HBM, DDR and P2P (the time that tier is busy for the kernel, inside the
-kernel's span). Times come from the runtime's per-kernel report, so the PCU
-track's kernel slices add up to the report's total time.
+One process per socket (SPMD: every socket runs the same kernels, so each gets
+the same slices); one track (thread) per resource: the PCU array (each kernel's
+launch, then the kernel), and the HBM, DDR and P2P tiers (the time that tier is
+busy moving the kernel's bytes, from the kernel's start after its launch). The
+cost model runs a kernel's DMAs and compute overlapped, so a tier's busy time
+lies inside the kernel's span; kernels run back to back, so no two slices of a
+track overlap. Times come from the runtime's per-kernel report, in cycles turned
+into microseconds, so the PCU track adds up to the report's total time.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+from coec.backend.cost import tier_bytes
+from coec.backend.schedule import write_files_atomic
+
+FORMAT = "coec.trace/1"
+#: the tracks of every socket's process, by thread id
 TRACKS = ("PCU array", "HBM", "DDR", "P2P")
-_TIER_OF = {"HBM": "hbm", "DDR": "ddr", "P2P": "p2p"}
+_TIER_OF_TRACK = {"HBM": "hbm", "DDR": "ddr", "P2P": "p2p"}
 
 
-def _tier_bytes(pairs: dict[str, int], tier: str) -> int:
-    return sum(n for pair, n in pairs.items() if tier in pair.split("->"))
-
-
-def trace_events(report: dict, sockets: int = 1, clock_hz: float | None = None) -> dict:
-    """The trace-event JSON object (``traceEvents``, times in µs) of ``report``."""
-    events: list[dict] = []
-    for s in range(sockets):
-        events.append(
-            {"ph": "M", "name": "process_name", "pid": s, "tid": 0, "args": {"name": f"socket {s}"}}
-        )
+def _metadata(sockets: int, label: str) -> list[dict]:
+    events = []
+    for pid in range(sockets):
+        name = f"socket {pid}" + (f" ({label})" if label else "")
+        events += [
+            {"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": name}},
+            {
+                "ph": "M",
+                "name": "process_sort_index",
+                "pid": pid,
+                "tid": 0,
+                "args": {"sort_index": pid},
+            },
+        ]
         for tid, track in enumerate(TRACKS):
-            events.append(
-                {"ph": "M", "name": "thread_name", "pid": s, "tid": tid, "args": {"name": track}}
-            )
-    t = 0.0
-    for k in report.get("per_kernel", []):
-        dur = k["seconds"] * 1e6
-        per_cycle = dur / k["cycles"] if k["cycles"] else 0.0
-        launch = k.get("launch_cycles", 0) * per_cycle
-        args = {
-            "ops": ",".join(k["ops"]),
-            "flops": k["flops"],
-            "bytes": k["bytes"],
-            "bound": k.get("bound", ""),
-            "sram_bytes": k.get("sram_bytes", 0),
-        }
-        for s in range(sockets):
-            if launch:
-                events.append(
-                    {
-                        "ph": "X",
-                        "name": f"launch {k['name']}",
-                        "cat": "launch",
-                        "pid": s,
-                        "tid": 0,
-                        "ts": t,
-                        "dur": launch,
-                    }
-                )
-            events.append(
+            events += [
+                {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": track}},
                 {
-                    "ph": "X",
-                    "name": k["name"],
-                    "cat": "kernel",
-                    "pid": s,
-                    "tid": 0,
-                    "ts": t + launch,
-                    "dur": dur - launch,
-                    "args": args,
-                }
-            )
-            for tid, track in enumerate(TRACKS[1:], start=1):
-                tier = _TIER_OF[track]
-                busy = min(k.get(f"{tier}_cycles", 0) * per_cycle, dur - launch)
-                if busy > 0:
-                    events.append(
-                        {
-                            "ph": "X",
-                            "name": f"{k['name']} {tier}",
-                            "cat": "dma",
-                            "pid": s,
-                            "tid": tid,
-                            "ts": t + launch,
-                            "dur": busy,
-                            "args": {"bytes": _tier_bytes(k["bytes"], tier), "kernel": k["name"]},
-                        }
-                    )
-        t += dur
+                    "ph": "M",
+                    "name": "thread_sort_index",
+                    "pid": pid,
+                    "tid": tid,
+                    "args": {"sort_index": tid},
+                },
+            ]
+    return events
+
+
+def _kernel_slices(k: dict, start_cycle: int, us_per_cycle: float) -> list[dict]:
+    """One kernel's slices on one socket (pid filled in by the caller)."""
+    launch = k.get("launch_cycles", 0)
+    ts = start_cycle * us_per_cycle
+    body_ts = (start_cycle + launch) * us_per_cycle
+    end = (start_cycle + k["cycles"]) * us_per_cycle
+    slices = []
+    if launch:
+        slices.append(
+            {
+                "name": f"launch {k['name']}",
+                "cat": "launch",
+                "tid": 0,
+                "ts": ts,
+                "dur": body_ts - ts,
+            }
+        )
+    cycles = {
+        key: k[key]
+        for key in ("cycles", "launch_cycles", "compute_cycles", "hbm_cycles", "ddr_cycles")
+        + ("p2p_cycles", "fill_cycles")
+        if key in k
+    }
+    slices.append(
+        {
+            "name": k["name"],
+            "cat": "kernel",
+            "tid": 0,
+            "ts": body_ts,
+            "dur": end - body_ts,
+            "args": {
+                "ops": list(k["ops"]),
+                "flops": k["flops"],
+                "bytes": dict(k["bytes"]),
+                "bound": k.get("bound", ""),
+                "sram_bytes": k.get("sram_bytes", 0),
+                "pmus": k.get("pmus", 0),
+                **cycles,
+            },
+        }
+    )
+    for tid, track in enumerate(TRACKS[1:], start=1):
+        tier = _TIER_OF_TRACK[track]
+        busy = min(k.get(f"{tier}_cycles", 0), k["cycles"] - launch)
+        if busy <= 0:
+            continue
+        pairs = {p: n for p, n in k["bytes"].items() if tier in p.split("->")}
+        slices.append(
+            {
+                "name": f"{k['name']} {track}",
+                "cat": "dma",
+                "tid": tid,
+                "ts": body_ts,
+                "dur": (start_cycle + launch + busy) * us_per_cycle - body_ts,
+                "args": {"kernel": k["name"], "bytes": tier_bytes(pairs, tier), "pairs": pairs},
+            }
+        )
+    return slices
+
+
+def trace_events(report: dict, sockets: int = 1, label: str = "") -> dict:
+    """The trace-event JSON object of ``report`` (``traceEvents``; times in µs).
+
+    ``report`` is the runtime's report (its ``per_kernel`` list); ``sockets`` the
+    schedule's socket count (one process each); ``label`` names the processes.
+    """
+    events = _metadata(sockets, label)
+    # one clock for the whole schedule: start times are whole cycles, so they do not drift
+    us_per_cycle = report["seconds"] * 1e6 / report["cycles"] if report.get("cycles") else 0.0
+    cycle = 0
+    for k in report.get("per_kernel", []):
+        slices = _kernel_slices(k, cycle, us_per_cycle)
+        for pid in range(sockets):
+            events += [{"ph": "X", "pid": pid, **s} for s in slices]
+        cycle += k["cycles"]
     return {
         "traceEvents": events,
         "displayTimeUnit": "ns",
-        "otherData": {"format": "coec.trace/1", "total_us": t},
+        "otherData": {
+            "format": FORMAT,
+            "sockets": sockets,
+            "kernels": report.get("kernels", 0),
+            "total_us": report.get("seconds", 0.0) * 1e6,
+        },
     }
 
 
-def write_trace(path, report: dict, sockets: int = 1) -> None:
-    from pathlib import Path
-
-    from coec.backend.schedule import write_files_atomic
-
-    write_files_atomic({Path(path): json.dumps(trace_events(report, sockets)) + "\n"})
+def write_trace(path: str | Path, report: dict, sockets: int = 1, label: str = "") -> None:
+    """Write ``report``'s trace to ``path`` atomically."""
+    text = json.dumps(trace_events(report, sockets, label), separators=(",", ":"))
+    write_files_atomic({Path(path): text + "\n"})

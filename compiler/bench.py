@@ -106,14 +106,25 @@ def bench_fusion(
     return rows
 
 
-def launch_sweep(bench: Bench, overheads_us=(1, 2, 5, 10, 20, 50), layers=None) -> list[dict]:
-    """Fused vs unfused speedup as the host launch overhead varies (sensitivity)."""
+#: host launch overheads (µs per kernel) of the sensitivity sweep
+SWEEP_US = (1, 2, 5, 10, 20, 50)
+
+
+def launch_sweep(bench: Bench, overheads_us=SWEEP_US, layers=None, progress=None) -> list[dict]:
+    """Fused vs unfused speedup as the host launch overhead varies (sensitivity).
+
+    ``progress(step)`` after each of the two compiles per overhead.
+    """
     rows = []
     for us in overheads_us:
         base = load_target(bench.target)
         target = replace(base, launch=replace(base.launch, software_s=us * 1e-6, mode="software"))
         unfused = _run(bench, target, "none", 1, layers)
+        if progress:
+            progress(f"launch sweep {us:g} µs unfused")
         fused = _run(bench, target, "dataflow", 1, layers)
+        if progress:
+            progress(f"launch sweep {us:g} µs fused")
         rows.append({"software_launch_us": us, "speedup": unfused["seconds"] / fused["seconds"]})
     return rows
 

@@ -37,6 +37,33 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def _progress_bar(quiet: bool):
+    """A rich progress bar on stderr: shown only on a terminal and without --quiet."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    show = not quiet and _stderr_is_terminal()
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True, force_terminal=show or None),
+        disable=not show,
+        transient=True,
+    )
+
+
+def _write_trace(path: Path, report: dict, schedule: dict) -> None:
+    from coec.backend.trace import write_trace
+
+    target = schedule["target"]
+    write_trace(path, report, target["sockets"], target["name"])
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="coec")
 def cli() -> None:
@@ -153,6 +180,7 @@ def cli() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write a Chrome/Perfetto trace of the schedule here (ui.perfetto.dev).",
 )
+@click.option("--quiet", is_flag=True, help="No progress bar (zoo models show one on a terminal).")
 def compile_cmd(
     model_file,
     zoo,
@@ -176,6 +204,7 @@ def compile_cmd(
     dump_ir,
     all_kernels,
     trace_file,
+    quiet,
 ):
     """Compile MODEL.py or MODEL.onnx and report its cost.
 
@@ -201,21 +230,26 @@ def compile_cmd(
     if zoo:
         from coec.driver import compile_zoo_model
 
-        result = compile_zoo_model(
-            zoo,
-            phase=phase,
-            seq=seq,
-            batch=batch,
-            layers=layers,
-            execute=execute,
-            output=output,
-            target=target,
-            fusion=fusion,
-            dtype=dtype,
-            launch=launch,
-            max_tile=max_tile,
-            sockets=sockets,
-        )
+        with _progress_bar(quiet) as bar:
+            task = bar.add_task(f"compiling {zoo}", total=None)
+            result = compile_zoo_model(
+                zoo,
+                phase=phase,
+                seq=seq,
+                batch=batch,
+                layers=layers,
+                execute=execute,
+                output=output,
+                progress=lambda done, total, what: bar.update(
+                    task, completed=done, total=total, description=what
+                ),
+                target=target,
+                fusion=fusion,
+                dtype=dtype,
+                launch=launch,
+                max_tile=max_tile,
+                sockets=sockets,
+            )
         model_file = f"{zoo} {phase} batch {batch} seq {seq}"
     else:
         result = compile_model_file(
@@ -234,9 +268,7 @@ def compile_cmd(
             inputs=inputs_file,
         )
     if trace_file:
-        from coec.backend.trace import write_trace
-
-        write_trace(trace_file, result.report, result.model.schedule["target"]["sockets"])
+        _write_trace(trace_file, result.report, result.model.schedule)
     console = _console()
     for point in points:
         if len(points) > 1:
@@ -323,9 +355,8 @@ def run_cmd(schedule_file, inputs, count_only, emulate_bf16, as_json, trace_file
     )
     if trace_file:
         from coec.backend.schedule import load as load_schedule
-        from coec.backend.trace import write_trace
 
-        write_trace(trace_file, report, load_schedule(schedule_file)["target"]["sockets"])
+        _write_trace(trace_file, report, load_schedule(schedule_file))
     if as_json:
         from coec.report import report_json
 
@@ -349,25 +380,33 @@ def run_cmd(schedule_file, inputs, count_only, emulate_bf16, as_json, trace_file
     "--plot",
     "plot_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Folder for roofline.png/svg, tiers.png and kernels.dot(.svg).",
+    help="Write roofline.png/.svg, tiers.png and kernels.dot (.svg/.png with Graphviz) here.",
 )
-@click.option("--run", "execute", is_flag=True, help="Execute with the saved weights and inputs.")
+@click.option(
+    "--run",
+    "execute",
+    is_flag=True,
+    help="Execute with the saved weights and inputs (default: count-only).",
+)
 def report_cmd(schedule_file, plot_dir, execute):
-    """Pictures of a saved schedule: roofline, tier occupancy, kernel graph."""
+    """Summary and pictures of a saved schedule: roofline, tiers, kernel graph.
+
+    SCHEDULE.json as written by coec compile -o; count-only unless --run.
+    """
     from coec.backend.schedule import load as load_schedule
     from coec.backend.target import Target
     from coec.driver import run_schedule_file
-    from coec.plots import write_plots
+    from coec.plots import summary, write_plots
 
     report, _ = run_schedule_file(schedule_file, count_only=not execute)
     schedule = load_schedule(schedule_file)
     target = Target.from_json(schedule["target"])
-    for line in write_plots(plot_dir, schedule, report, target):
+    name = Path(schedule_file).stem
+    if plot_dir:
+        for line in write_plots(plot_dir, schedule, report, target, name):
+            click.echo(line)
+    for line in summary(schedule, report, target, name):
         click.echo(line)
-    click.echo(
-        f"{report['kernels']} kernels, {report['seconds'] * 1e6:.1f} µs modeled on {target.name}"
-    )
 
 
 @cli.group("bench")
@@ -392,11 +431,10 @@ def bench_group() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
     """The SN40L paper's fusion experiment (Table III set): unfused vs fused vs fused+HO."""
-    from rich.progress import Progress
-
     from coec.backend.target import load_target
     from coec.bench import (
         CONFIGS,
+        SWEEP_US,
         TABLE_III,
         assumptions,
         bench_fusion,
@@ -414,16 +452,17 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
             )
         benches = tuple(b for b in TABLE_III if b.name in wanted)
     console = _console()
-    steps = len(benches) * len(CONFIGS) + (0 if no_sweep else 12)
-    with Progress(console=console, disable=quiet or not sys.stdout.isatty(), transient=True) as bar:
+    # the launch sweep runs on the first LLM decode benchmark, when there is one
+    first = None if no_sweep else next((b for b in benches if b.phase == "decode"), None)
+    steps = len(benches) * len(CONFIGS) + (2 * len(SWEEP_US) if first else 0)
+    with _progress_bar(quiet) as bar:
         task = bar.add_task("compiling", total=steps)
-        rows = bench_fusion(
-            benches, batch, layers, lambda what: bar.update(task, advance=1, description=what)
-        )
-        sweep = []
-        if not no_sweep:
-            first = next(b for b in benches if b.name != "fftconv" and b.phase == "decode")
-            sweep = launch_sweep(first, layers=layers)
+
+        def step(what: str) -> None:
+            bar.update(task, advance=1, description=what)
+
+        rows = bench_fusion(benches, batch, layers, step)
+        sweep = launch_sweep(first, layers=layers, progress=step) if first else []
     table = Table(title="SN40L fusion benchmark (modeled, count-only)")
     for col in (
         "model",
@@ -479,8 +518,6 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench_coe_cmd(out, experts, quiet):
     """The SN40L paper's CoE experiment: many 7B experts on SN40L vs DGX A100/H100."""
-    from rich.progress import Progress
-
     from coec.coe.bench import (
         SYSTEMS,
         assumptions,
@@ -491,7 +528,7 @@ def bench_coe_cmd(out, experts, quiet):
     )
 
     console = _console()
-    with Progress(console=console, disable=quiet or not sys.stdout.isatty(), transient=True) as bar:
+    with _progress_bar(quiet) as bar:
         task = bar.add_task("compiling experts and routers", total=4 * len(SYSTEMS) + len(SYSTEMS))
         rows, curve = bench_coe(experts, progress=lambda: bar.update(task, advance=1))
     table = Table(title=f"CoE serving: {experts} llama2-7b experts per node (modeled, per request)")

@@ -138,22 +138,45 @@ def compile_zoo_model(
     layers: int | None = None,
     execute: bool = False,
     output: Path | None = None,
+    progress=None,
     **options,
 ) -> CompileResult:
-    """Compile a zoo model by name; on the meta device (count-only) unless ``execute``."""
-    from coec.regional import compile_zoo, shard_inputs
+    """Compile a zoo model by name; on the meta device (count-only) unless ``execute``.
+
+    ``progress(done, total, what)`` (see ``coec.regional.Progress``) follows the
+    steps: building the model, compiling it part by part and layer by layer,
+    counting, and with ``execute`` running PyTorch and the runtime.
+    """
+    from coec.regional import compile_zoo, shard_inputs, zoo_steps
     from coec.runtime.node import run_node
-    from coec.zoo import instantiate
+    from coec.zoo import ZOO, instantiate
+
+    arch = ZOO.get(name)
+    # before the model exists its layer count is the zoo's (or --layers)
+    extra = 2 + (2 if execute else 0)  # build, count (+ reference, execute)
+    total = extra + 5 + (layers or (arch.layers if arch else 1))
+
+    def step(done: int, what: str) -> None:
+        if progress:
+            progress(done, total, what)
 
     device = "cpu" if execute else "meta"
+    step(0, f"building {name}")
     inst = instantiate(name, phase, seq, batch, layers, device=device)
-    compiled = compile_zoo(inst, Options(**options))
+    total = extra + zoo_steps(inst)
+    compiled = compile_zoo(
+        inst, Options(**options), lambda done, _, what: step(1 + done, f"{name}: {what}")
+    )
+    done = 1 + zoo_steps(inst)
+    step(done, f"{name}: counting")
     cm = CompiledModel(compiled)
     report = dict(cm.report)
     inputs = (inst.ids, *inst.caches)
     if execute:
+        step(done + 1, f"{name}: running PyTorch")
         with torch.no_grad():
             reference = flatten_outputs(inst.model(*inputs))
+        step(done + 2, f"{name}: running the schedule")
         sockets = compiled.target.sockets
         if sockets == 1:
             outs, report = cm.executor.run([to_numpy(x) for x in inputs])
@@ -165,6 +188,7 @@ def compile_zoo_model(
             per_socket, report = run_node(compiled.schedule, weights, feeds)
             outs, reference = [per_socket[0][0]], reference[:1]
         report["max_abs_err"], report["max_rel_err"] = compare(outs, reference)
+    step(total, f"{name}: done")
     if output:
         cm.save(output, inputs if execute else None)
     target = compiled.target
@@ -193,6 +217,12 @@ def run_schedule_file(
     if count_only:
         _, report = Executor(schedule, count_only=True).run()
         return report, {}
+    sockets = schedule["target"]["sockets"]
+    if sockets > 1:  # one executor has one socket's weights and no peers to all-reduce with
+        raise ConfigError(
+            f"{path}: a schedule for {sockets} sockets runs from a file count-only "
+            "(--count-only); compile it with --run to execute it on every socket"
+        )
     weights = _read_tensors(weights_path(path))
     feeds = _read_tensors(inputs or inputs_path(path))
     missing = [n for n in schedule["inputs"] if n not in feeds]

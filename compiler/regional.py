@@ -11,6 +11,8 @@ kernels and counts are the same by construction (the paper's kernel looping).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr
@@ -101,8 +103,25 @@ def shard_inputs(inst: ZooInstance, socket: int, sockets: int) -> list[torch.Ten
     return [inst.ids, *(shard_cache(inst, c, socket, sockets) for c in inst.caches)]
 
 
-def compile_zoo(inst: ZooInstance, options: Options) -> Compiled:
+#: ``progress(done, total, what)``: ``done`` of ``total`` steps finished, ``what`` runs next
+Progress = Callable[[int, int, str], None]
+
+
+def zoo_steps(inst: ZooInstance) -> int:
+    """How many steps ``compile_zoo`` reports: three parts, each layer, placement, emission."""
+    return 3 + inst.arch.layers + 2
+
+
+def compile_zoo(inst: ZooInstance, options: Options, progress: Progress | None = None) -> Compiled:
     """Compile a zoo model with its decoder layer compiled once and reused."""
+    total, done = zoo_steps(inst), 0
+
+    def step(what: str) -> None:
+        nonlocal done
+        if progress:
+            progress(done, total, what)
+        done += 1
+
     options = options.normalized()
     target = options.resolve_target()
     m, arch, tp = inst.model, inst.arch, target.sockets
@@ -111,8 +130,11 @@ def compile_zoo(inst: ZooInstance, options: Options) -> Compiled:
         h = torch.zeros(inst.batch, tokens, arch.hidden)
         shard = make_layer(arch, inst.model.layers[0].past, tp)
     caches = [shard_cache(inst, c, 0, tp) for c in inst.caches[:2]]
+    step("exporting the embedding")
     embed = _lower_part(m.embed, (inst.ids,), options, target)
+    step("exporting a decoder layer")
     layer = _lower_part(shard, (h, *caches), options, target)
+    step("exporting the head")
     head = _lower_part(m.head, (h,), options, target)
 
     st = _Stitcher(tp)
@@ -126,6 +148,7 @@ def compile_zoo(inst: ZooInstance, options: Options) -> Compiled:
     (hidden,) = st.clone(embed, [ids], "embed.", dict(m.embed.state_dict()))
     kv = []
     for i, block in enumerate(m.layers):
+        step(f"layer {i + 1}/{arch.layers}")
         past = caches[2 * i : 2 * i + 2]
         hidden, k, v = st.clone(
             layer, [hidden, *past], f"layers.{i}.", dict(block.state_dict()), shard.shard
@@ -141,6 +164,7 @@ def compile_zoo(inst: ZooInstance, options: Options) -> Compiled:
         Region(st.block),
     )
     module = ModuleOp([fn])
+    step("placing memory")
     PlacePass.apply_target(module, target)
     verify(module)
     program = Program(
@@ -150,6 +174,7 @@ def compile_zoo(inst: ZooInstance, options: Options) -> Compiled:
         options.dtype,
         socket_weights=st.weights if tp > 1 else None,
     )
+    step("emitting the schedule")
     schedule = emit_schedule(
         module,
         target,
@@ -165,4 +190,6 @@ def compile_zoo(inst: ZooInstance, options: Options) -> Compiled:
             "sockets": tp,
         },
     )
+    if progress:
+        progress(done, total, "compiled")
     return Compiled(program, target, schedule, {})
