@@ -240,7 +240,9 @@ def load(path: str | Path) -> dict:
 def write_files_atomic(files: dict[Path, bytes | str]) -> None:
     """Write every file to a temporary beside it, then rename them all.
 
-    A failure before the renames leaves every existing file as it was.
+    A failure before the renames leaves every existing file as it was. A new file gets the
+    mode ``open()`` would give it (0666 less the umask), a replaced file keeps its mode:
+    ``mkstemp`` alone would leave every output readable by its owner only.
     """
     temps: list[tuple[str, Path]] = []
     try:
@@ -251,6 +253,7 @@ def write_files_atomic(files: dict[Path, bytes | str]) -> None:
             temps.append((tmp, path))
             with os.fdopen(fd, "wb") as f:
                 f.write(raw)
+                os.fchmod(f.fileno(), _mode_for(path))
         for tmp, path in temps:
             os.replace(tmp, path)
     except OSError as e:
@@ -259,3 +262,13 @@ def write_files_atomic(files: dict[Path, bytes | str]) -> None:
     finally:
         for tmp, _ in temps:
             Path(tmp).unlink(missing_ok=True)
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits ``path`` should have once written."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

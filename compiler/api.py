@@ -97,15 +97,27 @@ class CompiledModel:
         files: dict[Path, bytes | str] = {}
         data = self.compiled.program.weights
         if not any(t.device.type == "meta" for t in data.values()):  # meta: schedule only
-            weights = {k: v.detach().contiguous() for k, v in data.items()}
-            files[weights_path(path)] = st_save(weights)
+            files[weights_path(path)] = st_save(_unshared(data))
         if example_inputs is not None:
             names = self.schedule["inputs"]
-            feeds = {n: x.detach().contiguous() for n, x in zip(names, example_inputs, strict=True)}
-            files[inputs_path(path)] = st_save(feeds)
+            files[inputs_path(path)] = st_save(
+                _unshared(dict(zip(names, example_inputs, strict=True)))
+            )
         files[path] = self.schedule_json()
         write_files_atomic(files)
         return path
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous tensors, each with storage of its own (safetensors refuses shared memory,
+    and exported constants such as HF's RoPE tables are often views of one tensor)."""
+    out, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().contiguous()
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
+    return out
 
 
 def weights_path(schedule_path: Path) -> Path:

@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 import coec
 from coec.cli import main
@@ -146,6 +148,43 @@ def test_failed_compile_leaves_existing_output_untouched(tmp_path, capsys):
     one_error(["compile", model, "-o", out], capsys, "cumsum")
     assert out.read_text() == "precious\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no sidecars, no temp files
+
+
+def test_outputs_get_the_mode_open_would_give_and_replaced_files_keep_theirs(tmp_path):
+    from coec.backend.schedule import write_files_atomic
+
+    umask = os.umask(0o022)
+    try:
+        kept = tmp_path / "kept.json"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        write_files_atomic({tmp_path / "new.json": "{}", kept: "{}"})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
+    assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_text() == "{}"
+
+
+def test_save_with_constants_sharing_memory(tmp_path):
+    """Exported constants that are views of one tensor (HF's RoPE tables) still save."""
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            table = torch.arange(16.0).reshape(2, 8)
+            self.register_buffer("a", table[0], persistent=False)
+            self.register_buffer("b", table[1], persistent=False)
+
+        def forward(self, x):
+            return x * self.a + self.b
+
+    x = torch.randn(4, 8)
+    cm = coec.compile(Shared(), (x,))
+    cm.save(tmp_path / "s.json", (x,))
+    from safetensors.torch import load_file
+
+    saved = sorted(t.tolist() for t in load_file(tmp_path / "s.weights.safetensors").values())
+    assert saved == [list(range(8)), list(range(8, 16))]
 
 
 def test_run_and_count_only_exclude_each_other(capsys):
