@@ -182,7 +182,7 @@ def test_save_with_constants_sharing_memory(tmp_path):
     from safetensors.torch import load_file
 
     saved = sorted(t.tolist() for t in load_file(tmp_path / "s.weights.safetensors").values())
-    assert saved == [list(range(8)), list(range(8, 16))]
+    assert saved == [[list(range(8))], [list(range(8, 16))]]
 
 
 def test_run_and_count_only_exclude_each_other(capsys):
