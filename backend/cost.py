@@ -181,6 +181,8 @@ def kernel_cost(
     bound = max(parts, key=lambda k: parts[k]) if body else "launch"
     if launch > body:
         bound = "launch"
+    if fill > max(launch, body):  # a deep pipeline over few tiles: latency, not throughput
+        bound = "fill"
     cycles = launch + body + fill
     return KernelCost(
         cycles=cycles,

@@ -287,6 +287,8 @@ def compile_cmd(
         print_report(result.report, header, console, max_rows=10**9 if all_kernels else 20)
         if output:
             console.print(f"schedule written to {output}")
+        if trace_file:
+            console.print(f"trace written to {trace_file} (open it in ui.perfetto.dev)")
 
 
 @cli.command("opt")
@@ -372,6 +374,8 @@ def run_cmd(schedule_file, inputs, count_only, emulate_bf16, as_json, trace_file
         console.print(
             f"output {name}: shape {tuple(arr.shape)}  mean {float(arr.mean()):.6g}  max|x| {float(abs(arr).max()):.6g}"
         )
+    if trace_file:
+        console.print(f"trace written to {trace_file} (open it in ui.perfetto.dev)")
 
 
 @cli.command("report")

@@ -28,6 +28,7 @@ BOUND_COLORS = {
     "ddr": "tab:orange",
     "p2p": "tab:purple",
     "launch": "tab:gray",
+    "fill": "tab:brown",
 }
 KIND_COLORS = {
     "weight": "tab:green",
@@ -166,7 +167,7 @@ def roofline(report: dict, target: Target, title: str = ""):
         ax.text(
             0.01,
             0.01,
-            f"{len(skipped)} kernel(s) without FLOPs or off-chip bytes not shown",
+            f"{_count(len(skipped), 'kernel')} without FLOPs or off-chip bytes not shown",
             transform=ax.transAxes,
             fontsize=7,
             color="0.4",
@@ -385,7 +386,7 @@ def summary(schedule: dict, report: dict, target: Target, name: str = "") -> lis
     kernels = report["per_kernel"]
     seconds = report["seconds"]
     lines = [
-        f"{describe(schedule, name)}: {report['kernels']} kernels, {seconds * 1e6:,.1f} µs modeled"
+        f"{describe(schedule, name)}: {_count(report['kernels'], 'kernel')}, {seconds * 1e6:,.1f} µs modeled"
         + (" per socket" if target.sockets > 1 else "")
     ]
     if seconds:
@@ -404,7 +405,7 @@ def summary(schedule: dict, report: dict, target: Target, name: str = "") -> lis
     lines.append(
         "  bound by: "
         + ", ".join(
-            f"{b} {n} kernel(s) {_share(time_by_bound[b] / seconds)} of time"
+            f"{b} {_count(n, 'kernel')} {_share(time_by_bound[b] / seconds)} of time"
             for b, n in bounds.most_common()
         )
         if seconds
@@ -459,3 +460,7 @@ def write_plots(
         files[out / f"kernels.{fmt}"] = data
     write_files_atomic(files)
     return [f"wrote {p}" for p in sorted(files)] + notes
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

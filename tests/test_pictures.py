@@ -189,7 +189,8 @@ def check_plots(out, schedule_path, stdout: str) -> None:
         assert "<svg" in (out / "kernels.svg").read_text()
     else:
         assert "Graphviz 'dot' not found" in stdout
-    assert f"{len(schedule['kernels'])} kernels" in stdout and "peak resident" in stdout
+    n = len(schedule["kernels"])
+    assert f": {n} kernel{'s' if n != 1 else ''}, " in stdout and "peak resident" in stdout
 
 
 def test_report_plots_for_an_example(tmp_path, capsys):
