@@ -101,13 +101,24 @@ class KernelCost:
 
 
 def allocate_pcus(stage_work: Sequence[float], pcus: int) -> list[int]:
-    """PCUs per stage in proportion to its work (PCU-cycles), at least one each."""
-    total = sum(stage_work)
-    if not stage_work:
+    """PCUs per stage in proportion to its work (PCU-cycles), at least one each, ``pcus`` in all.
+
+    Each stage first gets one PCU; the rest are shared in proportion to work, largest
+    remainders first (ties to the earlier stage), so the sum is exactly ``pcus``. More
+    stages than PCUs get one each: fusion keeps kernels within the array, so that only
+    happens to a kernel costed on its own.
+    """
+    n, total = len(stage_work), sum(stage_work)
+    if n == 0:
         return []
-    if total == 0:
-        return [1] * len(stage_work)
-    return [max(1, int(pcus * w / total)) for w in stage_work]
+    if total == 0 or n >= pcus:
+        return [1] * n
+    shares = [(pcus - n) * w / total for w in stage_work]
+    alloc = [1 + int(s) for s in shares]
+    by_remainder = sorted(range(n), key=lambda i: (int(shares[i]) - shares[i], i))
+    for i in by_remainder[: pcus - sum(alloc)]:
+        alloc[i] += 1
+    return alloc
 
 
 def _cycles_for_bytes(nbytes: int, bandwidth_Bps: float, clock_hz: float) -> int:

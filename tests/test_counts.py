@@ -173,3 +173,34 @@ def test_runtime_enforces_sram_capacity():
         coec.CapacityError, match=rf"SRAM capacity exceeded.*{need - 1:,} available"
     ):
         Executor(schedule, cm.weights).run([x.numpy()])
+
+
+@pytest.mark.parametrize(
+    ("work", "pcus", "expected"),
+    [
+        ([3.0, 1.0], 10, [7, 3]),  # 1 each, then 8 shared 6:2
+        ([1.0] * 3, 10, [4, 3, 3]),  # remainders tie: the earlier stage first
+        ([1000.0] + [1.0] * 5, 8, [3, 1, 1, 1, 1, 1]),  # tiny stages still get one, sum stays 8
+        ([0.0, 0.0], 4, [1, 1]),
+        ([5.0] * 4, 3, [1, 1, 1, 1]),  # more stages than PCUs: one each
+    ],
+)
+def test_pcu_allocation_uses_the_array_exactly(work, pcus, expected):
+    from coec.backend.cost import allocate_pcus
+
+    got = allocate_pcus(work, pcus)
+    assert got == expected
+    if 0 < len(work) < pcus and sum(work):
+        assert sum(got) == pcus
+
+
+def test_no_kernel_uses_more_pcus_than_the_chip_has():
+    """llama2-7b decode fused on 8 sockets: every kernel's stages fit the 1040 PCUs."""
+    from coec.driver import compile_zoo_model
+
+    result = compile_zoo_model(
+        "llama2-7b", phase="decode", seq=4096, layers=2, target="sn40l-node", fusion="dataflow"
+    )
+    pcus = result.model.schedule["target"]["compute"]["pcus"]
+    for k in result.model.schedule["kernels"]:
+        assert sum(k["estimate"]["stage_pcus"]) <= pcus, k["name"]
