@@ -9,6 +9,7 @@ sits beside it; shipped targets give a source for every number.
 
 from __future__ import annotations
 
+import difflib
 import math
 import tomllib
 from dataclasses import dataclass, replace
@@ -146,6 +147,12 @@ class _Table:
         where = f" [{self.where}]" if self.where else ""
         return ConfigError(f"{self.file}:{where} {msg}")
 
+    def _missing(self, key: str) -> ConfigError:
+        """A missing key, naming the given key it was probably meant to be."""
+        close = difflib.get_close_matches(key, [k for k in self.data if k not in self.used], n=1)
+        hint = f" ('{close[0]}' given: a misspelling?)" if close else ""
+        return self._fail(f"missing key '{key}'{hint}")
+
     def table(self, key: str) -> _Table:
         self.used.add(key)
         value = self.data.get(key)
@@ -180,7 +187,7 @@ class _Table:
         """`key` in its unit (the key's suffix), converted to SI; `{value, source}` allowed."""
         self.used.add(key)
         if key not in self.data:
-            raise self._fail(f"missing key '{key}'")
+            raise self._missing(key)
         raw = self.data[key]
         if isinstance(raw, dict):
             extra = set(raw) - {"value", "source"}

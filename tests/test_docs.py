@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import runpy
 import shlex
+import tomllib
 
 from conftest import ROOT
 
@@ -52,8 +53,19 @@ def _check_output(command: str, expected: list[str], output: str) -> None:
         at += 1
 
 
-def test_tutorial_runs_as_written(tmp_path, monkeypatch, capsys):
+def _cli(argv: list[str]) -> int:
+    """``coec ARGS`` in-process: its exit code."""
     from coec.cli import main
+
+    assert argv[0] == "coec", argv
+    try:
+        main(argv[1:])
+    except SystemExit as e:
+        return e.code or 0
+    return 0
+
+
+def test_tutorial_runs_as_written(tmp_path, monkeypatch, capsys):
 
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     monkeypatch.chdir(tmp_path)
@@ -65,11 +77,7 @@ def test_tutorial_runs_as_written(tmp_path, monkeypatch, capsys):
             for command, expected in _console_steps(body):
                 argv = shlex.split(command)
                 assert argv[0] == "coec", command
-                try:
-                    main(argv[1:])
-                    code = 0
-                except SystemExit as e:
-                    code = e.code or 0
+                code = _cli(argv)
                 out, err = capsys.readouterr()
                 assert code == 0, f"`{command}` failed: {err}"
                 _check_output(command, expected, out)
@@ -86,3 +94,56 @@ def test_tutorial_shows_the_example_as_it_is():
     markdown = (ROOT / "docs" / "tutorial.md").read_text()
     excerpt = next(b for lang, b in _blocks(markdown) if lang == "python" and "def model()" in b)
     assert excerpt.strip() in (ROOT / "examples" / "hf_llama.py").read_text()
+
+
+# -- the target-file reference ------------------------------------------------------------
+def _keys(table: dict, prefix: str = "") -> set[str]:
+    """Every key path of a target file, ``{value, source}`` tables counted as their key."""
+    keys = set()
+    for k, v in table.items():
+        if isinstance(v, dict) and not set(v) <= {"value", "source"}:
+            has_leaves = any(not isinstance(x, dict) or "value" in x for x in v.values())
+            keys |= ({f"{prefix}{k}"} if has_leaves else set()) | _keys(v, f"{prefix}{k}.")
+        else:
+            keys.add(f"{prefix}{k}")
+    return keys
+
+
+def test_target_reference_describes_every_shipped_key():
+    page = (ROOT / "docs" / "targets.md").read_text()
+    documented = set(re.findall(r"`([A-Za-z0-9_]+)`", page)) | set(
+        re.findall(r"\[([a-z.]+)\]", page)
+    )
+    for path in sorted((ROOT / "backend" / "targets").glob("*.toml")):
+        for key in _keys(tomllib.loads(path.read_text())):
+            leaf = key.rsplit(".", 1)[-1]
+            assert leaf in documented or key in documented, f"{path.name}: {key} not in targets.md"
+
+
+def test_target_reference_example_compiles_and_its_error_is_real(tmp_path, monkeypatch, capsys):
+    from coec.driver import compile_zoo_model
+
+    page = (ROOT / "docs" / "targets.md").read_text()
+    example = next(b for lang, b in _blocks(page) if lang == "toml" and "format =" in b)
+    (tmp_path / "sn40l-fast-hbm.toml").write_text(example)
+    monkeypatch.chdir(tmp_path)
+    command = next(b for lang, b in _blocks(page) if lang == "bash" and "fast-hbm" in b)
+    assert _cli(shlex.split(command)) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "target sn40l-fast-hbm" in out
+
+    # doubling HBM bandwidth must help a decode, which streams its weights from HBM
+    kw = dict(phase="decode", seq=4096, layers=2, fusion="dataflow", launch="hardware")
+    fast = compile_zoo_model("llama2-7b", target="sn40l-fast-hbm.toml", **kw).report
+    base = compile_zoo_model("llama2-7b", target="sn40l", **kw).report
+    assert fast["bytes"] == base["bytes"] and fast["cycles"] < 0.8 * base["cycles"]
+
+    # the error shown on the page is what a misspelt key gives
+    console = next(b for lang, b in _blocks(page) if lang == "console")
+    (command, [shown]) = _console_steps(console)[0]
+    (tmp_path / "chip.toml").write_text(
+        example.replace("bandwidth_GBps = { value = 3600", "bandwidth_GBs = { value = 3600")
+    )
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    assert _cli(shlex.split(command)) == 2
+    assert capsys.readouterr().err.strip() == shown
