@@ -1,13 +1,17 @@
-"""The docs stay true: the CLI reference is regenerated from the CLI and must match."""
+"""The docs stay true: the CLI reference is generated from the CLI, the tutorial's commands
+run and print what it shows, and the target and schedule references name every key the code
+reads or writes, with examples checked against what coec really does."""
 
 from __future__ import annotations
 
+import json
 import re
 import runpy
 import shlex
 import tomllib
 
-from conftest import ROOT
+import pytest
+from conftest import ROOT, load_example
 
 
 def test_cli_reference_is_current():
@@ -146,4 +150,71 @@ def test_target_reference_example_compiles_and_its_error_is_real(tmp_path, monke
     )
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     assert _cli(shlex.split(command)) == 2
+    assert capsys.readouterr().err.strip() == shown
+
+
+# -- the schedule-format reference --------------------------------------------------------
+#: schedule fields whose keys are names (buffers, values, tier pairs...), not format keys
+_NAME_MAPS = {"buffers", "values", "constants", "attrs", "bytes", "peak_bytes", "memory"}
+
+
+def _schedule_keys(node, parent: str = "") -> set[str]:
+    keys: set[str] = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if parent not in _NAME_MAPS:
+                keys.add(k)
+            keys |= _schedule_keys(v, k if parent not in _NAME_MAPS else "")
+    elif isinstance(node, list):
+        for v in node:
+            keys |= _schedule_keys(v, parent)
+    return keys
+
+
+@pytest.fixture(scope="module")
+def mlp_schedule(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mlp") / "mlp.json"
+    assert _cli(["coec", "compile", str(ROOT / "examples" / "mlp.py"), "-o", str(path)]) == 0
+    return path
+
+
+def test_schedule_reference_names_every_key_the_backend_writes(mlp_schedule):
+    import coec
+    from coec.driver import compile_zoo_model
+
+    page = (ROOT / "docs" / "schedule.md").read_text()
+    documented = set(re.findall(r"`([A-Za-z0-9_]+)`", page))
+    llama, inputs = load_example("llama_block")
+    schedules = {
+        "mlp": json.loads(mlp_schedule.read_text()),
+        "llama_block dataflow": coec.compile(llama, inputs, fusion="dataflow").schedule,
+        "tiny-llama on 2 sockets": compile_zoo_model(
+            "tiny-llama", phase="decode", seq=32, sockets=2, fusion="dataflow"
+        ).model.schedule,
+        "tiny-llama lm": coec.compile(*load_example("tiny_llama_lm"), fusion="epilogue").schedule,
+    }
+    for what, schedule in schedules.items():
+        missing = _schedule_keys(schedule) - documented
+        assert not missing, f"{what}: keys {sorted(missing)} are not in docs/schedule.md"
+
+
+def test_schedule_reference_example_is_what_the_backend_writes(mlp_schedule):
+    page = (ROOT / "docs" / "schedule.md").read_text()
+    kernel, buffer = [json.loads(b) for lang, b in _blocks(page) if lang == "json"]
+    schedule = json.loads(mlp_schedule.read_text())
+    assert kernel == schedule["kernels"][0]
+    assert buffer == schedule["buffers"][kernel["stores"][0]["buffer"]]
+
+
+def test_schedule_reference_error_is_what_the_runtime_says(
+    mlp_schedule, tmp_path, monkeypatch, capsys
+):
+    page = (ROOT / "docs" / "schedule.md").read_text()
+    console = next(b for lang, b in _blocks(page) if lang == "console")
+    (command, [shown]) = _console_steps(console)[0]
+    schedule = json.loads(mlp_schedule.read_text())
+    schedule["kernels"][0]["loads"][0]["box"][0] = [0, 9]
+    (tmp_path / "broken.json").write_text(json.dumps(schedule))
+    monkeypatch.chdir(tmp_path)
+    assert _cli(shlex.split(command)) == 6
     assert capsys.readouterr().err.strip() == shown
