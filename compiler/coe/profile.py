@@ -77,24 +77,38 @@ def _weight_bytes(schedule: dict) -> int:
 def _compiled(
     zoo: str, phase: str, seq: int, batch: int, target: str, fusion: str, layers: int | None = None
 ) -> dict:
+    from coec.cache import cached, target_params
     from coec.driver import compile_zoo_model
 
-    global compiles
-    compiles += 1
-    r = compile_zoo_model(
-        zoo, phase=phase, seq=seq, batch=batch, layers=layers, target=target, fusion=fusion
-    )
-    return {"seconds": r.report["seconds"], "weight_bytes": _weight_bytes(r.model.schedule)}
+    def compile_it() -> dict:
+        global compiles
+        compiles += 1
+        r = compile_zoo_model(
+            zoo, phase=phase, seq=seq, batch=batch, layers=layers, target=target, fusion=fusion
+        )
+        return {"seconds": r.report["seconds"], "weight_bytes": _weight_bytes(r.model.schedule)}
+
+    key = dict(zoo=zoo, phase=phase, seq=seq, batch=batch, layers=layers, fusion=fusion)
+    return cached("zoo-compile", {**key, "target": target_params(target)}, compile_it)
 
 
 @functools.cache
 def _compiled_file(path: str, entry: str | None, target: str, fusion: str) -> dict:
+    from coec.cache import cached, file_digest, target_params
     from coec.driver import compile_model_file
 
-    global compiles
-    compiles += 1
-    r = compile_model_file(path, entry=entry, target=target, fusion=fusion, sockets=1)
-    return {"seconds": r.report["seconds"], "weight_bytes": _weight_bytes(r.model.schedule)}
+    def compile_it() -> dict:
+        global compiles
+        compiles += 1
+        r = compile_model_file(path, entry=entry, target=target, fusion=fusion, sockets=1)
+        return {"seconds": r.report["seconds"], "weight_bytes": _weight_bytes(r.model.schedule)}
+
+    try:
+        digest = file_digest(path)
+    except OSError:
+        return compile_it()  # compile_model_file names the missing file
+    key = {"file": digest, "entry": entry, "fusion": fusion, "target": target_params(target)}
+    return cached("file-compile", key, compile_it)
 
 
 @dataclass(frozen=True)
@@ -194,18 +208,23 @@ def router_profile(
     target: str, batch: int, seq: int, fusion: str | None = None
 ) -> tuple[float, int]:
     """(seconds per batch, weight bytes) of the router's encoder on one socket of ``target``."""
+    from coec.cache import cached, target_params
     from coec.coe.router import embedding_program
     from coec.pipeline import Options, compile_program
     from coec.runtime.executor import Executor
 
     fusion = fusion or Node.of(load_target(target)).fusion
-    module, inputs = embedding_program(batch, seq)
-    compiled = compile_program(module, inputs, Options(target=target, fusion=fusion, sockets=1))
-    _, report = Executor(compiled.schedule, count_only=True).run()
-    weights = sum(
-        b["bytes"] for b in compiled.schedule["buffers"].values() if b["kind"] == "weight"
-    )
-    return report["seconds"], weights
+
+    def compile_it() -> dict:
+        module, inputs = embedding_program(batch, seq)
+        options = Options(target=target, fusion=fusion, sockets=1)
+        compiled = compile_program(module, inputs, options)
+        _, report = Executor(compiled.schedule, count_only=True).run()
+        return {"seconds": report["seconds"], "weight_bytes": _weight_bytes(compiled.schedule)}
+
+    key = {"batch": batch, "seq": seq, "fusion": fusion, "target": target_params(target)}
+    c = cached("router-compile", key, compile_it)
+    return c["seconds"], c["weight_bytes"]
 
 
 @dataclass(frozen=True)
