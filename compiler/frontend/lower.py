@@ -414,6 +414,33 @@ def _clamp(lw: Lowering, node, a):
     return x
 
 
+@lowers("hardtanh")
+def _hardtanh(lw: Lowering, node, a):
+    """``clamp(x, min_val, max_val)`` (ReLU6 is hardtanh(0, 6))."""
+    x = lw.value(a["self"])
+    x = lw.ew("maximum", x, lw.scalar(a["min_val"], x))
+    return lw.ew("minimum", x, lw.scalar(a["max_val"], x))
+
+
+@lowers("leaky_relu")
+def _leaky_relu(lw: Lowering, node, a):
+    x = lw.value(a["self"])
+    negative = lw.ew("mul", x, lw.scalar(a["negative_slope"], x))
+    return (
+        lw.ew("maximum", x, negative) if a["negative_slope"] <= 1 else lw.ew("minimum", x, negative)
+    )
+
+
+@lowers("hardsigmoid", "hardswish")
+def _hard_gates(lw: Lowering, node, a):
+    """``relu6(x + 3) / 6``, times ``x`` for hardswish (MobileNetV3)."""
+    x = lw.value(a["self"])
+    gate = lw.ew("add", x, lw.scalar(3.0, x))
+    gate = lw.ew("minimum", lw.ew("maximum", gate, lw.scalar(0.0, x)), lw.scalar(6.0, x))
+    gate = lw.ew("div", gate, lw.scalar(6.0, x))
+    return lw.ew("mul", x, gate) if node.target.overloadpacket.__name__ == "hardswish" else gate
+
+
 # -- matmuls -------------------------------------------------------------------------------
 @lowers("linear")
 def _linear(lw: Lowering, node, a):
@@ -692,3 +719,7 @@ def _all_reduce(lw: Lowering, node, a):
 def lower_program(program: ExportedProgram, dtype: str = "bf16") -> Program:
     """The df IR of an exported program; raises UnsupportedOpError with the source line."""
     return Lowering(program, dtype).run()
+
+
+# the spatial ops (convolution, pooling, batch norm, cumsum) register themselves on import
+from coec.frontend import lower_spatial as _spatial  # noqa: E402, F401
