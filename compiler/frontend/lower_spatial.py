@@ -353,10 +353,7 @@ def _torch_gather(lw: Lowering, node, a):
     grid = torch.meshgrid(*(torch.arange(n) for n in ishape), indexing="ij")
     offsets = sum(g * strides[d] for d, g in enumerate(grid) if d != axis)
     table = lw.emit(df.ReshapeOp(x, lw.like(x, [math.prod(shape)])), f"{node.name}_flat")
-    i = index
-    size = shape[axis]
-    negative = lw.ew("lt", i, lw.scalar(0, i), type_=lw.like(i, dtype="i1"))
-    i = lw.ew("where", negative, lw.ew("add", i, lw.scalar(size, i)), i, type_=df.tensor_type(i))
+    i = index  # torch.gather rejects negative indices, so none need wrapping
     if strides[axis] != 1:
         i = lw.ew("mul", i, lw.scalar(strides[axis], i))
     if rank > 1:
