@@ -58,27 +58,32 @@ def _windows(
     out: list[int],
     name: str,
 ) -> SSAValue:
-    """``(N, C, *out, K)``: every output position's receptive field, offsets row-major."""
+    """``(N, K·C, *out)``: for each kernel offset (row-major), the strided slice of ``x``
+    it sees, stacked along channels. Slices of a shared offset prefix are made once, so a
+    k×k window costs k + k² slices and one concat."""
     n, c = df.tensor_type(x).shape_tuple[:2]
     offsets = list(itertools.product(*(range(k) for k in kernel)))
-    parts = []
-    for j, offset in enumerate(offsets):
-        v = x
-        for i, o in enumerate(offset):
-            start = o * dilation[i]
+    made: dict[tuple[int, ...], SSAValue] = {(): x}
+    for offset in offsets:
+        for i in range(len(offset)):
+            prefix = offset[: i + 1]
+            if prefix in made:
+                continue
+            v = made[offset[:i]]
+            start = offset[i] * dilation[i]
             end = start + stride[i] * (out[i] - 1) + 1
             shape = list(df.tensor_type(v).shape_tuple)
             if (start, end, stride[i]) != (0, shape[2 + i], 1):
                 shape[2 + i] = out[i]
                 v = lw.emit(
                     df.SliceOp(v, 2 + i, start, end, stride[i], lw.like(v, shape)),
-                    f"{name}_win{j}_{i}",
+                    f"{name}_at{'_'.join(map(str, prefix))}",
                 )
-        parts.append(lw.emit(df.ReshapeOp(v, lw.like(v, [n, c, *out, 1])), f"{name}_win{j}"))
+            made[prefix] = v
+    parts = [made[o] for o in offsets]
     if len(parts) == 1:
         return parts[0]
-    axis = 2 + len(out)
-    return lw.emit(df.ConcatOp(parts, axis, lw.like(x, [n, c, *out, len(offsets)])), name)
+    return lw.emit(df.ConcatOp(parts, 1, lw.like(x, [n, len(offsets) * c, *out])), name)
 
 
 def _patches(lw: Lowering, x: SSAValue, kernel: list[int], name: str) -> SSAValue:
@@ -113,45 +118,31 @@ def _convolution(lw: Lowering, node, a):
     if groups == c == o and groups > 1:  # depthwise: a weighted sum over each window
         return _depthwise(lw, node, a, x, w, kernel, stride, padding, dilation, out)
     plain = padding == [0] * r and dilation == [1] * r and stride == kernel
-    if plain and all(s % kk == 0 for s, kk in zip(spatial, kernel, strict=True)):
-        cols = _patches(lw, x, kernel, name)
-    else:
-        x = _pad(lw, x, padding, 0.0, name)
-        win = _windows(lw, x, kernel, stride, dilation, out, f"{name}_im2col")
-        perm = [0, *range(2, 2 + r), 1, 2 + r]  # (N, *out, C, K)
-        win = lw.emit(df.PermuteOp(win, perm, lw.like(win, [n, *out, c, k])), f"{name}_im2col_perm")
-        cols = lw.emit(df.ReshapeOp(win, lw.like(win, [n, positions, c * k])), f"{name}_cols")
-
-    w2 = lw.emit(df.ReshapeOp(w, lw.like(w, [o, c_per_group * k])), f"{name}_w")
+    patches = plain and all(s % kk == 0 for s, kk in zip(spatial, kernel, strict=True))
+    x = x if patches else _pad(lw, x, padding, 0.0, name)
     o_per_group = o // groups
     ys = []
     for g in range(groups):
-        xg, wg = cols, w2
+        xg, wg = x, w
         if groups > 1:
-            span = c_per_group * k
-            xg = lw.emit(
-                df.SliceOp(
-                    cols, 2, g * span, (g + 1) * span, 1, lw.like(cols, [n, positions, span])
-                ),
-                f"{name}_g{g}",
+            xg = _channels(lw, x, g * c_per_group, (g + 1) * c_per_group, f"{name}_g{g}")
+            wg = _channels(lw, w, g * o_per_group, (g + 1) * o_per_group, f"{name}_w{g}", 0)
+        span = k * c_per_group
+        if patches:  # channel-major columns; the weight (O, C, *k) is already that order
+            cols = _patches(lw, xg, kernel, f"{name}_g{g}")
+            wk = lw.emit(df.ReshapeOp(wg, lw.like(wg, [o_per_group, span])), f"{name}_wk{g}")
+        else:  # offset-major columns; the weight is permuted to (O, *k, C) to match
+            win = _windows(lw, xg, kernel, stride, dilation, out, f"{name}_im2col{g}")
+            perm = [0, *range(2, 2 + r), 1]
+            win = lw.emit(df.PermuteOp(win, perm, lw.like(win, [n, *out, span])), f"{name}_t{g}")
+            cols = lw.emit(df.ReshapeOp(win, lw.like(win, [n, positions, span])), f"{name}_c{g}")
+            wt = lw.emit(
+                df.PermuteOp(wg, perm, lw.like(wg, [o_per_group, *kernel, c_per_group])),
+                f"{name}_wt{g}",
             )
-            wg = lw.emit(
-                df.SliceOp(
-                    w2,
-                    0,
-                    g * o_per_group,
-                    (g + 1) * o_per_group,
-                    1,
-                    lw.like(w2, [o_per_group, span]),
-                ),
-                f"{name}_w{g}",
-            )
-        ys.append(
-            lw.emit(
-                df.MatmulOp(xg, wg, True, lw.like(cols, [n, positions, o_per_group])),
-                f"{name}_mm{g}",
-            )
-        )
+            wk = lw.emit(df.ReshapeOp(wt, lw.like(wt, [o_per_group, span])), f"{name}_wk{g}")
+        out_g = lw.like(cols, [n, positions, o_per_group])
+        ys.append(lw.emit(df.MatmulOp(cols, wk, True, out_g), f"{name}_mm{g}"))
     y = (
         ys[0]
         if groups == 1
@@ -170,13 +161,23 @@ def _depthwise(lw: Lowering, node, a, x, w, kernel, stride, padding, dilation, o
     r, k = len(out), math.prod(kernel)
     x = _pad(lw, x, padding, 0.0, node.name)
     win = _windows(lw, x, kernel, stride, dilation, out, f"{node.name}_win")
-    taps = lw.emit(df.ReshapeOp(w, lw.like(w, [c, *([1] * r), k])), f"{node.name}_taps")
+    win = lw.emit(df.ReshapeOp(win, lw.like(win, [n, k, c, *out])), f"{node.name}_byk")
+    # the weight (C, 1, *kernel) as (K, C, 1, ...): offset-major like the windows
+    taps = lw.emit(df.ReshapeOp(w, lw.like(w, [c, k])), f"{node.name}_w")
+    taps = lw.emit(df.PermuteOp(taps, [1, 0], lw.like(taps, [k, c])), f"{node.name}_wt")
+    taps = lw.emit(df.ReshapeOp(taps, lw.like(taps, [k, c, *([1] * r)])), f"{node.name}_taps")
     y = lw.ew("mul", win, taps)
-    y = lw.emit(df.ReduceOp("sum", y, [2 + r], False, lw.like(y, [n, c, *out])))
+    y = lw.emit(df.ReduceOp("sum", y, [1], False, lw.like(y, [n, c, *out])))
     if a["bias"] is not None:
         bias = lw.value(a["bias"])
         y = lw.ew("add", y, lw.emit(df.ReshapeOp(bias, lw.like(bias, [c, *([1] * r)]))))
     return y
+
+
+def _channels(lw: Lowering, x: SSAValue, lo: int, hi: int, name: str, axis: int = 1):
+    shape = list(df.tensor_type(x).shape_tuple)
+    shape[axis] = hi - lo
+    return lw.emit(df.SliceOp(x, axis, lo, hi, 1, lw.like(x, shape)), name)
 
 
 def _pool(lw: Lowering, node, a, kind: str):
@@ -205,8 +206,11 @@ def _pool(lw: Lowering, node, a, kind: str):
             lw, x, [max(0, nd - h) for h, nd in zip(have, need, strict=True)], fill, node.name
         )
     win = _windows(lw, x, kernel, stride, dilation, out, f"{node.name}_win")
-    shape = [n, c, *out]
-    return lw.emit(df.ReduceOp(kind, win, [2 + r], False, lw.like(win, shape)))
+    k = math.prod(kernel)
+    if k == 1:
+        return win
+    win = lw.emit(df.ReshapeOp(win, lw.like(win, [n, k, c, *out])), f"{node.name}_byk")
+    return lw.emit(df.ReduceOp(kind, win, [1], False, lw.like(win, [n, c, *out])))
 
 
 def _pad_after(lw: Lowering, x: SSAValue, pads: list[int], value: float, name: str) -> SSAValue:
