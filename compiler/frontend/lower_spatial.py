@@ -257,29 +257,37 @@ def _adaptive_avg_pool(lw: Lowering, node, a):
     return _pool(lw, node, {"self": node.args[0], "kernel_size": k, "stride": k}, "mean")
 
 
+def _known(lw: Lowering, arg) -> torch.Tensor | None:
+    """The data of a parameter or folded constant (None for values computed at run time)."""
+    if arg in lw.params:
+        return lw.weights[lw.params[arg]]
+    if arg in lw.consts and isinstance(lw.consts[arg], torch.Tensor):
+        return lw.consts[arg]
+    return None
+
+
 @lowers("_native_batch_norm_legit_no_training")
 def _batch_norm(lw: Lowering, node, a):
-    """Eval-mode batch norm: ``(x - mean) / sqrt(var + eps) * weight + bias`` per channel."""
+    """Eval-mode batch norm, ``x · scale + shift`` per channel. With its statistics and
+    affine parameters known at compile time (always, for a model in eval mode), scale and
+    shift are folded into two constants, as inference compilers do."""
+    if any(u.target is not operator.getitem or u.args[1] != 0 for u in node.users):
+        raise lw.unsupported("use of batch norm's saved statistics")
     x = lw.value(a["input"])
     rank = len(df.tensor_type(x).shape_tuple)
     c = df.tensor_type(x).shape_tuple[1]
     per_channel = [c] + [1] * (rank - 2)
-
-    def channel(arg, what):
-        v = lw.value(arg)
-        return lw.emit(df.ReshapeOp(v, lw.like(v, per_channel)), f"{node.name}_{what}")
-
-    y = lw.ew("sub", x, channel(a["running_mean"], "mean"))
-    var = channel(a["running_var"], "var")
-    inv = lw.ew("rsqrt", lw.ew("add", var, lw.scalar(a["eps"], var)))
-    y = lw.ew("mul", y, inv)
-    if a["weight"] is not None:
-        y = lw.ew("mul", y, channel(a["weight"], "weight"))
-    if a["bias"] is not None:
-        y = lw.ew("add", y, channel(a["bias"], "bias"))
-    if any(u.target is not operator.getitem or u.args[1] != 0 for u in node.users):
-        raise lw.unsupported("use of batch norm's saved statistics")
-    return [y, None, None]
+    mean, var = _known(lw, a["running_mean"]), _known(lw, a["running_var"])
+    weight = _known(lw, a["weight"]) if a["weight"] is not None else torch.ones(c)
+    bias = _known(lw, a["bias"]) if a["bias"] is not None else torch.zeros(c)
+    if any(t is None for t in (mean, var, weight, bias)):
+        raise lw.unsupported("batch norm whose statistics are computed at run time")
+    with torch.no_grad():
+        scale = weight.float() * torch.rsqrt(var.float() + a["eps"])
+        shift = bias.float() - mean.float() * scale
+    scale = lw._constant(f"{node.name}_scale", scale.reshape(per_channel))
+    shift = lw._constant(f"{node.name}_shift", shift.reshape(per_channel))
+    return [lw.ew("add", lw.ew("mul", x, scale), shift), None, None]
 
 
 @lowers("cumsum")
