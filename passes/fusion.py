@@ -183,31 +183,43 @@ def kernel_cycles(ops: Sequence[df.DfOp], target: Target) -> int:
     return cycles
 
 
+#: ops that only move or view data: no work of their own, so fusing them is judged together
+#: with the next op that has work (each judged alone, a long chain of them re-plans the
+#: growing kernel once per op, quadratic in the model's size)
+_MOVEMENT = (df.ReshapeOp, df.PermuteOp, df.SliceOp, df.ConcatOp, df.BroadcastOp)
+
+
 def partition_dataflow(ops: Sequence[df.DfOp], target: Target) -> list[list[df.DfOp]]:
-    """Greedy in program order: an op joins the running kernel if it fits and fusing it is
-    modeled faster than starting a new kernel with it (weights forced to stream by a
-    crowded SRAM can make a split cheaper)."""
+    """Greedy in program order: an op (with the movement ops just before it) joins the
+    running kernel if it fits and fusing it is modeled faster than starting a new kernel
+    with it (weights forced to stream by a crowded SRAM can make a split cheaper)."""
     groups: list[list[df.DfOp]] = []
     current: list[df.DfOp] = []
     current_cycles = 0
+    steps: list[list[df.DfOp]] = []
     for op in ops:
+        if steps and isinstance(steps[-1][-1], _MOVEMENT):
+            steps[-1].append(op)
+        else:
+            steps.append([op])
+    for step in steps:
         alone = None
         if current:
-            candidate = [*current, op]
+            candidate = [*current, *step]
             verdict = can_fuse_dataflow(candidate, target)
             if verdict.ok:
                 fused = kernel_cycles(candidate, target)
-                alone = kernel_cycles([op], target)
+                alone = kernel_cycles(step, target)
                 if fused <= current_cycles + alone:
                     current, current_cycles = candidate, fused
                     continue
                 verdict = Verdict(
                     False, f"fused {fused:,} cycles > {current_cycles + alone:,} apart"
                 )
-            log.debug("dataflow: kernel boundary before %s: %s", op.name, verdict.why)
+            log.debug("dataflow: kernel boundary before %s: %s", step[0].name, verdict.why)
             groups.append(current)
-        current = [op]
-        current_cycles = alone if alone is not None else kernel_cycles([op], target)
+        current = list(step)
+        current_cycles = alone if alone is not None else kernel_cycles(step, target)
     if current:
         groups.append(current)
     groups = merge_neighbours(groups, target)

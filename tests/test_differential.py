@@ -172,7 +172,9 @@ def check_program(program, max_tile):
         outs = cm(x)
         outs = outs if isinstance(outs, tuple) else (outs,)
         for out, ref in zip(outs, refs, strict=True):
-            scale = ref.abs().max().item() or 1.0
+            # an output that cancels to ~0 (the sum of a layernorm's outputs) is judged
+            # against the unit scale of the graph's values, not against its own rounding
+            scale = max(ref.abs().max().item(), 1e-3)
             err = (out - ref).abs().max().item() / scale
             assert err <= 1e-4, (fusion, max_tile, steps, err)
 
