@@ -10,7 +10,8 @@ Per kernel (DESIGN.md §7), in whole cycles of the target clock::
 - compute: the slowest pipeline stage; each op with work is a stage, and stages
   get PCUs in proportion to their work (a one-op kernel gets the whole chip);
 - hbm / ddr: bytes that cross the tier over its bandwidth (SRAM is not a limit);
-- p2p: bytes each socket sends to its peers (``sram->p2p``) over the link bandwidth;
+- p2p: bytes each socket sends to its peers (``sram->p2p``) over the link bandwidth
+  (ring collectives: ``allreduce_bytes``, ``allgather_bytes``);
 - fill: one tile's latency through the pipeline, ``fill_cycles_per_stage`` per op;
 - launch: software- or hardware-orchestrated, a target setting.
 """
@@ -221,6 +222,21 @@ def tile_shape(shape: Sequence[int], axis: int | None, size: int) -> tuple[int, 
 def allreduce_bytes(nbytes: int, sockets: int) -> int:
     """Bytes one socket sends in a ring all-reduce of ``nbytes``: 2·(N−1)/N of it."""
     return 2 * (sockets - 1) * nbytes // sockets
+
+
+def allgather_bytes(nbytes: int, sockets: int) -> int:
+    """Bytes one socket sends in a ring all-gather whose result is ``nbytes``: its shard,
+    ``nbytes``/N, to each of the N−1 others — (N−1)/N of the result."""
+    return (sockets - 1) * nbytes // sockets
+
+
+#: collective op name -> bytes one socket sends for a result (tile) of that many bytes
+COLLECTIVE_BYTES = {"allreduce": allreduce_bytes, "allgather": allgather_bytes}
+
+
+def collective_bytes(op: str, nbytes: int, sockets: int) -> int:
+    """What one socket sends its peers for collective ``op`` producing ``nbytes``."""
+    return COLLECTIVE_BYTES[op](nbytes, sockets) if sockets > 1 else 0
 
 
 def tile_sizes(extent: int, tile: int) -> dict[int, int]:

@@ -10,7 +10,7 @@ from xdsl.ir import SSAValue
 from coec.backend.cost import (
     KernelCost,
     Work,
-    allreduce_bytes,
+    collective_bytes,
     kernel_cost,
     op_work,
     tile_shape,
@@ -42,7 +42,7 @@ def traffic(
     plan: KernelPlan, lay: Layout, tier_of: Callable[[SSAValue], str], sockets: int = 1
 ) -> dict[str, int]:
     """Bytes per tier pair the kernel's DMAs move (weights streamed once per tile), and
-    what its all-reduces send to peer sockets."""
+    what its collectives (all-reduce, all-gather) send to peer sockets."""
     pairs: dict[str, int] = defaultdict(int)
     for ld in lay.loads:
         pairs[f"{tier_of(ld.value)}->sram"] += df.tensor_type(ld.value).nbytes
@@ -55,12 +55,13 @@ def traffic(
     for st in lay.stores:
         pairs[f"sram->{tier_of(st.result)}"] += df.tensor_type(st.result).nbytes
     for op in plan.ops:
-        if isinstance(op, df.AllReduceOp) and sockets > 1:
+        if isinstance(op, df.AllReduceOp | df.AllGatherOp) and sockets > 1:
             s = plan.streams[op]
             t = df.tensor_type(op.results[0])
+            kind = op.name.removeprefix("df.")
             for size, count in tile_sizes(plan.extents[s.phase], plan.tile(s.phase)).items():
                 tile = t.nbytes if s.out_axis is None else tile_bytes(t, s.out_axis, size)
-                pairs["sram->p2p"] += allreduce_bytes(tile, sockets) * count
+                pairs["sram->p2p"] += collective_bytes(kind, tile, sockets) * count
     return dict(sorted(pairs.items()))
 
 

@@ -72,6 +72,7 @@ OP_NAMES = frozenset(
         "broadcast",
         "gather",
         "allreduce",
+        "allgather",
     ]
 )
 

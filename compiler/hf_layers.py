@@ -89,8 +89,9 @@ class HFLayer(torch.nn.Module):
             self.block.self_attn.o_proj.register_forward_hook(_all_reduce_output)
             self.block.mlp.down_proj.register_forward_hook(_all_reduce_output)
 
-    def shard(self, name: str, full: torch.Tensor, socket: int) -> torch.Tensor:
-        """Socket ``socket``'s slice of the unsharded parameter ``name``."""
+    def shard(self, name: str, state: dict[str, torch.Tensor], socket: int) -> torch.Tensor:
+        """Socket ``socket``'s slice of ``name`` from the unsharded layer's state dict."""
+        full = state[name]
         if self.tp == 1:
             return full
         part = name.split(".")[-2]

@@ -1,7 +1,8 @@
 """Regional compilation: compile a repeated decoder layer once, reuse it N times.
 
 The embedding, one decoder layer and the head are each exported, lowered, fused
-and tiled once. The layer's fused and tiled IR is then cloned once per layer into
+and tiled once (under tensor parallelism: one socket's shard of each, every
+socket's weights sliced from the unsharded model's). The layer's fused and tiled IR is then cloned once per layer into
 one function — its weights renamed ``layers.<i>.<name>`` and bound to that
 layer's parameters, its folded constants (RoPE tables, ALiBi biases, which depend
 on shapes only) shared — and placement plans memory for the whole model. So
@@ -27,7 +28,7 @@ from coec.passes.fusion import FusePass
 from coec.passes.placement import PlacePass
 from coec.passes.tiling import TilePass
 from coec.pipeline import Compiled, Options
-from coec.zoo import ZooInstance, make_layer
+from coec.zoo import ZooInstance, make_embed, make_head, make_layer
 
 
 class _Stitcher:
@@ -49,9 +50,13 @@ class _Stitcher:
         inputs: list[SSAValue],
         prefix: str,
         params: dict[str, torch.Tensor],
-        shard=None,
+        shard: Callable[[str, dict[str, torch.Tensor], int], torch.Tensor] | None = None,
     ) -> list[SSAValue]:
-        """Clone ``part``'s body reading ``inputs``; returns what it returns."""
+        """Clone ``part``'s body reading ``inputs``; returns what it returns.
+
+        ``params`` is the unsharded module's state dict; ``shard(name, params, socket)``,
+        when given, is socket ``socket``'s tensor of the part's parameter ``name``.
+        """
         fn = part.func
         mapping: dict[SSAValue, SSAValue] = dict(zip(fn.body.block.args, inputs, strict=True))
         for op in fn.body.block.ops:
@@ -62,7 +67,7 @@ class _Stitcher:
                 if op.kind.data == "param":
                     new_name = prefix + name
                     for s, weights in enumerate(self.weights):
-                        weights[new_name] = shard(name, params[name], s) if shard else params[name]
+                        weights[new_name] = shard(name, params, s) if shard else params[name]
                 else:  # folded constants depend on shapes only: one copy serves every layer
                     new_name = "const." + name
                     if new_name in self.shared:
@@ -129,13 +134,16 @@ def compile_zoo(inst: ZooInstance, options: Options, progress: Progress | None =
     with torch.device(inst.ids.device):  # parameters of the parts are bound below
         h = torch.zeros(inst.batch, tokens, arch.hidden)
         shard = make_layer(arch, inst.model.layers[0].past, tp)
+        # one socket's vocabulary shards (on one socket: the model's own parts)
+        embed_shard = make_embed(arch, tp) if tp > 1 else m.embed
+        head_shard = make_head(arch, tp) if tp > 1 else m.head
     caches = [shard_cache(inst, c, 0, tp) for c in inst.caches[:2]]
     step("exporting the embedding")
-    embed = _lower_part(m.embed, (inst.ids,), options, target)
+    embed = _lower_part(embed_shard, (inst.ids,), options, target)
     step("exporting a decoder layer")
     layer = _lower_part(shard, (h, *caches), options, target)
     step("exporting the head")
-    head = _lower_part(m.head, (h,), options, target)
+    head = _lower_part(head_shard, (h,), options, target)
 
     st = _Stitcher(tp)
     ids = st.arg(embed.func.body.block.args[0].type, "input_ids")
@@ -145,7 +153,9 @@ def compile_zoo(inst: ZooInstance, options: Options, progress: Progress | None =
         for j in range(2)
         if inst.caches
     ]
-    (hidden,) = st.clone(embed, [ids], "embed.", dict(m.embed.state_dict()))
+    (hidden,) = st.clone(
+        embed, [ids], "embed.", dict(m.embed.state_dict()), getattr(embed_shard, "shard", None)
+    )
     kv = []
     for i, block in enumerate(m.layers):
         step(f"layer {i + 1}/{arch.layers}")
@@ -154,7 +164,9 @@ def compile_zoo(inst: ZooInstance, options: Options, progress: Progress | None =
             layer, [hidden, *past], f"layers.{i}.", dict(block.state_dict()), shard.shard
         )
         kv += [k, v]
-    (logits,) = st.clone(head, [hidden], "head.", dict(m.head.state_dict()))
+    (logits,) = st.clone(
+        head, [hidden], "head.", dict(m.head.state_dict()), getattr(head_shard, "shard", None)
+    )
     st.block.add_op(func.ReturnOp(logits, *kv))
     for i, kernel in enumerate(op for op in st.block.ops if isinstance(op, df.KernelOp)):
         kernel.sym_name = StringAttr(f"k{i}")

@@ -2,7 +2,11 @@
 
 Each model is split into the parts regional compilation needs: ``Embed`` (token
 ids -> hidden), one ``Layer`` (the repeated decoder layer) and ``Head`` (final
-norm and LM head). ``ZooModel`` chains them for eager reference runs.
+norm and LM head). ``ZooModel`` chains them for eager reference runs. Under tensor
+parallelism every part is one socket's shard (``make_embed``, ``make_layer``,
+``make_head``): the layers Megatron-style, the embedding and the LM head split by
+vocabulary (``VocabParallelEmbed``, ``VocabParallelHead``), so no socket holds a
+whole vocabulary-sized table.
 
 Phases: ``prefill`` runs S prompt tokens (causal attention) and writes the layer's
 K/V; ``decode`` runs one new token per sequence against a KV cache of S tokens
@@ -28,7 +32,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from coec.frontend.collectives import all_reduce
+from coec.frontend.collectives import all_gather, all_reduce
 from coec.ir.errors import ConfigError
 
 
@@ -172,6 +176,83 @@ class Head(torch.nn.Module):
         return self.lm_head(self.norm(h))
 
 
+def vocab_shard(vocab: int, tp: int) -> int:
+    """Rows of the embedding and of the LM head each of ``tp`` sockets holds: socket s
+    holds vocabulary ids ``[s·rows, (s+1)·rows)``; when ``tp`` does not divide the
+    vocabulary, the last shard(s) are padded with zero rows up to ``rows``."""
+    return -(-vocab // tp)
+
+
+def _vocab_rows(full: torch.Tensor, socket: int, rows: int) -> torch.Tensor:
+    """Socket ``socket``'s ``rows`` rows of a vocabulary-sized table, zero-padded past its end."""
+    part = full[socket * rows : (socket + 1) * rows]
+    pad = rows - part.shape[0]
+    return F.pad(part, (0, 0, 0, pad)) if pad else part
+
+
+class VocabParallelEmbed(torch.nn.Module):
+    """One socket's share of the token embedding (Megatron's VocabParallelEmbedding).
+
+    The socket holds ``vocab_shard(vocab, tp)`` rows of the table (the last shard
+    zero-padded when ``tp`` does not divide the vocabulary) and ``vocab_start``, the
+    first id it holds (a one-element parameter, so one SPMD program serves every
+    socket). It looks up the ids in its range, zeroes the rows of the others, and an
+    all-reduce sums the sockets' partial results: every id is found on exactly one.
+    """
+
+    def __init__(self, arch: Arch, tp: int):
+        super().__init__()
+        self.rows = vocab_shard(arch.vocab, tp)
+        self.tokens = torch.nn.Embedding(self.rows, arch.hidden)
+        self.vocab_start = torch.nn.Parameter(torch.zeros(1, dtype=torch.long), requires_grad=False)
+
+    def shard(self, name: str, full: dict[str, torch.Tensor], socket: int) -> torch.Tensor:
+        """Socket ``socket``'s ``name`` from the unsharded ``Embed``'s state dict ``full``."""
+        if name == "vocab_start":
+            device = full["tokens.weight"].device
+            return torch.full((1,), socket * self.rows, dtype=torch.long, device=device)
+        return _vocab_rows(full[name], socket, self.rows)
+
+    def forward(self, ids):
+        local = ids - self.vocab_start
+        elsewhere = (local < 0) | (local >= self.rows)
+        h = self.tokens(local.masked_fill(elsewhere, 0))
+        return all_reduce(h.masked_fill(elsewhere[..., None], 0.0))
+
+
+class VocabParallelHead(torch.nn.Module):
+    """One socket's share of the head: the final norm (replicated) and a column-parallel
+    LM head computing the logits of its ``vocab_shard(vocab, tp)`` vocabulary ids (the
+    last shard zero-padded); an all-gather joins the shards' logits on every socket,
+    and the padding's columns are dropped."""
+
+    def __init__(self, arch: Arch, tp: int):
+        super().__init__()
+        self.vocab, self.tp, self.rows = arch.vocab, tp, vocab_shard(arch.vocab, tp)
+        self.norm = _norm(arch)
+        self.lm_head = torch.nn.Linear(arch.hidden, self.rows, bias=False)
+
+    def shard(self, name: str, full: dict[str, torch.Tensor], socket: int) -> torch.Tensor:
+        """Socket ``socket``'s ``name`` from the unsharded ``Head``'s state dict ``full``."""
+        if name == "lm_head.weight":
+            return _vocab_rows(full[name], socket, self.rows)
+        return full[name]  # the norm: replicated
+
+    def forward(self, h):
+        logits = all_gather(self.lm_head(self.norm(h)), -1, self.tp)
+        return logits[..., : self.vocab] if self.rows * self.tp != self.vocab else logits
+
+
+def make_embed(arch: Arch, tp: int = 1) -> torch.nn.Module:
+    """The token embedding of ``arch``, or one socket's vocabulary shard of it."""
+    return Embed(arch) if tp == 1 else VocabParallelEmbed(arch, tp)
+
+
+def make_head(arch: Arch, tp: int = 1) -> torch.nn.Module:
+    """The final norm and LM head of ``arch``, or one socket's vocabulary shard of them."""
+    return Head(arch) if tp == 1 else VocabParallelHead(arch, tp)
+
+
 class Layer(torch.nn.Module):
     """One decoder layer; returns (hidden, keys, values) — the K/V the cache keeps.
 
@@ -201,8 +282,9 @@ class Layer(torch.nn.Module):
         if arch.position == "alibi":  # a parameter, so each socket holds its heads' slopes
             self.slopes = torch.nn.Parameter(alibi_slopes(arch.heads)[: self.heads].clone())
 
-    def shard(self, name: str, full: torch.Tensor, socket: int) -> torch.Tensor:
-        """Socket ``socket``'s slice of the unsharded parameter ``name``."""
+    def shard(self, name: str, state: dict[str, torch.Tensor], socket: int) -> torch.Tensor:
+        """Socket ``socket``'s slice of ``name`` from the unsharded layer's state dict."""
+        full = state[name]
         if self.tp == 1:
             return full
         hd, part = self.arch.head_dim, name.split(".")[0]
@@ -316,7 +398,7 @@ class ZooInstance:
 
 
 def instantiate(
-    name: str,
+    name: str | Arch,
     phase: str = "prefill",
     seq: int = 128,
     batch: int = 1,
@@ -324,8 +406,11 @@ def instantiate(
     device: str = "meta",
     seed: int = 0,
 ) -> ZooInstance:
-    """Build a zoo model on ``device`` ("meta": no weights allocated) with example inputs."""
-    arch = get_arch(name, layers)
+    """Build a zoo model (by name, or an ``Arch`` of one's family) on ``device`` ("meta": no
+    weights allocated) with example inputs."""
+    arch = get_arch(name, layers) if isinstance(name, str) else name
+    if layers is not None and not isinstance(name, str):
+        arch = replace(arch, layers=layers)
     if phase not in ("prefill", "decode"):
         raise ConfigError(f"phase {phase!r}: choose prefill or decode")
     if seq < 1 or batch < 1:

@@ -12,6 +12,7 @@ Families (``FAMILY``; tinygrad's lesson: passes ask "is this elementwise?" rathe
 - ``movement``:    ``df.reshape``, ``df.permute``, ``df.slice``, ``df.concat``,
                    ``df.broadcast``, ``df.gather``;
 - ``collective``:  ``df.allreduce`` — a sum across sockets over the P2P network;
+                   ``df.allgather`` — every socket's shard concatenated along an axis;
 - ``kernel``:      ``df.kernel`` — a region holding one fused group, ``df.yield`` its
                    terminator.
 
@@ -572,6 +573,43 @@ class AllReduceOp(_SameShapeOp):
         super().__init__(operands=[x], result_types=[type_])
 
 
+@irdl_op_definition
+class AllGatherOp(DfOp):
+    """Every socket's ``input`` concatenated along ``axis`` in socket order, handed to each.
+
+    The result's ``axis`` is the input's times the number of sockets (a column-parallel
+    layer's shards made whole, e.g. an LM head's logits split by vocabulary). Travels
+    the peer-to-peer network as a ring: each socket sends its shard to N−1 peers,
+    (N−1)/N of the result. Streams along any other axis.
+    """
+
+    name = "df.allgather"
+    FAMILY: ClassVar[str] = "collective"
+    input = operand_def(TensorType)
+    axis = prop_def(IntegerAttr)
+    result = result_def(TensorType)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($result)"
+
+    def __init__(self, x: SSAValue, axis: int, type_: TensorType):
+        super().__init__(operands=[x], properties={"axis": _int(axis)}, result_types=[type_])
+
+    @property
+    def parts(self) -> int:
+        """How many shards (sockets) the result joins."""
+        axis = self.props()["axis"]
+        return self.out_type.shape_tuple[axis] // self.in_types()[0].shape_tuple[axis]
+
+    def verify_(self) -> None:
+        shape, axis = list(self.in_types()[0].shape_tuple), self.props()["axis"]
+        if not 0 <= axis < len(shape):
+            raise self.fail(f"axis {axis} out of range for {tuple(shape)}")
+        got = self.out_type.shape_tuple
+        if len(got) != len(shape) or shape[axis] == 0 or got[axis] % shape[axis]:
+            raise self.fail(f"result shape {got} is not {tuple(shape)} repeated along axis {axis}")
+        shape[axis] = got[axis]
+        self.check_shape(shape)
+
+
 # -- kernels ---------------------------------------------------------------------------------
 @irdl_op_definition
 class YieldOp(DfOp):
@@ -638,5 +676,6 @@ COMPUTE_OPS: tuple[type[DfOp], ...] = (
     BroadcastOp,
     GatherOp,
     AllReduceOp,
+    AllGatherOp,
 )
 ALL_OPS = (*COMPUTE_OPS, YieldOp, KernelOp)

@@ -93,6 +93,8 @@ def input_axes(op: df.DfOp, j: int) -> Axes | None:
         return [op.props()["perm"][j]]
     if isinstance(op, df.SliceOp):
         return None if j == op.props()["axis"] else [j]
+    if isinstance(op, df.AllGatherOp):
+        return None if j == op.props()["axis"] else [j]
     if isinstance(op, df.ConcatOp):
         return None if j == op.props()["axis"] else [j] * len(op.operands)
     if isinstance(op, df.GatherOp):

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from coec.backend.cost import allreduce_bytes, kernel_cost, op_work, tile_shape, tile_sizes
+from coec.backend.cost import collective_bytes, kernel_cost, op_work, tile_shape, tile_sizes
 from coec.backend.schedule import DTYPE_BYTES, validate
 from coec.backend.target import Target
 from coec.ir.errors import CapacityError, ExecutionError
@@ -92,6 +92,7 @@ class Executor:
         count_only: bool = False,
         emulate_bf16: bool = False,
         all_reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+        all_gather: Callable[[np.ndarray, int], np.ndarray] | None = None,
         step_rows: int = 256,
     ):
         self.schedule = validate(schedule)
@@ -102,8 +103,10 @@ class Executor:
         # data moves through a phase in steps of whole tiles covering at least this many
         # rows of the streamed dim (1: strictly tile by tile); counts are always per tile
         self.step_rows = max(1, step_rows)
-        # a sum across sockets: the Node running this socket supplies it
+        # a sum across sockets and a concatenation (along an axis) of every socket's
+        # shard: the Node running this socket supplies them; alone, a socket is all there is
         self.all_reduce = all_reduce or (lambda x: x)
+        self.all_gather = all_gather or (lambda x, axis: x)
         self.weights = weights or {}
         if not count_only:
             missing = [
@@ -333,11 +336,12 @@ class Executor:
                     out = run_op(
                         "gather", ins, op["attrs"], out_shape, values[op["output"]]["dtype"]
                     )
-            elif op["op"] == "allreduce":
-                out = self.all_reduce(ins[0]) if data else None
+            elif op["op"] in ("allreduce", "allgather"):
+                out = self._collective(op, ins[0], in_shapes[0], out_shape, data)
                 nbytes = self._nbytes(out_shape, values[op["output"]]["dtype"])
                 if self.target.sockets > 1:
-                    pairs["sram->p2p"] += allreduce_bytes(nbytes, self.target.sockets) * mult
+                    sent = collective_bytes(op["op"], nbytes, self.target.sockets)
+                    pairs["sram->p2p"] += sent * mult
             elif data:
                 attrs = op["attrs"]
                 if op["op"] == "attention" and op["axis"] == len(out_shape) - 2:
@@ -366,6 +370,18 @@ class Executor:
                     else _cut(whole.get(d["value"]), d["axis"], t0, size)
                 )
                 self._store(tiers, d, d["axis"], t0, size, src, pairs, mult, data)
+
+    def _collective(self, op: dict, x, in_shape, out_shape, data: bool) -> np.ndarray | None:
+        """One tile of an all-reduce or all-gather, exchanged with the peer sockets."""
+        if op["op"] == "allreduce":
+            return self.all_reduce(x) if data else None
+        axis = op["attrs"]["axis"]
+        if out_shape[axis] != in_shape[axis] * self.target.sockets:
+            raise ExecutionError(
+                f"{op['output']}: an all-gather of {tuple(in_shape)} into {tuple(out_shape)} "
+                f"along axis {axis} does not join the schedule's {self.target.sockets} socket(s)"
+            )
+        return self.all_gather(x, axis) if data else None
 
     def _inputs(self, op, values, env, shapes, whole, tiers, t0: int, size: int, data):
         """One tile's operands of ``op`` and their shapes, from wherever each one lives."""

@@ -1,9 +1,10 @@
 """A node of N sockets running one SPMD schedule together (tensor parallelism).
 
 Every socket executes the same schedule on its own weight shard, in its own
-thread; at each ``df.allreduce`` the sockets meet at a barrier, and each gets the
-sum of all partial results. Counts are per socket (every socket does the same work);
-the ``sram->p2p`` pair is what each socket sends to its peers.
+thread; at each collective the sockets meet at a barrier and exchange their tiles:
+``df.allreduce`` hands each the sum of all partial results, ``df.allgather`` the
+shards concatenated in socket order. Counts are per socket (every socket does the
+same work); the ``sram->p2p`` pair is what each socket sends to its peers.
 """
 
 from __future__ import annotations
@@ -17,19 +18,25 @@ from coec.ir.errors import ExecutionError
 from coec.runtime.executor import Executor
 
 
-class _AllReduce:
-    """Rendezvous of N threads: deposit a partial, wait, take the sum."""
+class _Exchange:
+    """Rendezvous of N threads: deposit a tile, wait, take every socket's (in socket order)."""
 
     def __init__(self, sockets: int, timeout_s: float = 600.0):
         self.parts: list[np.ndarray | None] = [None] * sockets
         self.barrier = threading.Barrier(sockets, timeout=timeout_s)
 
-    def __call__(self, socket: int, x: np.ndarray) -> np.ndarray:
+    def __call__(self, socket: int, x: np.ndarray) -> list[np.ndarray]:
         self.parts[socket] = x
         self.barrier.wait()
-        total = np.sum(np.stack(self.parts), axis=0)
+        parts = list(self.parts)
         self.barrier.wait()  # everyone has read before the next deposit
-        return total
+        return parts
+
+    def reduce(self, socket: int, x: np.ndarray) -> np.ndarray:
+        return np.sum(np.stack(self(socket, x)), axis=0)
+
+    def gather(self, socket: int, x: np.ndarray, axis: int) -> np.ndarray:
+        return np.concatenate(self(socket, x), axis=axis)
 
 
 def run_node(
@@ -46,7 +53,7 @@ def run_node(
         raise ExecutionError(
             f"the schedule runs on {sockets} sockets: give weights and inputs for each"
         )
-    reduce = _AllReduce(sockets)
+    exchange = _Exchange(sockets)
     results: list = [None] * sockets
     errors: list[BaseException] = []
 
@@ -57,12 +64,13 @@ def run_node(
                 weights[s],
                 emulate_bf16=emulate_bf16,
                 step_rows=step_rows,
-                all_reduce=lambda x, s=s: reduce(s, x),
+                all_reduce=lambda x, s=s: exchange.reduce(s, x),
+                all_gather=lambda x, axis, s=s: exchange.gather(s, x, axis),
             )
             results[s] = ex.run(inputs[s])
         except BaseException as e:  # noqa: BLE001 - reported below, after every thread ends
             errors.append(e)
-            reduce.barrier.abort()
+            exchange.barrier.abort()
 
     threads = [threading.Thread(target=socket, args=(s,)) for s in range(sockets)]
     for t in threads:
@@ -71,5 +79,5 @@ def run_node(
         t.join()
     first = next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), None)
     if first or errors:
-        raise first or ExecutionError("a socket stopped at an all-reduce")
+        raise first or ExecutionError("a socket stopped at a collective")
     return [r[0] for r in results], results[0][1]

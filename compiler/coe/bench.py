@@ -222,7 +222,8 @@ def assumptions() -> list[str]:
         )
     lines += [
         f"experts: {EXPERT_ARCH} (bf16, TP8 over the node's 8 sockets/GPUs: an expert's bytes are "
-        "every socket's shard, replicated weights counted on each), prompt "
+        "every socket's shard — layers Megatron-style, embedding and LM head split by "
+        "vocabulary; norms and folded constants replicated, counted on each), prompt "
         f"{PROMPT} tokens, router MiniLM-L6 at seq {ROUTER_SEQ} on one socket",
         f"expert time: prefill of {PROMPT} tokens + one decode step per output token; decode "
         f"compiled at KV {PROMPT} and {PROMPT + 200} and interpolated linearly in between",

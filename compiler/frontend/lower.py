@@ -716,6 +716,13 @@ def _all_reduce(lw: Lowering, node, a):
     return lw.emit(df.AllReduceOp(lw.value(node.args[0]), lw.type_of(node)))
 
 
+@lowers("all_gather")
+def _all_gather(lw: Lowering, node, a):
+    out = lw.type_of(node)
+    axis = _norm_dim(a["dim"], len(out.shape_tuple))
+    return lw.emit(df.AllGatherOp(lw.value(a["x"]), axis, out))
+
+
 def lower_program(program: ExportedProgram, dtype: str = "bf16") -> Program:
     """The df IR of an exported program; raises UnsupportedOpError with the source line."""
     return Lowering(program, dtype).run()
