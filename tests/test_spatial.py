@@ -152,3 +152,17 @@ def test_hf_vision_models():
                 return self.m(x).last_hidden_state
 
         check(Hidden(model), image, fusion="dataflow")
+
+
+def test_max_pool_padding_keeps_the_schedule_strict_json(tmp_path):
+    """Padding a max pool must not put -Infinity in the schedule (not JSON)."""
+    import json
+
+    x = -torch.rand(1, 2, 5, 5) - 1  # all negative: a zero pad would win the max
+    cm = check(Lambda(lambda t: F.max_pool2d(t, 3, stride=2, padding=1)), (x,))
+    cm.save(tmp_path / "s.json")
+
+    def refuse(name):
+        raise AssertionError(f"{name} in the schedule")
+
+    json.loads((tmp_path / "s.json").read_text(), parse_constant=refuse)

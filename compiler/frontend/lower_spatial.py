@@ -194,7 +194,9 @@ def _pool(lw: Lowering, node, a, kind: str):
         raise lw.unsupported("avg_pool with count_include_pad=False and padding")
     if kind == "mean" and a.get("divisor_override"):
         raise lw.unsupported("avg_pool with divisor_override")
-    fill = -math.inf if kind == "max" else 0.0
+    # the lowest finite bf16: a schedule is strict JSON (no -Infinity); every window holds
+    # at least one real element, so the max is unchanged
+    fill = float(torch.finfo(torch.bfloat16).min) if kind == "max" else 0.0
     x = _pad(lw, x, padding, fill, node.name)
     need = [
         (o - 1) * s + (k - 1) * d + 1
