@@ -44,8 +44,18 @@ def _value_json(t: TensorType) -> dict:
     return {"shape": list(t.shape_tuple), "dtype": t.dtype}
 
 
+def json_number(x):
+    """``x`` as strict JSON: non-finite floats (a ``-inf`` attention mask) become the strings
+    ``"inf"``, ``"-inf"``, ``"nan"``, which ``float()`` and NumPy read back."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    if isinstance(x, list):
+        return [json_number(v) for v in x]
+    return x
+
+
 def _op_attrs(op: df.DfOp) -> dict:
-    attrs = op.props()
+    attrs = {k: json_number(v) for k, v in op.props().items()}
     if isinstance(op, df.LayerNormOp):
         attrs["has_weight"], attrs["has_bias"] = op.weight is not None, op.bias is not None
     return attrs
@@ -133,7 +143,7 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target, pmu_by
     constants = {}
     for inner in op.compute_ops():
         if isinstance(inner, df.ConstantOp):
-            constants[name(inner.result)] = inner.props()["value"]
+            constants[name(inner.result)] = json_number(inner.props()["value"])
     ops = []
     for inner in plan.ops:
         s = plan.streams[inner]

@@ -79,7 +79,7 @@ OP_NAMES = frozenset(
 
 def dumps(schedule: dict) -> str:
     """Deterministic text: same schedule, same bytes."""
-    return json.dumps(schedule, indent=1, sort_keys=False) + "\n"
+    return json.dumps(schedule, indent=1, sort_keys=False, allow_nan=False) + "\n"
 
 
 class _Check:

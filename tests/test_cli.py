@@ -406,3 +406,26 @@ def test_run_corrupt_schedule_is_a_format_error(tmp_path, capsys, mlp_saved, cas
 def test_output_under_a_regular_file_is_a_config_error(tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     one_error(["compile", MLP, "-o", tmp_path / "afile" / "s.json"], capsys, "afile", code=2)
+
+
+def test_an_infinite_mask_saves_as_strict_json_and_runs_from_disk(tmp_path):
+    """``masked_fill(mask == 0, float('-inf'))`` (nanoGPT's causal mask): the schedule is
+    strict JSON (``"-inf"``, not ``-Infinity``) and the saved schedule computes the same."""
+    from coec.driver import run_schedule_file
+
+    class Masked(nn.Module):
+        def forward(self, x):
+            mask = torch.ones(4, 4).tril()
+            return torch.softmax(x.masked_fill(mask == 0, float("-inf")), -1)
+
+    x = torch.randn(2, 4, 4)
+    cm = coec.compile(Masked(), (x,), dtype="fp32")
+    cm.save(tmp_path / "s.json", (x,))
+
+    def refuse(name):
+        raise AssertionError(f"{name} in the schedule")
+
+    json.loads((tmp_path / "s.json").read_text(), parse_constant=refuse)
+    _, outputs = run_schedule_file(tmp_path / "s.json", None)
+    (out,) = outputs.values()
+    torch.testing.assert_close(torch.from_numpy(out), Masked()(x))
