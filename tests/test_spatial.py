@@ -166,3 +166,9 @@ def test_max_pool_padding_keeps_the_schedule_strict_json(tmp_path):
         raise AssertionError(f"{name} in the schedule")
 
     json.loads((tmp_path / "s.json").read_text(), parse_constant=refuse)
+
+
+def test_avg_pool_windows_past_the_edge_are_one_clear_error():
+    """ceil_mode shrinks the divisor of the last window; coec says so instead of guessing."""
+    with pytest.raises(coec.UnsupportedOpError, match="ceil mode"):
+        coec.compile(Lambda(lambda t: F.avg_pool2d(t, 2, ceil_mode=True)), IMG)
