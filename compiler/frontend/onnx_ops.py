@@ -431,3 +431,7 @@ def _trilu(imp: OnnxImport, node):
     keep = np.triu(ones, k) if imp.attr("upper", 1) else np.tril(ones, k)
     mask = imp.constant(keep, f"{node.output[0]}_mask")
     return imp.ew("where", [mask, x, imp.scalar(0.0, imp.dtype_of(x))], imp.dtype_of(x))
+
+
+# CNN ops (Conv, pooling, BatchNormalization, Pad) register themselves on import
+from coec.frontend import onnx_spatial as _spatial  # noqa: E402, F401

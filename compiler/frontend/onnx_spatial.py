@@ -1,0 +1,145 @@
+"""ONNX handlers for CNN ops: Conv, pooling, BatchNormalization (inference) and Pad, built
+by ``coec.frontend.spatial`` as the ATen lowering builds them."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from coec.frontend import spatial
+from coec.frontend.onnx_ops import onnx_op
+from coec.ir import ops as df
+
+if TYPE_CHECKING:
+    from coec.frontend.onnx_import import OnnxImport
+
+
+def _window_args(imp: OnnxImport, x, kernel: list[int], ceil: bool = False) -> dict:
+    """Strides, dilations, pads (``auto_pad`` resolved) and output size of a windowed op."""
+    size = list(imp.shape(x)[2:])
+    r = len(size)
+    stride = [int(v) for v in imp.attr("strides", [1] * r)]
+    dilation = [int(v) for v in imp.attr("dilations", [1] * r)]
+    pads = [int(v) for v in imp.attr("pads", [0] * (2 * r))]
+    before, after = pads[:r], pads[r:]
+    auto = imp.attr("auto_pad", "NOTSET")
+    span = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        out = [-(-s // st) for s, st in zip(size, stride, strict=True)]
+        total = [
+            max(0, (o - 1) * st + sp - s)
+            for o, st, sp, s in zip(out, stride, span, size, strict=True)
+        ]
+        small = [t // 2 for t in total]
+        big = [t - t // 2 for t in total]
+        before, after = (small, big) if auto == "SAME_UPPER" else (big, small)
+    else:
+        if auto == "VALID":
+            before, after = [0] * r, [0] * r
+        rounding = math.ceil if ceil else math.floor
+        out = [
+            int(rounding((s + lo + hi - sp) / st)) + 1
+            for s, lo, hi, sp, st in zip(size, before, after, span, stride, strict=True)
+        ]
+    return dict(stride=stride, before=before, after=after, dilation=dilation, out=out)
+
+
+@onnx_op("Conv")
+def _conv(imp: OnnxImport, node):
+    x, w = imp.value(node.input[0]), imp.value(node.input[1])
+    kernel = [int(k) for k in imp.attr("kernel_shape", imp.shape(w)[2:])]
+    bias = imp.value(node.input[2]) if imp.has_input(2) else None
+    args = _window_args(imp, x, kernel)
+    groups = int(imp.attr("group", 1))
+    return spatial.conv(imp, x, w, bias, groups=groups, name=node.output[0], **args)
+
+
+def _pool(imp: OnnxImport, node, kind: str):
+    if len(node.output) > 1 and node.output[1]:
+        raise imp.unsupported("MaxPool's Indices output")
+    x = imp.value(node.input[0])
+    kernel = [int(k) for k in imp.attr("kernel_shape")]
+    args = _window_args(imp, x, kernel, ceil=bool(imp.attr("ceil_mode", 0)))
+    if kind == "mean":
+        padded = any(args["before"]) or any(args["after"])
+        if padded and not imp.attr("count_include_pad", 0):
+            raise imp.unsupported("AveragePool over padding with count_include_pad=0")
+        size = imp.shape(x)[2:]
+        if spatial.past_the_edge(
+            size, kernel, **{k: args[k] for k in args if k != "out"}, out=args["out"]
+        ):
+            raise imp.unsupported("AveragePool in ceil mode with windows past the edge")
+    return spatial.pool(imp, x, kind, kernel=kernel, name=node.output[0], **args)
+
+
+@onnx_op("MaxPool")
+def _max_pool(imp: OnnxImport, node):
+    return _pool(imp, node, "max")
+
+
+@onnx_op("AveragePool")
+def _avg_pool(imp: OnnxImport, node):
+    return _pool(imp, node, "mean")
+
+
+@onnx_op("GlobalAveragePool", "GlobalMaxPool")
+def _global_pool(imp: OnnxImport, node):
+    x = imp.value(node.input[0])
+    shape = imp.shape(x)
+    axes = list(range(2, len(shape)))
+    kind = "mean" if node.op_type == "GlobalAveragePool" else "max"
+    return imp.emit(df.ReduceOp(kind, x, axes, True, imp.like(x, [*shape[:2], *[1] * len(axes)])))
+
+
+@onnx_op("BatchNormalization")
+def _batch_norm(imp: OnnxImport, node):
+    """Inference batch norm folded into a per-channel scale and shift at import time."""
+    if imp.attr("training_mode", 0) or any(node.output[1:]):
+        raise imp.unsupported("BatchNormalization in training mode")
+    x = imp.value(node.input[0])
+    rank = len(imp.shape(x))
+    weight, bias, mean, var = (
+        np.asarray(imp.const(k, "batch-norm statistics"), dtype=np.float32) for k in range(1, 5)
+    )
+    scale = weight / np.sqrt(var + np.float32(imp.attr("epsilon", 1e-5)))
+    shift = bias - mean * scale
+    per_channel = (-1,) + (1,) * (rank - 2)
+    out = node.output[0]
+    scale_v = imp.constant(scale.reshape(per_channel), f"{out}_scale")
+    shift_v = imp.constant(shift.reshape(per_channel), f"{out}_shift")
+    y = imp.emit(df.ElementwiseOp("mul", [x, scale_v], imp.like(x)), f"{out}_scaled")
+    return imp.emit(df.ElementwiseOp("add", [y, shift_v], imp.like(x)))
+
+
+@onnx_op("Pad")
+def _pad(imp: OnnxImport, node):
+    mode = imp.attr("mode", "constant")
+    if mode != "constant":
+        raise imp.unsupported(f"Pad mode {mode!r} (only 'constant')")
+    x = imp.value(node.input[0])
+    shape = list(imp.shape(x))
+    rank = len(shape)
+    pads = imp.const_ints(1, "pads", "pads")
+    value = 0.0
+    if imp.has_input(2):
+        value = float(np.asarray(imp.const(2, "the pad value")).reshape(-1)[0])
+    axes = list(range(rank))
+    if imp.has_input(3):
+        axes = [imp.axis(int(a), rank) for a in np.asarray(imp.const(3, "axes")).reshape(-1)]
+    before, after = [0] * rank, [0] * rank
+    for i, a in enumerate(axes):
+        before[a], after[a] = pads[i], pads[len(axes) + i]
+    if min(before + after) < 0:
+        raise imp.unsupported("Pad with negative pads")
+    # spatial.pad pads the dims after the first two; pad the others through a view
+    lead = [d for d in range(rank) if before[d] or after[d]]
+    if not lead:
+        return x
+    if lead[0] < 2:
+        view = [1, 1, *shape]
+        x = imp.reshape(x, view, f"{node.output[0]}_view")
+        y = spatial.pad(imp, x, before, after, value, node.output[0])
+        return imp.reshape(y, [s + lo + hi for s, lo, hi in zip(shape, before, after, strict=True)])
+    return spatial.pad(imp, x, before[2:], after[2:], value, node.output[0])
