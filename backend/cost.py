@@ -14,6 +14,8 @@ Per kernel (DESIGN.md §7), in whole cycles of the target clock::
   (ring collectives: ``allreduce_bytes``, ``allgather_bytes``);
 - fill: one tile's latency through the pipeline, ``fill_cycles_per_stage`` per op;
 - launch: software- or hardware-orchestrated, a target setting.
+
+A kernel is *bound* by the largest term: launch, fill, or the body's largest part.
 """
 
 from __future__ import annotations
