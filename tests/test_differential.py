@@ -174,7 +174,7 @@ def check_program(program, max_tile):
         for out, ref in zip(outs, refs, strict=True):
             # an output that cancels to ~0 (the sum of a layernorm's outputs) is judged
             # against the unit scale of the graph's values, not against its own rounding
-            scale = max(ref.abs().max().item(), 1e-3)
+            scale = max(ref.abs().max().item(), 1e-2)
             err = (out - ref).abs().max().item() / scale
             assert err <= 1e-4, (fusion, max_tile, steps, err)
 
