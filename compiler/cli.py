@@ -227,6 +227,9 @@ def compile_cmd(
             )
     if (model_file is None) == (zoo is None):
         raise ConfigError("give either MODEL.py (or MODEL.onnx) or --zoo NAME")
+    options = dict(
+        target=target, fusion=fusion, dtype=dtype, launch=launch, max_tile=max_tile, sockets=sockets
+    )
     if zoo:
         from coec.driver import compile_zoo_model
 
@@ -243,29 +246,19 @@ def compile_cmd(
                 progress=lambda done, total, what: bar.update(
                     task, completed=done, total=total, description=what
                 ),
-                target=target,
-                fusion=fusion,
-                dtype=dtype,
-                launch=launch,
-                max_tile=max_tile,
-                sockets=sockets,
+                **options,
             )
         model_file = f"{zoo} {phase} batch {batch} seq {seq}"
     else:
         result = compile_model_file(
             model_file,
             entry=entry,
-            target=target,
-            fusion=fusion,
-            dtype=dtype,
-            launch=launch,
-            max_tile=max_tile,
-            sockets=sockets,
             execute=execute,
             emulate_bf16=emulate_bf16,
             output=output,
             dump_points=points,
             inputs=inputs_file,
+            **options,
         )
     if trace_file:
         _write_trace(trace_file, result.report, result.model.schedule)

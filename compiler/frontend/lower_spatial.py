@@ -26,7 +26,7 @@ def _convolution(lw: Lowering, node, a):
     x, w = lw.value(a["input"]), lw.value(a["weight"])
     r = len(df.tensor_type(x).shape_tuple) - 2
     padding = _ints(a["padding"], r)
-    y = spatial.conv(
+    return spatial.conv(
         lw,
         x,
         w,
@@ -39,7 +39,6 @@ def _convolution(lw: Lowering, node, a):
         out=list(lw.type_of(node).shape_tuple[2:]),
         name=node.name,
     )
-    return y
 
 
 def _pool(lw: Lowering, node, a, kind: str):
@@ -135,17 +134,14 @@ def _batch_norm(lw: Lowering, node, a):
     x = lw.value(a["input"])
     rank = len(df.tensor_type(x).shape_tuple)
     c = df.tensor_type(x).shape_tuple[1]
-    per_channel = [c] + [1] * (rank - 2)
     mean, var = _known(lw, a["running_mean"]), _known(lw, a["running_var"])
     weight = _known(lw, a["weight"]) if a["weight"] is not None else torch.ones(c)
     bias = _known(lw, a["bias"]) if a["bias"] is not None else torch.zeros(c)
     if any(t is None for t in (mean, var, weight, bias)):
         raise lw.unsupported("batch norm whose statistics are computed at run time")
-    with torch.no_grad():
-        scale = weight.float() * torch.rsqrt(var.float() + a["eps"])
-        shift = bias.float() - mean.float() * scale
-    scale = lw._constant(f"{node.name}_scale", scale.reshape(per_channel))
-    shift = lw._constant(f"{node.name}_shift", shift.reshape(per_channel))
+    scale, shift = spatial.fold_batch_norm(weight, bias, mean, var, a["eps"], rank)
+    scale = lw._constant(f"{node.name}_scale", scale)
+    shift = lw._constant(f"{node.name}_shift", shift)
     return [lw.ew("add", lw.ew("mul", x, scale), shift), None, None]
 
 
@@ -183,32 +179,22 @@ def _cumsum(lw: Lowering, node, a):
 @lowers("constant_pad_nd")
 def _constant_pad(lw: Lowering, node, a):
     """``F.pad(x, pads, value=v)``: pads run last dim first, (before, after) pairs; negative
-    pads crop."""
+    pads crop (a slice), positive ones pad (``spatial.pad`` on every dim)."""
     x = lw.value(a["self"])
-    pads, value = list(a["pad"]), float(a.get("value") or 0.0)
+    pads = list(a["pad"])
     rank = len(df.tensor_type(x).shape_tuple)
+    before, after = [0] * rank, [0] * rank
     for i in range(len(pads) // 2):
-        axis = rank - 1 - i
-        before, after = pads[2 * i], pads[2 * i + 1]
+        before[rank - 1 - i], after[rank - 1 - i] = pads[2 * i], pads[2 * i + 1]
+    for axis in range(rank):
         shape = list(df.tensor_type(x).shape_tuple)
-        lo, hi = max(0, -before), shape[axis] - max(0, -after)
+        lo, hi = max(0, -before[axis]), shape[axis] - max(0, -after[axis])
         if (lo, hi) != (0, shape[axis]):
             shape[axis] = hi - lo
-            x = lw.emit(df.SliceOp(x, axis, lo, hi, 1, lw.like(x, shape)), f"{node.name}_crop{i}")
-        parts = []
-        for size in (before, None, after):
-            if size is None:
-                parts.append(x)
-            elif size > 0:
-                edge = [*shape[:axis], size, *shape[axis + 1 :]]
-                fill = lw.scalar(value, x)
-                parts.append(
-                    lw.emit(df.BroadcastOp(fill, lw.like(x, edge)), f"{node.name}_edge{i}")
-                )
-        if len(parts) > 1:
-            shape[axis] += max(0, before) + max(0, after)
-            x = lw.emit(df.ConcatOp(parts, axis, lw.like(x, shape)), f"{node.name}_pad{i}")
-    return x
+            x = lw.emit(df.SliceOp(x, axis, lo, hi, 1, lw.like(x, shape)), f"{node.name}_crop")
+    value = float(a.get("value") or 0.0)
+    grow = [max(0, p) for p in before], [max(0, p) for p in after]
+    return spatial.pad(lw, x, *grow, value, node.name, first=0)
 
 
 @lowers("gather")

@@ -7,6 +7,7 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from coec.frontend import spatial
 from coec.frontend.onnx_ops import onnx_op
@@ -66,10 +67,7 @@ def _pool(imp: OnnxImport, node, kind: str):
         padded = any(args["before"]) or any(args["after"])
         if padded and not imp.attr("count_include_pad", 0):
             raise imp.unsupported("AveragePool over padding with count_include_pad=0")
-        size = imp.shape(x)[2:]
-        if spatial.past_the_edge(
-            size, kernel, **{k: args[k] for k in args if k != "out"}, out=args["out"]
-        ):
+        if spatial.past_the_edge(imp.shape(x)[2:], kernel, **args):
             raise imp.unsupported("AveragePool in ceil mode with windows past the edge")
     return spatial.pool(imp, x, kind, kernel=kernel, name=node.output[0], **args)
 
@@ -101,14 +99,14 @@ def _batch_norm(imp: OnnxImport, node):
     x = imp.value(node.input[0])
     rank = len(imp.shape(x))
     weight, bias, mean, var = (
-        np.asarray(imp.const(k, "batch-norm statistics"), dtype=np.float32) for k in range(1, 5)
+        torch.from_numpy(np.asarray(imp.const(k, "batch-norm statistics"), dtype=np.float32))
+        for k in range(1, 5)
     )
-    scale = weight / np.sqrt(var + np.float32(imp.attr("epsilon", 1e-5)))
-    shift = bias - mean * scale
-    per_channel = (-1,) + (1,) * (rank - 2)
+    eps = float(imp.attr("epsilon", 1e-5))
+    scale, shift = spatial.fold_batch_norm(weight, bias, mean, var, eps, rank)
     out = node.output[0]
-    scale_v = imp.constant(scale.reshape(per_channel), f"{out}_scale")
-    shift_v = imp.constant(shift.reshape(per_channel), f"{out}_shift")
+    scale_v = imp.constant(scale.numpy(), f"{out}_scale")
+    shift_v = imp.constant(shift.numpy(), f"{out}_shift")
     y = imp.emit(df.ElementwiseOp("mul", [x, scale_v], imp.like(x)), f"{out}_scaled")
     return imp.emit(df.ElementwiseOp("add", [y, shift_v], imp.like(x)))
 
@@ -119,8 +117,7 @@ def _pad(imp: OnnxImport, node):
     if mode != "constant":
         raise imp.unsupported(f"Pad mode {mode!r} (only 'constant')")
     x = imp.value(node.input[0])
-    shape = list(imp.shape(x))
-    rank = len(shape)
+    rank = len(imp.shape(x))
     pads = imp.const_ints(1, "pads", "pads")
     value = 0.0
     if imp.has_input(2):
@@ -133,13 +130,4 @@ def _pad(imp: OnnxImport, node):
         before[a], after[a] = pads[i], pads[len(axes) + i]
     if min(before + after) < 0:
         raise imp.unsupported("Pad with negative pads")
-    # spatial.pad pads the dims after the first two; pad the others through a view
-    lead = [d for d in range(rank) if before[d] or after[d]]
-    if not lead:
-        return x
-    if lead[0] < 2:
-        view = [1, 1, *shape]
-        x = imp.reshape(x, view, f"{node.output[0]}_view")
-        y = spatial.pad(imp, x, before, after, value, node.output[0])
-        return imp.reshape(y, [s + lo + hi for s, lo, hi in zip(shape, before, after, strict=True)])
-    return spatial.pad(imp, x, before[2:], after[2:], value, node.output[0])
+    return spatial.pad(imp, x, before, after, value, node.output[0], first=0)

@@ -44,13 +44,24 @@ def _shape(v: SSAValue) -> list[int]:
     return list(df.tensor_type(v).shape_tuple)
 
 
-def pad(b: Builder, x: SSAValue, before: list[int], after: list[int], value: float, name: str):
-    """``x`` with ``before[i]`` / ``after[i]`` elements of ``value`` around spatial dim ``i``."""
-    fill = b.emit(df.ConstantOp(float(value), df.tensor_type(x).dtype), f"{name}_fill")
+def pad(
+    b: Builder,
+    x: SSAValue,
+    before: list[int],
+    after: list[int],
+    value: float,
+    name: str,
+    first: int = 2,
+) -> SSAValue:
+    """``x`` with ``before[i]`` / ``after[i]`` elements of ``value`` around dim ``first + i``
+    (the spatial dims by default; ``first=0`` pads any dim)."""
+    fill = None
     for i, (lo, hi) in enumerate(zip(before, after, strict=True)):
         if lo == 0 and hi == 0:
             continue
-        axis, shape = 2 + i, _shape(x)
+        if fill is None:
+            fill = b.emit(df.ConstantOp(float(value), df.tensor_type(x).dtype), f"{name}_fill")
+        axis, shape = first + i, _shape(x)
         parts = []
         for size in (lo, None, hi):
             if size is None:
@@ -61,6 +72,16 @@ def pad(b: Builder, x: SSAValue, before: list[int], after: list[int], value: flo
         shape[axis] += lo + hi
         x = b.emit(df.ConcatOp(parts, axis, b.like(x, shape)), f"{name}_pad{i}")
     return x
+
+
+def fold_batch_norm(weight, bias, mean, var, eps: float, rank: int) -> tuple:
+    """Inference batch norm as ``x · scale + shift``: both per channel, shaped to broadcast
+    over an input of ``rank`` dims (torch tensors in, float32 torch tensors out)."""
+    with torch.no_grad():
+        scale = weight.float() * torch.rsqrt(var.float() + eps)
+        shift = bias.float() - mean.float() * scale
+    per_channel = (-1,) + (1,) * (rank - 2)
+    return scale.reshape(per_channel), shift.reshape(per_channel)
 
 
 def windows(b: Builder, x, kernel, stride, dilation, out, name: str) -> SSAValue:
