@@ -9,11 +9,11 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import SSAValue
 
+from coec.backend.plan import b_axis, kernel_layout, read_plan
 from coec.backend.plan_cost import estimate
 from coec.backend.schedule import FORMAT
 from coec.backend.target import Target
 from coec.ir import ops as df
-from coec.ir.kernel_plan import b_axis, kernel_layout, read_plan
 from coec.ir.types import TensorType
 
 

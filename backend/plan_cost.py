@@ -16,9 +16,9 @@ from coec.backend.cost import (
     tile_shape,
     tile_sizes,
 )
+from coec.backend.plan import KernelPlan, Layout, tile_bytes
 from coec.backend.target import Target
 from coec.ir import ops as df
-from coec.ir.kernel_plan import KernelPlan, Layout, tile_bytes
 
 
 def phase_works(plan: KernelPlan) -> list[list[dict[Work, int]]]:

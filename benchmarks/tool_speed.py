@@ -25,8 +25,8 @@ import torch
 def compile_times(
     model: str, phase: str, seq: int, fusion: str, target: str
 ) -> list[tuple[int, float]]:
-    from coec.driver import compile_zoo_model
-    from coec.zoo import get_arch
+    from coec.commands import compile_zoo_model
+    from coec.models.zoo import get_arch
 
     rows = []
     full = get_arch(model).layers

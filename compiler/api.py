@@ -172,7 +172,7 @@ def compile_onnx(
     (input name -> shape). Call the result with NumPy arrays or tensors in the
     order of the graph's inputs; onnxruntime is the numerical reference.
     """
-    from coec.onnx_model import load_onnx
+    from coec.frontend.onnx_model import load_onnx
 
     proto, source = load_onnx(model)
     options = Options(target, fusion, dtype, launch, max_tile)

@@ -58,7 +58,7 @@ def _progress_bar(quiet: bool):
 
 
 def _write_trace(path: Path, report: dict, schedule: dict) -> None:
-    from coec.backend.trace import write_trace
+    from coec.report.trace import write_trace
 
     target = schedule["target"]
     write_trace(path, report, target["sockets"], target["name"])
@@ -211,7 +211,7 @@ def compile_cmd(
     MODEL.py defines model() and example_inputs(); a MODEL.onnx runs on random data of
     its inputs' shapes (seed 0) unless --inputs gives data.
     """
-    from coec.driver import compile_model_file
+    from coec.commands import compile_model_file
 
     if execute and count_only:
         raise ConfigError("--run and --count-only exclude each other")
@@ -231,7 +231,7 @@ def compile_cmd(
         target=target, fusion=fusion, dtype=dtype, launch=launch, max_tile=max_tile, sockets=sockets
     )
     if zoo:
-        from coec.driver import compile_zoo_model
+        from coec.commands import compile_zoo_model
 
         with _progress_bar(quiet) as bar:
             task = bar.add_task(f"compiling {zoo}", total=None)
@@ -268,11 +268,11 @@ def compile_cmd(
             click.echo(f"// ----- df IR {point} -----")
         click.echo(result.dumps[point], nl=False)
     if as_json:
-        from coec.report import report_json
+        from coec.report.text import report_json
 
         click.echo(report_json(result.report), nl=False)
     elif not points:
-        from coec.report import print_report
+        from coec.report.text import print_report
 
         header = f"{model_file}  target {result.target_name}  fusion {fusion}  dtype {dtype}  " + (
             "executed" if execute else "count-only"
@@ -343,7 +343,7 @@ def opt_cmd(ir_file, pipeline, target, output):
 )
 def run_cmd(schedule_file, inputs, count_only, emulate_bf16, as_json, trace_file):
     """Execute a saved schedule on the NumPy runtime."""
-    from coec.driver import run_schedule_file
+    from coec.commands import run_schedule_file
 
     report, outputs = run_schedule_file(
         schedule_file, inputs, count_only=count_only, emulate_bf16=emulate_bf16
@@ -353,11 +353,11 @@ def run_cmd(schedule_file, inputs, count_only, emulate_bf16, as_json, trace_file
 
         _write_trace(trace_file, report, load_schedule(schedule_file))
     if as_json:
-        from coec.report import report_json
+        from coec.report.text import report_json
 
         click.echo(report_json(report), nl=False)
         return
-    from coec.report import print_report
+    from coec.report.text import print_report
 
     console = _console()
     print_report(
@@ -392,8 +392,8 @@ def report_cmd(schedule_file, plot_dir, execute):
     """
     from coec.backend.schedule import load as load_schedule
     from coec.backend.target import Target
-    from coec.driver import run_schedule_file
-    from coec.plots import summary, write_plots
+    from coec.commands import run_schedule_file
+    from coec.report.plots import summary, write_plots
 
     report, _ = run_schedule_file(schedule_file, count_only=not execute)
     schedule = load_schedule(schedule_file)
@@ -429,7 +429,7 @@ def bench_group() -> None:
 def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
     """The SN40L paper's fusion experiment (Table III set): unfused vs fused vs fused+HO."""
     from coec.backend.target import load_target
-    from coec.bench import (
+    from coec.bench.fusion import (
         CONFIGS,
         SWEEP_US,
         TABLE_III,
@@ -515,7 +515,7 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench_coe_cmd(out, experts, quiet):
     """The SN40L paper's CoE experiment: many 7B experts on SN40L vs DGX A100/H100."""
-    from coec.coe.bench import (
+    from coec.bench.coe import (
         SYSTEMS,
         assumptions,
         bench_coe,
@@ -619,7 +619,7 @@ def coe_compile_cmd(coe_file, target, fusion, as_json):
     """Compile every expert (count-only) and the router, and place them on the node."""
     import json
 
-    from coec.coe.driver import compile_coe, load
+    from coec.coe.commands import compile_coe, load
 
     coe, node, profiles, router_s, plan = compile_coe(load(coe_file), target, fusion=fusion)
     out = {
@@ -709,7 +709,7 @@ def coe_serve_cmd(
     """Serve requests: route each batch, switch experts into HBM, run them."""
     import json
 
-    from coec.coe.driver import load, read_trace, serve
+    from coec.coe.commands import load, read_trace, serve
 
     if (trace is None) == (synthetic is None):
         raise ConfigError("give either --trace FILE or --synthetic N")
@@ -873,7 +873,7 @@ def coe_router_cost_cmd(batches, seq, target, fusion, dtype, as_json):
 @cli.command("zoo")
 def zoo_cmd():
     """List the zoo's models (published hyper-parameters, no weights)."""
-    from coec.zoo import ZOO
+    from coec.models.zoo import ZOO
 
     for a in ZOO.values():
         click.echo(

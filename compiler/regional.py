@@ -24,11 +24,11 @@ from coec.frontend.export import export_module
 from coec.frontend.lower import Program, lower_program
 from coec.ir import ops as df
 from coec.ir import verify
+from coec.models.zoo import ZooInstance, make_embed, make_head, make_layer
 from coec.passes.fusion import FusePass
 from coec.passes.placement import PlacePass
 from coec.passes.tiling import TilePass
 from coec.pipeline import Compiled, Options
-from coec.zoo import ZooInstance, make_embed, make_head, make_layer
 
 
 class _Stitcher:

@@ -29,10 +29,10 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
+from coec.backend.plan import plan_streams
 from coec.backend.target import Target, load_target
 from coec.ir import ops as df
 from coec.ir.errors import ConfigError
-from coec.ir.kernel_plan import plan_streams
 from coec.passes.outline import outline, restore_order
 from coec.passes.tiling import Boundary, choose_tiles, min_sram_bytes
 

@@ -28,10 +28,10 @@ from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
+from coec.backend.plan import kernel_layout, read_plan
 from coec.backend.target import Target, load_target
 from coec.ir import ops as df
 from coec.ir.errors import CapacityError
-from coec.ir.kernel_plan import kernel_layout, read_plan
 from coec.ir.types import TensorType
 
 ALIGN = 64

@@ -1,7 +1,7 @@
 """Tiling: stream axes, phases and tile sizes for every kernel.
 
 For each kernel the stream planner assigns ops to phases and stream axes
-(``coec.ir.kernel_plan``); then tile sizes are searched: for each cap on the
+(``coec.backend.plan``); then tile sizes are searched: for each cap on the
 tile size, weights stay resident in PMUs while SRAM allows, and otherwise the
 largest ones stream from HBM in chunks (once per tile, the matmul formula
 ``|A| + |B|·⌈M/m⌉ + |C|``). The configuration with the fewest modeled cycles
@@ -18,11 +18,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
-from coec.backend.plan_cost import estimate
-from coec.backend.target import Target, load_target
-from coec.ir import ops as df
-from coec.ir.errors import CapacityError
-from coec.ir.kernel_plan import (
+from coec.backend.plan import (
     KernelPlan,
     Layout,
     b_axis,
@@ -30,6 +26,10 @@ from coec.ir.kernel_plan import (
     plan_streams,
     write_plan,
 )
+from coec.backend.plan_cost import estimate
+from coec.backend.target import Target, load_target
+from coec.ir import ops as df
+from coec.ir.errors import CapacityError
 
 
 def streamable_weights(

@@ -9,8 +9,8 @@ import torch
 from test_numerics import check
 
 import coec
-from coec.bench import Bench, bench_fusion, launch_sweep, write_outputs
-from coec.fftconv import MonarchFFTConv
+from coec.bench.fusion import Bench, bench_fusion, launch_sweep, write_outputs
+from coec.models.fftconv import MonarchFFTConv
 
 
 @pytest.mark.parametrize("fusion", ["none", "dataflow"])

@@ -411,7 +411,7 @@ def test_output_under_a_regular_file_is_a_config_error(tmp_path, capsys):
 def test_an_infinite_mask_saves_as_strict_json_and_runs_from_disk(tmp_path):
     """``masked_fill(mask == 0, float('-inf'))`` (nanoGPT's causal mask): the schedule is
     strict JSON (``"-inf"``, not ``-Infinity``) and the saved schedule computes the same."""
-    from coec.driver import run_schedule_file
+    from coec.commands import run_schedule_file
 
     class Masked(nn.Module):
         def forward(self, x):

@@ -10,8 +10,8 @@ from conftest import EXAMPLES
 from coec.backend.target import load_target
 from coec.cli import main
 from coec.coe import profile
+from coec.coe.commands import compile_coe, load
 from coec.coe.config import parse_coe
-from coec.coe.driver import compile_coe, load
 from coec.coe.profile import Node, place
 from coec.coe.serve import ExpertCache, simulate, synthetic_experts
 from coec.ir.errors import CapacityError, ConfigError
@@ -367,7 +367,7 @@ def test_gpu_target_rejects_dataflow_fusion(capsys, argv):
 
 
 def test_bench_ratios_follow_the_rows():
-    from coec.coe.bench import summary
+    from coec.bench.coe import summary
 
     def row(system, switch, expert, total):
         return {
@@ -389,7 +389,7 @@ def test_bench_ratios_follow_the_rows():
 
 
 def test_bench_outputs_written(tmp_path):
-    from coec.coe.bench import SYSTEMS, footprint, summary, write_outputs
+    from coec.bench.coe import SYSTEMS, footprint, summary, write_outputs
 
     def row(system, batch, tokens, experts=150):
         k = 1 + SYSTEMS.index(system)
@@ -418,14 +418,14 @@ def test_bench_outputs_written(tmp_path):
         "experts_sweep.png",
     }
     report = json.loads((tmp_path / "results.json").read_text())
-    assert report["format"] == "coec.bench-coe/1" and report["assumptions"]
+    assert report["format"] == "coec.bench.fusion-coe/1" and report["assumptions"]
     assert report["footprint"] == footprint(curve) and len(report["ratios"]) == 8
     assert (tmp_path / "breakdown.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow
 def test_bench_point_switch_is_bytes_over_copy_rate():
-    from coec.coe.bench import run_config
+    from coec.bench.coe import run_config
 
     r = run_config("sn40l-node", 10, 1, 20, 20)
     assert r["switch_s"] == r["expert_bytes"] / 1.6e12
@@ -441,7 +441,7 @@ def test_bench_point_switch_is_bytes_over_copy_rate():
     ],
 )
 def test_trace_errors_name_the_line(tmp_path, line, message):
-    from coec.coe.driver import read_trace
+    from coec.coe.commands import read_trace
 
     trace = tmp_path / "t.jsonl"
     trace.write_text('{"prompt": "fine"}\n' + line + "\n")

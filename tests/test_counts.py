@@ -196,7 +196,7 @@ def test_pcu_allocation_uses_the_array_exactly(work, pcus, expected):
 
 def test_no_kernel_uses_more_pcus_than_the_chip_has():
     """llama2-7b decode fused on 8 sockets: every kernel's stages fit the 1040 PCUs."""
-    from coec.driver import compile_zoo_model
+    from coec.commands import compile_zoo_model
 
     result = compile_zoo_model(
         "llama2-7b", phase="decode", seq=4096, layers=2, target="sn40l-node", fusion="dataflow"

@@ -125,7 +125,7 @@ def test_target_reference_describes_every_shipped_key():
 
 
 def test_target_reference_example_compiles_and_its_error_is_real(tmp_path, monkeypatch, capsys):
-    from coec.driver import compile_zoo_model
+    from coec.commands import compile_zoo_model
 
     page = (ROOT / "docs" / "targets.md").read_text()
     example = next(b for lang, b in _blocks(page) if lang == "toml" and "format =" in b)
@@ -180,7 +180,7 @@ def mlp_schedule(tmp_path_factory):
 
 def test_schedule_reference_names_every_key_the_backend_writes(mlp_schedule):
     import coec
-    from coec.driver import compile_zoo_model
+    from coec.commands import compile_zoo_model
 
     page = (ROOT / "docs" / "schedule.md").read_text()
     documented = set(re.findall(r"`([A-Za-z0-9_]+)`", page))

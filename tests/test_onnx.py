@@ -17,10 +17,10 @@ from test_counts import BF16, HID, IN, OUT, B, summary
 from test_numerics import MLP
 
 import coec
-from coec.driver import run_schedule_file
+from coec.commands import run_schedule_file
 from coec.frontend.onnx_import import import_onnx
+from coec.frontend.onnx_model import random_inputs, run_onnxruntime
 from coec.ir import ops as df
-from coec.onnx_model import random_inputs, run_onnxruntime
 
 # Both sides compute in fp32 (coec stores bf16 only for counting unless --emulate-bf16);
 # what differs is summation order in matmuls and reductions (a few ulp of values O(1))

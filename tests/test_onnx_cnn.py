@@ -13,7 +13,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from test_onnx import check
 
-from coec.onnx_model import random_inputs
+from coec.frontend.onnx_model import random_inputs
 
 F = TensorProto.FLOAT
 

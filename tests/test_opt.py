@@ -6,7 +6,7 @@ import pytest
 from conftest import EXAMPLES
 
 from coec.cli import main
-from coec.driver import compile_model_file
+from coec.commands import compile_model_file
 from coec.ir import parse_module, print_module
 from coec.ir.errors import ConfigError
 from coec.opt import parse_passes, run_opt

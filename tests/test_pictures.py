@@ -15,9 +15,9 @@ from coec.backend.cost import tier_bytes
 from coec.backend.emit import peak_occupancy, resident_bytes
 from coec.backend.schedule import load as load_schedule
 from coec.backend.target import load_target
-from coec.backend.trace import TRACKS, trace_events
 from coec.cli import main
-from coec.plots import kernel_graph, occupancy, roofline_points
+from coec.report.plots import kernel_graph, occupancy, roofline_points
+from coec.report.trace import TRACKS, trace_events
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -279,7 +279,7 @@ def test_roofline_points_and_occupancy_add_up(two_sockets, capsys):
 
 
 def test_zoo_compile_reports_progress_step_by_step():
-    from coec.driver import compile_zoo_model
+    from coec.commands import compile_zoo_model
 
     calls = []
     compile_zoo_model(

@@ -11,10 +11,10 @@ from test_counts import summary
 import coec
 from coec.api import CompiledModel
 from coec.cli import main
+from coec.models.zoo import ZOO, instantiate
 from coec.pipeline import Options
 from coec.regional import compile_zoo
 from coec.runtime.executor import Executor
-from coec.zoo import ZOO, instantiate
 
 
 @pytest.mark.parametrize("fusion", ["none", "dataflow"])
@@ -228,7 +228,7 @@ def test_weight_bytes_per_socket_by_hand():
 
 def test_llama2_7b_on_a_node_holds_an_eighth_of_its_vocabulary_per_socket():
     """The CoE expert of ``coec bench coe``: llama2-7b over 8 sockets, bf16."""
-    from coec.driver import compile_zoo_model
+    from coec.commands import compile_zoo_model
 
     r = compile_zoo_model("llama2-7b", phase="decode", seq=16, target="sn40l-node")
     per_socket = weight_bytes(r.model.schedule)
@@ -279,7 +279,7 @@ def test_llama_family_zoo_models_are_transformers_models(name, phase):
     """The zoo's Llama/Mistral are transformers' classes: compiled logits match the HF CausalLM."""
     from transformers import DynamicCache
 
-    from coec.hf_layers import hf_causal_lm
+    from coec.models.hf_layers import hf_causal_lm
 
     inst = instantiate(name, phase, seq=8, batch=2, device="cpu")
     lm = hf_causal_lm(inst.model, inst.arch)
@@ -303,7 +303,7 @@ def test_tensor_parallel_schedule_is_identical_across_processes():
         "from coec.backend.schedule import dumps;"
         "from coec.pipeline import Options;"
         "from coec.regional import compile_zoo;"
-        "from coec.zoo import ZOO, instantiate;"
+        "from coec.models.zoo import ZOO, instantiate;"
         "arch = dataclasses.replace(ZOO['tiny-mistral'], vocab=255);"
         "inst = instantiate(arch, 'decode', seq=8, batch=2);"
         "c = compile_zoo(inst, Options(fusion='dataflow', sockets=4));"

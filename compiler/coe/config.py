@@ -103,7 +103,7 @@ def _int(file: str, where: str, table: dict, key: str, default: int) -> int:
 
 def _experts(file: str, ename: str, spec) -> list[Expert]:
     """One ``[experts.NAME]`` table: its ``count`` copies."""
-    from coec.zoo import ZOO
+    from coec.models.zoo import ZOO
 
     where = f"[experts.{ename}]"
     if not isinstance(spec, dict):

@@ -78,7 +78,7 @@ def _compiled(
     zoo: str, phase: str, seq: int, batch: int, target: str, fusion: str, layers: int | None = None
 ) -> dict:
     from coec.cache import cached, target_params
-    from coec.driver import compile_zoo_model
+    from coec.commands import compile_zoo_model
 
     def compile_it() -> dict:
         global compiles
@@ -95,7 +95,7 @@ def _compiled(
 @functools.cache
 def _compiled_file(path: str, entry: str | None, target: str, fusion: str) -> dict:
     from coec.cache import cached, file_digest, target_params
-    from coec.driver import compile_model_file
+    from coec.commands import compile_model_file
 
     def compile_it() -> dict:
         global compiles
@@ -177,7 +177,7 @@ def profile_expert(
     tokens: int,
     layers: int | None = None,
 ):
-    from coec.zoo import get_arch
+    from coec.models.zoo import get_arch
 
     arch = get_arch(zoo, layers)
     t = load_target(target)

@@ -10,8 +10,8 @@ import torch
 
 from coec.api import CompiledModel, flatten_outputs, inputs_path, to_numpy, weights_path
 from coec.backend.schedule import load as load_schedule
+from coec.frontend.model_file import load_model_file
 from coec.ir.errors import ConfigError, ExecutionError
-from coec.model_file import load_model_file
 from coec.pipeline import Options, compile_onnx_model, compile_program
 from coec.runtime.executor import Executor
 
@@ -107,7 +107,7 @@ def compile_onnx_file(
     The data: ``inputs`` (.npz / .safetensors keyed by input name, which also fixes
     symbolic dims) or random data of the inputs' shapes from a fixed seed.
     """
-    from coec.onnx_model import check_inputs, load_onnx, random_inputs, run_onnxruntime
+    from coec.frontend.onnx_model import check_inputs, load_onnx, random_inputs, run_onnxruntime
 
     model, source = load_onnx(path)
     if inputs is not None:
@@ -147,9 +147,9 @@ def compile_zoo_model(
     steps: building the model, compiling it part by part and layer by layer,
     counting, and with ``execute`` running PyTorch and the runtime.
     """
+    from coec.models.zoo import ZOO, instantiate
     from coec.regional import compile_zoo, shard_inputs, zoo_steps
     from coec.runtime.node import run_node
-    from coec.zoo import ZOO, instantiate
 
     arch = ZOO.get(name)
     # before the model exists its layer count is the zoo's (or --layers)

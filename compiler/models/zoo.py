@@ -13,7 +13,7 @@ K/V; ``decode`` runs one new token per sequence against a KV cache of S tokens
 held in HBM (cache in, the new token's K/V out).
 
 Llama 2, Llama 3.1 and Mistral are built of transformers' own decoder layers
-(``coec.hf_layers.HFLayer``; tests check their logits against the HF CausalLM).
+(``coec.models.hf_layers.HFLayer``; tests check their logits against the HF CausalLM).
 Falcon and BLOOM use ``Layer``, one family with switches: LayerNorm, GELU MLP,
 attention and MLP in parallel (Falcon), ALiBi positions (BLOOM), grouped-query
 attention. Not transformers' classes there, on purpose: HF's Falcon attention
@@ -350,7 +350,7 @@ class Layer(torch.nn.Module):
 def make_layer(arch: Arch, past: int, tp: int = 1) -> torch.nn.Module:
     """The decoder layer of ``arch``: transformers' class where the zoo uses one, else ``Layer``."""
     if arch.hf:
-        from coec.hf_layers import HFLayer
+        from coec.models.hf_layers import HFLayer
 
         _check_split(arch, tp)
         return HFLayer(arch, past, tp)

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, i64
 from xdsl.ir import BlockArgument, SSAValue
 
+from coec.backend.streaming import input_axes
 from coec.ir import ops as df
-from coec.ir.streaming import input_axes
 from coec.ir.types import TensorType
 
 

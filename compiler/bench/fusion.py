@@ -53,7 +53,7 @@ TABLE_III = tuple(
 def _run(bench: Bench, target: Target, fusion: str, batch: int, layers: int | None) -> dict:
     options = Options(target=target, fusion=fusion)
     if bench.name == "fftconv":
-        from coec.fftconv import MonarchFFTConv
+        from coec.models.fftconv import MonarchFFTConv
 
         n1 = 1 << (bench.seq.bit_length() - 1) // 2
         with torch.device("meta"):
@@ -61,8 +61,8 @@ def _run(bench: Bench, target: Target, fusion: str, batch: int, layers: int | No
             x = torch.empty(batch, 32, bench.seq)
         schedule = compile_program(model, (x,), options).schedule
     else:
+        from coec.models.zoo import instantiate
         from coec.regional import compile_zoo
-        from coec.zoo import instantiate
 
         inst = instantiate(bench.name, bench.phase, bench.seq, batch, layers, device="meta")
         schedule = compile_zoo(inst, options).schedule

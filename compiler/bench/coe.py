@@ -155,7 +155,7 @@ def write_outputs(out: Path, rows: list[dict], curve: list[dict], ratios: list[d
     files[out / "results.json"] = (
         json.dumps(
             {
-                "format": "coec.bench-coe/1",
+                "format": "coec.bench.fusion-coe/1",
                 "assumptions": assumptions(),
                 "rows": rows,
                 "sweep": curve,
