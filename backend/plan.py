@@ -24,6 +24,7 @@ from xdsl.ir import BlockArgument, SSAValue
 
 from coec.backend.streaming import input_axes
 from coec.ir import ops as df
+from coec.ir.errors import VerifyError
 from coec.ir.types import TensorType
 
 
@@ -281,7 +282,10 @@ def write_plan(kernel: df.KernelOp, plan: KernelPlan) -> None:
 def read_plan(kernel: df.KernelOp) -> KernelPlan:
     ops = [op for op in kernel.compute_ops() if not isinstance(op, df.ConstantOp)]
     if "extents" not in kernel.attributes:
-        return plan_streams(ops)
+        raise VerifyError(
+            f"kernel {kernel.sym_name.data} has no tile plan: run the tile pass before placing "
+            "or emitting it"
+        )
     streams, b_tiles = {}, {}
     for op in ops:
         axes = [None if a < 0 else a for a in op.attributes["stream"].get_values()]

@@ -20,6 +20,8 @@ from coec.ir.errors import ConfigError
 
 FORMAT = "coec.target/1"
 LAUNCH_MODES = ("software", "hardware")
+#: fusion policies, weakest first: the baseline, GPU-style epilogues, SN40L streaming
+FUSION_POLICIES = ("none", "epilogue", "dataflow")
 _CAPACITY_KEYS = ("capacity_MiB", "capacity_GiB", "capacity_TiB")
 _UNITS = {"MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "GBps": 1e9, "GHz": 1e9, "us": 1e-6}
 
@@ -80,7 +82,7 @@ class Target:
     launch: Launch
     sources: dict[str, str]
     #: fusion policies this hardware can run (GPUs: no cross-SM streaming, so no dataflow)
-    fusion_policies: tuple[str, ...] = ("none", "epilogue", "dataflow")
+    fusion_policies: tuple[str, ...] = FUSION_POLICIES
     #: host->device copy bandwidth per socket, bytes/s (GPUs over PCIe; 0: none declared)
     host_copy_Bps: float = 0.0
 
@@ -130,7 +132,7 @@ class Target:
             network=Network(**d["network"]),
             launch=Launch(**d["launch"]),
             sources={},
-            fusion_policies=tuple(d.get("fusion_policies", ("none", "epilogue", "dataflow"))),
+            fusion_policies=tuple(d.get("fusion_policies", FUSION_POLICIES)),
             host_copy_Bps=d.get("host_copy_Bps", 0.0),
         )
 

@@ -131,16 +131,17 @@ def inputs_path(schedule_path: Path) -> Path:
 def compile(  # noqa: A001 - the public name users expect (like torch.compile)
     module: torch.nn.Module,
     example_inputs: tuple,
+    options: Options | None = None,
     *,
-    target: str | Target = "sn40l",
-    fusion: str = "none",
-    dtype: str = "bf16",
-    launch: str | None = None,
-    max_tile: int | None = None,
     emulate_bf16: bool = False,
     step_rows: int = 256,
+    **overrides,
 ) -> CompiledModel:
-    """Compile ``module`` for ``target``; returns a callable running on the NumPy runtime.
+    """Compile ``module``; returns a callable running on the NumPy runtime.
+
+    ``options`` is a :class:`coec.Options` (default ``Options()``); keyword ``overrides``
+    set its fields: ``target`` (a built-in name, a .toml path or a ``Target``),
+    ``fusion`` (none, epilogue, dataflow), ``dtype``, ``launch``, ``max_tile``.
 
     ``dtype`` is the storage dtype bytes are counted in (bf16 or fp32); NumPy computes
     in fp32 unless ``emulate_bf16`` rounds every stored value through bf16.
@@ -149,22 +150,18 @@ def compile(  # noqa: A001 - the public name users expect (like torch.compile)
     at least this many rows (one NumPy call per op per run; 1 = strictly tile by tile);
     counts are per tile either way.
     """
-    options = Options(target, fusion, dtype, launch, max_tile)
-    compiled = compile_program(module, tuple(example_inputs), options)
+    compiled = compile_program(module, tuple(example_inputs), Options.of(options, **overrides))
     return CompiledModel(compiled, emulate_bf16=emulate_bf16, step_rows=step_rows)
 
 
 def compile_onnx(
     model,
+    options: Options | None = None,
     *,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
-    target: str | Target = "sn40l",
-    fusion: str = "none",
-    dtype: str = "bf16",
-    launch: str | None = None,
-    max_tile: int | None = None,
     emulate_bf16: bool = False,
     step_rows: int = 256,
+    **overrides,
 ) -> CompiledModel:
     """Compile an ONNX model (a path or an ``onnx.ModelProto``) like :func:`compile`.
 
@@ -175,6 +172,6 @@ def compile_onnx(
     from coec.frontend.onnx_model import load_onnx
 
     proto, source = load_onnx(model)
-    options = Options(target, fusion, dtype, launch, max_tile)
+    options = Options.of(options, **overrides)
     compiled = compile_onnx_model(proto, options, input_shapes=input_shapes, source=source)
     return CompiledModel(compiled, emulate_bf16=emulate_bf16, step_rows=step_rows)

@@ -16,15 +16,12 @@ from rich.table import Table
 
 from coec.ir.errors import CoecError, ConfigError
 
-DUMP_ALIASES = {
-    "frontend": "frontend",
-    "after-fuse": "after-fuse",
-    "after-fusion": "after-fuse",
-    "after-tile": "after-tile",
-    "after-tiling": "after-tile",
-    "after-place": "after-place",
-    "after-placement": "after-place",
-}
+
+def _dump_stages() -> tuple[str, ...]:
+    """--dump-ir's stage names: the pipeline's (``frontend``, ``after-<pass>``...)."""
+    from coec.pipeline import stage_names
+
+    return stage_names()
 
 
 def _console() -> Console:
@@ -71,7 +68,7 @@ def cli() -> None:
 
 
 @cli.command("compile")
-@click.argument("model_file", metavar="MODEL.py|MODEL.onnx", required=False)
+@click.argument("model_file", metavar="MODEL.py|MODEL.onnx|IR.mlir", required=False)
 @click.option(
     "--zoo", metavar="NAME", help="Compile a zoo model by name instead of MODEL.py (see coec zoo)."
 )
@@ -206,10 +203,11 @@ def compile_cmd(
     trace_file,
     quiet,
 ):
-    """Compile MODEL.py or MODEL.onnx and report its cost.
+    """Compile MODEL.py, MODEL.onnx or df IR text and report its cost.
 
     MODEL.py defines model() and example_inputs(); a MODEL.onnx runs on random data of
-    its inputs' shapes (seed 0) unless --inputs gives data.
+    its inputs' shapes (seed 0) unless --inputs gives data; IR.mlir (coec opt output, at
+    any stage) runs the rest of the pipeline and compiles count-only.
     """
     from coec.commands import compile_model_file
 
@@ -217,19 +215,18 @@ def compile_cmd(
         raise ConfigError("--run and --count-only exclude each other")
     points: tuple[str, ...] = ()
     if dump_ir:
+        stages = _dump_stages()
         if dump_ir == "all":
-            points = tuple(dict.fromkeys(DUMP_ALIASES.values()))
-        elif dump_ir in DUMP_ALIASES:
-            points = (DUMP_ALIASES[dump_ir],)
+            points = stages
+        elif dump_ir in stages:
+            points = (dump_ir,)
         else:
-            raise ConfigError(
-                f"--dump-ir {dump_ir!r}: choose from {', '.join(DUMP_ALIASES)} or all"
-            )
+            raise ConfigError(f"--dump-ir {dump_ir!r}: choose from {', '.join(stages)} or all")
     if (model_file is None) == (zoo is None):
         raise ConfigError("give either MODEL.py (or MODEL.onnx) or --zoo NAME")
-    options = dict(
-        target=target, fusion=fusion, dtype=dtype, launch=launch, max_tile=max_tile, sockets=sockets
-    )
+    from coec.pipeline import Options
+
+    options = Options(target, fusion, dtype, launch, max_tile, sockets)
     if zoo:
         from coec.commands import compile_zoo_model
 
@@ -237,6 +234,7 @@ def compile_cmd(
             task = bar.add_task(f"compiling {zoo}", total=None)
             result = compile_zoo_model(
                 zoo,
+                options,
                 phase=phase,
                 seq=seq,
                 batch=batch,
@@ -246,19 +244,18 @@ def compile_cmd(
                 progress=lambda done, total, what: bar.update(
                     task, completed=done, total=total, description=what
                 ),
-                **options,
             )
         model_file = f"{zoo} {phase} batch {batch} seq {seq}"
     else:
         result = compile_model_file(
             model_file,
+            options,
             entry=entry,
             execute=execute,
             emulate_bf16=emulate_bf16,
             output=output,
             dump_points=points,
             inputs=inputs_file,
-            **options,
         )
     if trace_file:
         _write_trace(trace_file, result.report, result.model.schedule)
@@ -896,7 +893,7 @@ def _normalize(argv: list[str]) -> list[str]:
     out = []
     for i, arg in enumerate(argv):
         nxt = argv[i + 1] if i + 1 < len(argv) else None
-        if arg == "--dump-ir" and (nxt is None or nxt not in (*DUMP_ALIASES, "all")):
+        if arg == "--dump-ir" and (nxt is None or nxt not in (*_dump_stages(), "all")):
             arg = "--dump-ir=after-place"
         out.append(arg)
     return out

@@ -10,6 +10,7 @@ import torch
 
 from coec.api import CompiledModel, flatten_outputs, inputs_path, to_numpy, weights_path
 from coec.backend.schedule import load as load_schedule
+from coec.backend.schedule import write_files_atomic
 from coec.frontend.model_file import load_model_file
 from coec.ir.errors import ConfigError, ExecutionError
 from coec.pipeline import Options, compile_onnx_model, compile_program
@@ -41,39 +42,41 @@ def compare(
 
 def compile_model_file(
     path: str | Path,
+    options: Options | None = None,
     *,
     entry: str | None = None,
-    target: str = "sn40l",
-    fusion: str = "none",
-    dtype: str = "bf16",
-    launch: str | None = None,
-    max_tile: int | None = None,
-    sockets: int | None = None,
     execute: bool = False,
     emulate_bf16: bool = False,
     output: Path | None = None,
     dump_points: tuple[str, ...] = (),
     inputs: Path | None = None,
+    **overrides,
 ) -> CompileResult:
-    """Compile MODEL.py, or a model.onnx (dispatched on the suffix to compile_onnx_file)."""
-    options = dict(target=target, fusion=fusion, dtype=dtype, launch=launch, max_tile=max_tile)
-    if Path(path).suffix.lower() == ".onnx":
-        if entry:
-            raise ConfigError("--entry names a function of a MODEL.py, not of an ONNX model")
+    """Compile MODEL.py, a model.onnx or df IR text (``.mlir``), dispatched on the suffix.
+
+    ``options`` (or ``Options()``) with ``overrides`` (``Options`` fields) applied.
+    """
+    options = Options.of(options, **overrides)
+    suffix = Path(path).suffix.lower()
+    if suffix in (".onnx", ".mlir") and entry:
+        raise ConfigError(f"--entry names a function of a MODEL.py, not of a {suffix} file")
+    if suffix == ".onnx":
         return compile_onnx_file(
             path,
+            options,
             inputs=inputs,
-            sockets=sockets,
             execute=execute,
             emulate_bf16=emulate_bf16,
             output=output,
             dump_points=dump_points,
-            **options,
         )
     if inputs is not None:
         raise ConfigError("--inputs is for ONNX models; a MODEL.py defines example_inputs()")
+    if suffix == ".mlir":
+        if dump_points:
+            raise ConfigError("--dump-ir on df IR text: run coec opt on it instead")
+        return compile_ir_file(path, options, execute=execute, output=output)
     module, inputs = load_model_file(path, entry)
-    options = Options(target, fusion, dtype, launch, max_tile, sockets)
     compiled = compile_program(module, inputs, options, dump_points)
     cm = CompiledModel(compiled, emulate_bf16=emulate_bf16)
     report = dict(cm.report)
@@ -89,18 +92,14 @@ def compile_model_file(
 
 def compile_onnx_file(
     path: str | Path,
+    options: Options | None = None,
     *,
     inputs: Path | None = None,
-    target: str = "sn40l",
-    fusion: str = "none",
-    dtype: str = "bf16",
-    launch: str | None = None,
-    max_tile: int | None = None,
-    sockets: int | None = None,
     execute: bool = False,
     emulate_bf16: bool = False,
     output: Path | None = None,
     dump_points: tuple[str, ...] = (),
+    **overrides,
 ) -> CompileResult:
     """Compile a model.onnx; with ``execute``, compare with onnxruntime on the same data.
 
@@ -114,7 +113,7 @@ def compile_onnx_file(
         feeds = check_inputs(model, _read_tensors(Path(inputs)), str(inputs))
     else:
         feeds = random_inputs(model)
-    options = Options(target, fusion, dtype, launch, max_tile, sockets)
+    options = Options.of(options, **overrides)
     shapes = {k: v.shape for k, v in feeds.items()}
     compiled = compile_onnx_model(model, options, dump_points, shapes, source)
     cm = CompiledModel(compiled, emulate_bf16=emulate_bf16)
@@ -129,8 +128,32 @@ def compile_onnx_file(
     return CompileResult(report, compiled.dumps, compiled.target.name, cm)
 
 
+def compile_ir_file(
+    path: str | Path,
+    options: Options | None = None,
+    *,
+    execute: bool = False,
+    output: Path | None = None,
+    **overrides,
+) -> CompileResult:
+    """Compile df IR text (e.g. ``coec opt`` output) at any stage into a schedule, count-only."""
+    from coec.opt import compile_ir
+
+    if execute:
+        raise ConfigError(f"{path}: df IR text carries no weights; it compiles count-only")
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    compiled = compile_ir(path.read_text(), Options.of(options, **overrides), str(path))
+    cm = CompiledModel(compiled)
+    if output:  # the schedule alone: text IR names its weights but holds none
+        write_files_atomic({Path(output): cm.schedule_json()})
+    return CompileResult(dict(cm.report), {}, compiled.target.name, cm)
+
+
 def compile_zoo_model(
     name: str,
+    options: Options | None = None,
     *,
     phase: str = "prefill",
     seq: int = 128,
@@ -139,7 +162,7 @@ def compile_zoo_model(
     execute: bool = False,
     output: Path | None = None,
     progress=None,
-    **options,
+    **overrides,
 ) -> CompileResult:
     """Compile a zoo model by name; on the meta device (count-only) unless ``execute``.
 
@@ -165,7 +188,9 @@ def compile_zoo_model(
     inst = instantiate(name, phase, seq, batch, layers, device=device)
     total = extra + zoo_steps(inst)
     compiled = compile_zoo(
-        inst, Options(**options), lambda done, _, what: step(1 + done, f"{name}: {what}")
+        inst,
+        Options.of(options, **overrides),
+        lambda done, _, what: step(1 + done, f"{name}: {what}"),
     )
     done = 1 + zoo_steps(inst)
     step(done, f"{name}: counting")

@@ -79,7 +79,7 @@ def _options(options: dict | None) -> tuple[Options, dict]:
         choices = ", ".join(sorted(known | set(_RUNTIME_OPTIONS)))
         raise ConfigError(f"coec backend: unknown option {unknown[0]!r}; options: {choices}")
     runtime = {k: options.pop(k) for k in _RUNTIME_OPTIONS if k in options}
-    return Options(**options).normalized(), runtime
+    return Options.of(**options).normalized(), runtime
 
 
 def backend(gm: torch.fx.GraphModule, example_inputs: list, options: dict | None = None):

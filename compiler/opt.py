@@ -4,23 +4,31 @@
     coec opt m.mlir -p 'canonicalize,fuse{policy=dataflow},tile{max-tile=16},place'
 
 The pipeline syntax is xDSL's (``name{option=value ...}``, comma-separated); the
-IR is verified after every pass. Passes that take a ``target`` get ``--target``
-unless the pipeline names one.
+IR is verified after every pass, and each pass first checks the IR is at the stage
+it needs (``passes.stage``), so ``-p place`` on frontend IR is one clear error.
+Passes that take a ``target`` get ``--target`` unless the pipeline names one.
+Placed IR becomes an executable schedule with :func:`schedule_of` (``coec opt
+--emit schedule``, or ``coec compile placed.mlir``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass, PassPipeline, parse_pipeline
 from xdsl.utils.exceptions import ArgSpecParseError
 
-from coec.ir import make_context, parse_module, print_module, verify
+from coec.frontend.common import Program
+from coec.ir import parse_module, print_module, verify
 from coec.ir.errors import ConfigError
 from coec.passes.canonicalize import CanonicalizePass
 from coec.passes.fusion import FusePass
 from coec.passes.placement import PlacePass
+from coec.passes.stage import NEXT_PASS, ir_stage
 from coec.passes.tiling import TilePass
+from coec.pipeline import Compiled, Options, Pipeline, run_passes
 
 #: the passes ``coec opt`` knows, by their pipeline names
 PASSES: dict[str, type[ModulePass]] = {
@@ -52,10 +60,33 @@ def parse_passes(spec: str, target: str = "sn40l") -> list[ModulePass]:
 
 def run_opt(text: str, spec: str, target: str = "sn40l", source: str = "<ir>") -> str:
     """Parse ``text``, run the pipeline ``spec`` on it, return the printed result."""
+    return print_module(run_opt_module(text, spec, target, source))
+
+
+def run_opt_module(text: str, spec: str, target: str = "sn40l", source: str = "<ir>") -> ModuleOp:
+    """Parse ``text`` and run the pipeline ``spec`` on it; returns the module."""
     passes = parse_passes(spec, target) if spec.strip() else []
     module = parse_module(text, source)
-    ctx = make_context()
-    for p in passes:
-        p.apply(ctx, module)
-        verify(module)
-    return print_module(module)
+    verify(module)
+    run_passes(module, passes)
+    return module
+
+
+def compile_ir(text: str, options: Options, source: str = "<ir>") -> Compiled:
+    """df IR text at any stage -> the rest of the pipeline -> an executable schedule.
+
+    ``options``' passes run from the stage the IR is at (frontend IR is fused, tiled and
+    placed; placed IR is only emitted), so ``coec opt`` output becomes a schedule and the
+    text IR round-trips. Text carries no weights: the result runs count-only.
+    """
+    pipeline = Pipeline(options)
+    module = parse_module(text, source)
+    verify(module)
+    stage = ir_stage(module)
+    if stage != "placed":
+        start = NEXT_PASS[stage] if stage else pipeline.passes[0].name
+        pipeline.run(module, start=start)
+    fn = next(op for op in module.ops if isinstance(op, func.FuncOp))
+    names = [a.name_hint or f"arg{i}" for i, a in enumerate(fn.body.block.args)]
+    program = Program(module, {}, names, pipeline.options.dtype, source=source)
+    return Compiled(program, pipeline.target, pipeline.emit(module))

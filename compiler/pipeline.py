@@ -1,39 +1,56 @@
-"""The compile pipeline as an explicit ordered list of stages.
+"""The compile pipeline: one ``Options`` value, one ordered list of xDSL passes.
 
-frontend (torch.export or ONNX import -> df IR) -> fuse -> place -> emit schedule.
-Each stage can be dumped (``--dump-ir=after-fuse``); the IR is verified after
-every pass.
+    frontend (torch.export or ONNX import -> df IR) -> fuse -> tile -> place -> emit schedule
+
+``Pipeline(options)`` builds the passes from the options (``passes``), names its dump
+points after them (``stages``: ``frontend``, ``after-fuse``, ...) and runs them,
+verifying the IR after every pass. ``coec.compile``, zoo (regional) compilation, the
+``torch.compile`` backend and ``coec opt`` all run passes through it. Each pass states
+the IR stage it needs and the one it leaves (``passes.stage``), so a pipeline written
+by hand (``coec opt -p``) in an illegal order is refused before it runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
+from typing import TYPE_CHECKING
 
-import torch
-from xdsl.dialects.builtin import ModuleOp
-
-from coec.backend.emit import emit_schedule
-from coec.backend.target import Target, load_target
-from coec.frontend.export import export_module
-from coec.frontend.lower import Program, lower_program
-from coec.ir import print_module, verify
+from coec.backend.target import FUSION_POLICIES, Target, load_target
+from coec.frontend.common import Program
 from coec.ir.errors import ConfigError
-from coec.passes.fusion import POLICIES, FusePass
-from coec.passes.placement import PlacePass
-from coec.passes.tiling import TilePass
+
+if TYPE_CHECKING:
+    import torch
+    from xdsl.dialects.builtin import ModuleOp
+    from xdsl.passes import ModulePass
 
 DTYPE_ALIASES = {"bf16": "bf16", "bfloat16": "bf16", "fp32": "f32", "f32": "f32", "float32": "f32"}
+POLICIES = FUSION_POLICIES
 
 
 @dataclass(frozen=True)
 class Options:
+    """Every option of a compile: the one value the API, the CLI and the drivers pass on."""
+
     target: str | Target = "sn40l"
     fusion: str = "none"
     dtype: str = "bf16"
     launch: str | None = None  # None: the target's own setting
     max_tile: int | None = None  # cap on tile sizes (None: the tiling pass chooses freely)
     sockets: int | None = None  # None: the target's own count
+
+    @classmethod
+    def of(cls, options: Options | None = None, **overrides) -> Options:
+        """``options`` (or the defaults) with ``overrides``; an unknown name is a ConfigError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown compile option {unknown[0]!r}; options: {', '.join(sorted(known))}"
+            )
+        return replace(options or cls(), **overrides)
 
     def normalized(self) -> Options:
         if self.dtype not in DTYPE_ALIASES:
@@ -60,6 +77,10 @@ class Options:
             target = replace(target, sockets=self.sockets)
         return target
 
+    def schedule_meta(self, target: Target) -> dict:
+        """What the schedule records of these options."""
+        return {"fusion": self.fusion, "dtype": self.dtype, "launch": target.launch.mode}
+
 
 @dataclass
 class Compiled:
@@ -69,62 +90,118 @@ class Compiled:
     dumps: dict[str, str] = field(default_factory=dict)
 
 
-#: the pass pipeline, in order: (dump point after it, how to run it)
-PIPELINE: tuple[tuple[str, Callable[[ModuleOp, Target, Options], None]], ...] = (
-    ("after-fuse", lambda m, t, o: FusePass.apply_target(m, t, o.fusion)),
-    ("after-tile", lambda m, t, o: TilePass.apply_target(m, t, o.max_tile)),
-    ("after-place", lambda m, t, o: PlacePass.apply_target(m, t)),
-)
+#: ``dump(stage, text)``: called with the printed IR at each stage asked for
+Dump = Callable[[str, str], None]
 
 
-def run_passes(
-    program: Program,
-    target: Target,
-    options: Options,
-    dump: Callable[[str, str], None] | None = None,
-) -> None:
-    """Run the pipeline on ``program`` in place, verifying the IR after every pass."""
-    module = program.module
-    verify(module)
-    if dump:
-        dump("frontend", print_module(module))
-    for point, run in PIPELINE:
-        run(module, target, options)
+class Pipeline:
+    """The passes one ``Options`` value asks for, in order, on its resolved target."""
+
+    def __init__(self, options: Options):
+        self.options = options.normalized()
+        self.target = self.options.resolve_target()
+
+    @cached_property
+    def passes(self) -> tuple[ModulePass, ...]:
+        from coec.passes.fusion import FusePass
+        from coec.passes.placement import PlacePass
+        from coec.passes.tiling import TilePass
+
+        return (
+            FusePass(policy=self.options.fusion, target=self.target),
+            TilePass(target=self.target, max_tile=self.options.max_tile or 0),
+            PlacePass(target=self.target),
+        )
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The dump points: the frontend's IR, then the IR after each pass."""
+        return ("frontend", *(f"after-{p.name}" for p in self.passes))
+
+    def run(
+        self,
+        module: ModuleOp,
+        dump: Dump | None = None,
+        until: str | None = None,
+        start: str | None = None,
+    ) -> None:
+        """Run the passes on ``module`` in place, verifying the IR after each.
+
+        ``start`` / ``until`` name the first / last pass to run (``until="tile"``: the
+        per-function passes regional compilation runs on each part; ``start="place"``:
+        the rest). The module's stage must be what the first pass needs.
+        """
+        from coec.ir import print_module, verify
+
+        names = [p.name for p in self.passes]
+        first = names.index(start) if start else 0
+        last = names.index(until) + 1 if until else len(names)
+        verify(module)
+        if dump and first == 0:
+            dump("frontend", print_module(module))
+        run_passes(module, self.passes[first:last], dump)
+
+    def emit(self, module: ModuleOp, meta: dict | None = None) -> dict:
+        """The schedule of placed ``module``."""
+        from coec.backend.emit import emit_schedule
+
+        return emit_schedule(
+            module, self.target, {**self.options.schedule_meta(self.target), **(meta or {})}
+        )
+
+    def compile(self, program: Program, dump_points: Sequence[str] = ()) -> Compiled:
+        """Run every pass on ``program`` (in place) and emit its schedule."""
+        unknown = [p for p in dump_points if p not in self.stages]
+        if unknown:
+            raise ConfigError(f"IR stage {unknown[0]!r}: choose from {', '.join(self.stages)}")
+        dumps: dict[str, str] = {}
+
+        def dump(stage: str, text: str) -> None:
+            if stage in dump_points:
+                dumps[stage] = text
+
+        self.run(program.module, dump)
+        return Compiled(program, self.target, self.emit(program.module), dumps)
+
+
+def run_passes(module: ModuleOp, passes: Sequence[ModulePass], dump: Dump | None = None) -> None:
+    """Apply ``passes`` in order, each after checking the IR is at the stage it needs."""
+    from coec.ir import make_context, print_module, verify
+    from coec.passes.stage import check_stage
+
+    ctx = make_context()
+    for p in passes:
+        check_stage(module, p)
+        p.apply(ctx, module)
         verify(module)
         if dump:
-            dump(point, print_module(module))
+            dump(f"after-{p.name}", print_module(module))
+
+
+def stage_names() -> tuple[str, ...]:
+    """The dump points of every pipeline (the same passes whatever the options)."""
+    return Pipeline(Options()).stages
 
 
 def compile_lowered(
-    program: Program, options: Options, dump_points: tuple[str, ...] = (), copy: bool = True
+    program: Program, options: Options, dump_points: Sequence[str] = (), copy: bool = True
 ) -> Compiled:
-    """Run the passes and emit the schedule for a lowered program (unchanged if ``copy``)."""
-    options = options.normalized()
-    target = options.resolve_target()
+    """Run the pipeline and emit the schedule for a lowered program (unchanged if ``copy``)."""
     if copy:
         program = replace(program, module=program.module.clone())
-    dumps: dict[str, str] = {}
-
-    def dump(point: str, text: str) -> None:
-        if point in dump_points:
-            dumps[point] = text
-
-    run_passes(program, target, options, dump)
-    schedule = emit_schedule(
-        program.module,
-        target,
-        {"fusion": options.fusion, "dtype": options.dtype, "launch": target.launch.mode},
-    )
-    return Compiled(program, target, schedule, dumps)
+    return Pipeline(options).compile(program, dump_points)
 
 
 def compile_program(
     module: torch.nn.Module,
     example_inputs: tuple,
     options: Options,
-    dump_points: tuple[str, ...] = (),
+    dump_points: Sequence[str] = (),
 ) -> Compiled:
     """torch.export, lower to df IR, run the passes, emit the schedule."""
+    from coec.frontend.export import export_module
+    from coec.frontend.lower import lower_program
+
     options = _one_socket(options.normalized())
     program = lower_program(export_module(module, example_inputs), options.dtype)
     return compile_lowered(program, options, dump_points, copy=False)
@@ -133,7 +210,7 @@ def compile_program(
 def compile_onnx_model(
     model,
     options: Options,
-    dump_points: tuple[str, ...] = (),
+    dump_points: Sequence[str] = (),
     input_shapes: dict | None = None,
     source: str = "<onnx>",
 ) -> Compiled:

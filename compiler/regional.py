@@ -19,16 +19,12 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Block, Region, SSAValue
 
-from coec.backend.emit import emit_schedule
+from coec.frontend.common import Program
 from coec.frontend.export import export_module
-from coec.frontend.lower import Program, lower_program
+from coec.frontend.lower import lower_program
 from coec.ir import ops as df
-from coec.ir import verify
 from coec.models.zoo import ZooInstance, make_embed, make_head, make_layer
-from coec.passes.fusion import FusePass
-from coec.passes.placement import PlacePass
-from coec.passes.tiling import TilePass
-from coec.pipeline import Compiled, Options
+from coec.pipeline import Compiled, Options, Pipeline
 
 
 class _Stitcher:
@@ -87,11 +83,10 @@ class _Stitcher:
         raise AssertionError("a part function without a return")
 
 
-def _lower_part(module: torch.nn.Module, inputs: tuple, options: Options, target) -> Program:
-    program = lower_program(export_module(module, inputs), options.dtype)
-    FusePass.apply_target(program.module, target, options.fusion)
-    TilePass.apply_target(program.module, target, options.max_tile)
-    verify(program.module)
+def _lower_part(module: torch.nn.Module, inputs: tuple, pipeline: Pipeline) -> Program:
+    """One part exported, lowered and run through the per-function passes (up to tiling)."""
+    program = lower_program(export_module(module, inputs), pipeline.options.dtype)
+    pipeline.run(program.module, until="tile")
     return program
 
 
@@ -127,8 +122,8 @@ def compile_zoo(inst: ZooInstance, options: Options, progress: Progress | None =
             progress(done, total, what)
         done += 1
 
-    options = options.normalized()
-    target = options.resolve_target()
+    pipeline = Pipeline(options)
+    options, target = pipeline.options, pipeline.target
     m, arch, tp = inst.model, inst.arch, target.sockets
     tokens = inst.ids.shape[1]
     with torch.device(inst.ids.device):  # parameters of the parts are bound below
@@ -139,11 +134,11 @@ def compile_zoo(inst: ZooInstance, options: Options, progress: Progress | None =
         head_shard = make_head(arch, tp) if tp > 1 else m.head
     caches = [shard_cache(inst, c, 0, tp) for c in inst.caches[:2]]
     step("exporting the embedding")
-    embed = _lower_part(embed_shard, (inst.ids,), options, target)
+    embed = _lower_part(embed_shard, (inst.ids,), pipeline)
     step("exporting a decoder layer")
-    layer = _lower_part(shard, (h, *caches), options, target)
+    layer = _lower_part(shard, (h, *caches), pipeline)
     step("exporting the head")
-    head = _lower_part(head_shard, (h,), options, target)
+    head = _lower_part(head_shard, (h,), pipeline)
 
     st = _Stitcher(tp)
     ids = st.arg(embed.func.body.block.args[0].type, "input_ids")
@@ -177,8 +172,7 @@ def compile_zoo(inst: ZooInstance, options: Options, progress: Progress | None =
     )
     module = ModuleOp([fn])
     step("placing memory")
-    PlacePass.apply_target(module, target)
-    verify(module)
+    pipeline.run(module, start="place")
     program = Program(
         module,
         st.weights[0],
@@ -187,13 +181,9 @@ def compile_zoo(inst: ZooInstance, options: Options, progress: Progress | None =
         socket_weights=st.weights if tp > 1 else None,
     )
     step("emitting the schedule")
-    schedule = emit_schedule(
+    schedule = pipeline.emit(
         module,
-        target,
         {
-            "fusion": options.fusion,
-            "dtype": options.dtype,
-            "launch": target.launch.mode,
             "model": arch.name,
             "phase": inst.phase,
             "batch": inst.batch,

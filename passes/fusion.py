@@ -30,7 +30,7 @@ from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
 from coec.backend.plan import plan_streams
-from coec.backend.target import Target, load_target
+from coec.backend.target import FUSION_POLICIES, Target, load_target
 from coec.ir import ops as df
 from coec.ir.errors import ConfigError
 from coec.passes.outline import outline, restore_order
@@ -38,7 +38,7 @@ from coec.passes.tiling import Boundary, choose_tiles, min_sram_bytes
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("none", "epilogue", "dataflow")
+POLICIES = FUSION_POLICIES
 
 #: ops that never become kernels of their own: sources
 _SOURCES = (df.WeightOp, df.ConstantOp)
@@ -262,8 +262,9 @@ class FusePass(ModulePass):
     """
 
     name = "fuse"
+    requires = "frontend"
     policy: str = "none"
-    target: str = "sn40l"
+    target: str | Target = "sn40l"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         self.apply_target(op, load_target(self.target), self.policy)

@@ -176,7 +176,8 @@ class PlacePass(ModulePass):
     """
 
     name = "place"
-    target: str = "sn40l"
+    requires = "tiled"
+    target: str | Target = "sn40l"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         self.apply_target(op, load_target(self.target))

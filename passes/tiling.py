@@ -149,7 +149,8 @@ class TilePass(ModulePass):
     """
 
     name = "tile"
-    target: str = "sn40l"
+    requires = "fused"
+    target: str | Target = "sn40l"
     max_tile: int = 0  # 0: no cap; otherwise no tile is larger (exercises tile-by-tile runs)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

@@ -13,11 +13,8 @@ per ATen op (``LOWERINGS``). Two rules keep the IR small and honest:
 
 from __future__ import annotations
 
-import math
 import operator
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch.export import ExportedProgram
@@ -26,6 +23,8 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, Region, SSAValue
 
+from coec.frontend.common import Program, name_hint
+from coec.frontend.registry import aten_lowerings
 from coec.ir import ops as df
 from coec.ir.errors import UnsupportedOpError
 from coec.ir.types import TensorType
@@ -40,24 +39,6 @@ _INT_DTYPES = {
 }
 
 
-@dataclass
-class Program:
-    """A model in df IR plus the data its ``df.weight`` ops name."""
-
-    module: ModuleOp
-    weights: dict[str, torch.Tensor]
-    input_names: list[str]
-    dtype: str
-    source: str = "<module>"
-    notes: list[str] = field(default_factory=list)
-    #: under tensor parallelism, each socket's weights (``weights`` is then socket 0's)
-    socket_weights: list[dict[str, torch.Tensor]] | None = None
-
-    @property
-    def func(self) -> func.FuncOp:
-        return next(op for op in self.module.ops if isinstance(op, func.FuncOp))
-
-
 def source_line(node: torch.fx.Node) -> str:
     """The user's source line that produced ``node`` ('model.py:12: y = f(x)')."""
     trace = node.meta.get("stack_trace") or ""
@@ -69,10 +50,6 @@ def source_line(node: torch.fx.Node) -> str:
         return f"in {owner}"
     path, line, code = (user or frames)[0 if user else -1]
     return f"{path}:{line}: {code.strip()}"
-
-
-def _hint(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
 class Lowering:
@@ -110,7 +87,7 @@ class Lowering:
         self.block.add_op(op)
         result = op.results[0]
         if hint or self.node is not None:
-            result.name_hint = _hint(hint or self.node.name)
+            result.name_hint = name_hint(hint or self.node.name)
         return result
 
     def unsupported(self, what: str) -> UnsupportedOpError:
@@ -195,7 +172,7 @@ class Lowering:
                         raise UnsupportedOpError(f"non-tensor model input {node.name}")
                     t = self.type_of(node)
                     arg = self.block.insert_arg(t, len(arg_types))
-                    arg.name_hint = _hint(node.name)
+                    arg.name_hint = name_hint(node.name)
                     arg_types.append(t)
                     self.values[node] = arg
                     self.input_names.append(node.name)
@@ -245,7 +222,7 @@ class Lowering:
         if all(i in self.consts for i in inputs) or name in _SHAPE_ONLY:
             self.consts[node] = self._fold(node)
             return
-        handler = LOWERINGS.get(name)
+        handler = aten_lowerings().get(name)
         if handler is None:
             raise self.unsupported(f"op aten.{name}")
         result = handler(self, node, bind(node))
@@ -293,440 +270,7 @@ _DROPPED = frozenset(
 )
 _SHAPE_ONLY = frozenset({"zeros_like", "ones_like", "empty_like", "full_like"})
 
-# -- lowerings, one per ATen op family ----------------------------------------------------
-Handler = Callable[[Lowering, torch.fx.Node, dict], "SSAValue | list | None"]
-LOWERINGS: dict[str, Handler] = {}
-
-
-def lowers(*names: str):
-    def register(fn: Handler) -> Handler:
-        for n in names:
-            LOWERINGS[n] = fn
-        return fn
-
-    return register
-
-
-def _norm_dim(d: int, rank: int) -> int:
-    return d % rank if rank else 0
-
-
-@lowers("clone", "contiguous", "alias", "detach", "lift_fresh_copy", "dropout", "_to_copy")
-@lowers("to", "type_as")
-def _identity(lw: Lowering, node, a):
-    x = lw.value(node.args[0])
-    want = lw.type_of(node)
-    if df.tensor_type(x).dtype == want.dtype:
-        return x
-    return lw.emit(df.ElementwiseOp("cast", [x], want))
-
-
-_UNARY = {
-    "relu": "relu",
-    "silu": "silu",
-    "sigmoid": "sigmoid",
-    "tanh": "tanh",
-    "exp": "exp",
-    "log": "log",
-    "sqrt": "sqrt",
-    "rsqrt": "rsqrt",
-    "neg": "neg",
-    "sin": "sin",
-    "cos": "cos",
-    "abs": "abs",
-    "reciprocal": "reciprocal",
-    "erf": "erf",
-    "logical_not": "logical_not",
-    "bitwise_not": "logical_not",
-}
-
-
-@lowers(*_UNARY)
-def _unary(lw: Lowering, node, a):
-    return lw.ew(_UNARY[node.target.overloadpacket.__name__], node.args[0], type_=lw.type_of(node))
-
-
-@lowers("gelu")
-def _gelu(lw: Lowering, node, a):
-    kind = "gelu_tanh" if a["approximate"] == "tanh" else "gelu"
-    return lw.ew(kind, a["self"], type_=lw.type_of(node))
-
-
-_BINARY = {
-    "mul": "mul",
-    "div": "div",
-    "pow": "pow",
-    "maximum": "maximum",
-    "minimum": "minimum",
-    "eq": "eq",
-    "ne": "ne",
-    "lt": "lt",
-    "le": "le",
-    "gt": "gt",
-    "ge": "ge",
-    "logical_and": "logical_and",
-    "logical_or": "logical_or",
-    "bitwise_and": "logical_and",
-    "bitwise_or": "logical_or",
-}
-
-
-@lowers(*_BINARY)
-def _binary(lw: Lowering, node, a):
-    name = node.target.overloadpacket.__name__
-    if name == "div" and a.get("rounding_mode") is not None:
-        raise lw.unsupported(f"aten.div with rounding_mode={a['rounding_mode']!r}")
-    if name.startswith("bitwise") and node.meta["val"].dtype != torch.bool:
-        raise lw.unsupported(f"aten.{name} on integers")
-    x, y = node.args[0], node.args[1]
-    return lw.ew(_BINARY[name], x, y, type_=lw.type_of(node))
-
-
-@lowers("add", "sub", "rsub")
-def _add_sub(lw: Lowering, node, a):
-    name = node.target.overloadpacket.__name__
-    x, y, alpha = a["self"], a["other"], a.get("alpha", 1)
-    if alpha != 1:
-        y = lw.ew("mul", y, alpha) if isinstance(y, torch.fx.Node) else y * alpha
-    kind = "add" if name == "add" else "sub"
-    if name == "rsub":
-        x, y = y, x
-    return lw.ew(kind, x, y, type_=lw.type_of(node))
-
-
-@lowers("where")
-def _where(lw: Lowering, node, a):
-    return lw.ew("where", a["condition"], a["self"], a["other"], type_=lw.type_of(node))
-
-
-@lowers("masked_fill")
-def _masked_fill(lw: Lowering, node, a):
-    return lw.ew("where", a["mask"], a["value"], a["self"], type_=lw.type_of(node))
-
-
-@lowers("clamp", "clamp_min", "clamp_max")
-def _clamp(lw: Lowering, node, a):
-    x = lw.value(a["self"])
-    if a.get("min") is not None:
-        x = lw.ew("maximum", x, lw.scalar(a["min"], x))
-    if a.get("max") is not None:
-        x = lw.ew("minimum", x, lw.scalar(a["max"], x))
-    return x
-
-
-@lowers("hardtanh")
-def _hardtanh(lw: Lowering, node, a):
-    """``clamp(x, min_val, max_val)`` (ReLU6 is hardtanh(0, 6))."""
-    x = lw.value(a["self"])
-    x = lw.ew("maximum", x, lw.scalar(a["min_val"], x))
-    return lw.ew("minimum", x, lw.scalar(a["max_val"], x))
-
-
-@lowers("leaky_relu")
-def _leaky_relu(lw: Lowering, node, a):
-    x = lw.value(a["self"])
-    negative = lw.ew("mul", x, lw.scalar(a["negative_slope"], x))
-    return (
-        lw.ew("maximum", x, negative) if a["negative_slope"] <= 1 else lw.ew("minimum", x, negative)
-    )
-
-
-@lowers("hardsigmoid", "hardswish")
-def _hard_gates(lw: Lowering, node, a):
-    """``relu6(x + 3) / 6``, times ``x`` for hardswish (MobileNetV3)."""
-    x = lw.value(a["self"])
-    gate = lw.ew("add", x, lw.scalar(3.0, x))
-    gate = lw.ew("minimum", lw.ew("maximum", gate, lw.scalar(0.0, x)), lw.scalar(6.0, x))
-    gate = lw.ew("div", gate, lw.scalar(6.0, x))
-    return lw.ew("mul", x, gate) if node.target.overloadpacket.__name__ == "hardswish" else gate
-
-
-# -- matmuls -------------------------------------------------------------------------------
-@lowers("linear")
-def _linear(lw: Lowering, node, a):
-    out = lw.type_of(node)
-    y = lw.emit(df.MatmulOp(lw.value(a["input"]), lw.value(a["weight"]), True, out))
-    if a["bias"] is None:
-        return y
-    return lw.ew("add", y, lw.value(a["bias"]), type_=out)
-
-
-@lowers("mm", "bmm", "matmul")
-def _matmul(lw: Lowering, node, a):
-    x, w = lw.value(node.args[0]), lw.value(node.args[1])
-    if len(df.tensor_type(x).shape_tuple) < 2 or len(df.tensor_type(w).shape_tuple) < 2:
-        raise lw.unsupported("matmul of a 1-d tensor")
-    return lw.emit(df.MatmulOp(x, w, False, lw.type_of(node)))
-
-
-@lowers("addmm")
-def _addmm(lw: Lowering, node, a):
-    out = lw.type_of(node)
-    y: SSAValue = lw.emit(df.MatmulOp(lw.value(a["mat1"]), lw.value(a["mat2"]), False, out))
-    if a["alpha"] != 1:
-        y = lw.ew("mul", y, lw.scalar(a["alpha"], y), type_=out)
-    bias = lw.value(a["self"])
-    if a["beta"] != 1:
-        bias = lw.ew("mul", bias, lw.scalar(a["beta"], bias))
-    return lw.ew("add", y, bias, type_=out)
-
-
-# -- reductions and composites ---------------------------------------------------------------
-_REDUCE = {"sum": "sum", "mean": "mean", "amax": "max", "amin": "min", "prod": "prod"}
-
-
-@lowers(*_REDUCE)
-def _reduce(lw: Lowering, node, a):
-    x = lw.value(a["self"])
-    rank = len(df.tensor_type(x).shape_tuple)
-    dims = a.get("dim")
-    if dims is None or dims == []:
-        dims = list(range(rank))
-    elif isinstance(dims, int):
-        dims = [dims]
-    axes = sorted(_norm_dim(d, rank) for d in dims)
-    keep = bool(a.get("keepdim", False))
-    kind = _REDUCE[node.target.overloadpacket.__name__]
-    return lw.emit(df.ReduceOp(kind, x, axes, keep, lw.type_of(node)))
-
-
-@lowers("softmax", "_softmax", "log_softmax", "_log_softmax")
-def _softmax(lw: Lowering, node, a):
-    x = lw.value(a["self"])
-    axis = _norm_dim(a["dim"], len(df.tensor_type(x).shape_tuple))
-    log = "log" in node.target.overloadpacket.__name__
-    return lw.emit(df.SoftmaxOp(x, axis, log, lw.type_of(node)))
-
-
-@lowers("layer_norm")
-def _layer_norm(lw: Lowering, node, a):
-    w = lw.value(a["weight"]) if a["weight"] is not None else None
-    b = lw.value(a["bias"]) if a["bias"] is not None else None
-    nd = len(a["normalized_shape"])
-    return lw.emit(df.LayerNormOp(lw.value(a["input"]), w, b, nd, a["eps"], lw.type_of(node)))
-
-
-@lowers("rms_norm")
-def _rms_norm(lw: Lowering, node, a):
-    w = lw.value(a["weight"]) if a["weight"] is not None else None
-    eps = a["eps"] if a["eps"] is not None else torch.finfo(node.meta["val"].dtype).eps
-    nd = len(a["normalized_shape"])
-    return lw.emit(df.RMSNormOp(lw.value(a["input"]), w, nd, eps, lw.type_of(node)))
-
-
-@lowers("scaled_dot_product_attention")
-def _sdpa(lw: Lowering, node, a):
-    if a["dropout_p"]:
-        raise lw.unsupported("attention dropout (compile in eval mode)")
-    q, k, v = (lw.value(a[n]) for n in ("query", "key", "value"))
-    e = df.tensor_type(q).shape_tuple[-1]
-    scale = a["scale"] if a["scale"] is not None else 1.0 / math.sqrt(e)
-    mask = lw.value(a["attn_mask"]) if a["attn_mask"] is not None else None
-    return lw.emit(df.AttentionOp(q, k, v, mask, scale, bool(a["is_causal"]), lw.type_of(node)))
-
-
-# -- movement ---------------------------------------------------------------------------------
-@lowers("view", "_unsafe_view", "reshape", "unsqueeze", "squeeze", "flatten", "unflatten")
-@lowers("view_as")
-def _reshape(lw: Lowering, node, a):
-    x, out = lw.value(node.args[0]), lw.type_of(node)
-    if df.tensor_type(x).shape_tuple == out.shape_tuple:
-        return x
-    return lw.emit(df.ReshapeOp(x, out))
-
-
-@lowers("permute", "transpose", "t")
-def _permute(lw: Lowering, node, a):
-    x = lw.value(node.args[0])
-    rank = len(df.tensor_type(x).shape_tuple)
-    name = node.target.overloadpacket.__name__
-    if name == "permute":
-        perm = [_norm_dim(d, rank) for d in a["dims"]]
-    elif name == "transpose":
-        perm = list(range(rank))
-        i, j = _norm_dim(a["dim0"], rank), _norm_dim(a["dim1"], rank)
-        perm[i], perm[j] = perm[j], perm[i]
-    else:
-        perm = list(reversed(range(rank)))
-    if perm == list(range(rank)):
-        return x
-    return lw.emit(df.PermuteOp(x, perm, lw.type_of(node)))
-
-
-@lowers("expand", "expand_copy", "broadcast_to")
-def _expand(lw: Lowering, node, a):
-    x, out = lw.value(node.args[0]), lw.type_of(node)
-    if df.tensor_type(x).shape_tuple == out.shape_tuple:
-        return x
-    return lw.emit(df.BroadcastOp(x, out))
-
-
-def _slice(lw: Lowering, x: SSAValue, axis: int, start, end, step: int, hint=None) -> SSAValue:
-    shape = list(df.tensor_type(x).shape_tuple)
-    start, end, step = slice(start, end, step).indices(shape[axis])
-    if (start, end, step) == (0, shape[axis], 1):
-        return x
-    shape[axis] = len(range(start, end, step))
-    return lw.emit(df.SliceOp(x, axis, start, end, step, lw.like(x, shape)), hint)
-
-
-@lowers("slice")
-def _slice_op(lw: Lowering, node, a):
-    x = lw.value(a["self"])
-    axis = _norm_dim(a["dim"], len(df.tensor_type(x).shape_tuple))
-    return _slice(lw, x, axis, a["start"], a["end"], a["step"])
-
-
-@lowers("select")
-def _select(lw: Lowering, node, a):
-    x = lw.value(a["self"])
-    shape = df.tensor_type(x).shape_tuple
-    axis = _norm_dim(a["dim"], len(shape))
-    idx = a["index"] % shape[axis]
-    s = _slice(lw, x, axis, idx, idx + 1, 1, f"{node.name}_slice")
-    return lw.emit(df.ReshapeOp(s, lw.type_of(node)))
-
-
-@lowers("split_with_sizes", "split")
-def _split(lw: Lowering, node, a):
-    x = lw.value(a["self"])
-    shape = df.tensor_type(x).shape_tuple
-    axis = _norm_dim(a["dim"], len(shape))
-    sizes = a.get("split_sizes") or a.get("split_size")
-    if isinstance(sizes, int):
-        sizes = [sizes] * (shape[axis] // sizes) + (
-            [shape[axis] % sizes] if shape[axis] % sizes else []
-        )
-    outs, start = [], 0
-    for i, n in enumerate(sizes):
-        outs.append(_slice(lw, x, axis, start, start + n, 1, f"{node.name}_{i}"))
-        start += n
-    return outs
-
-
-@lowers("cat", "concat")
-def _cat(lw: Lowering, node, a):
-    tensors = [t for t in a["tensors"] if t.meta["val"].numel() > 0]
-    out = lw.type_of(node)
-    xs = [lw.value(t) for t in tensors]
-    if len(xs) == 1:
-        return xs[0]
-    return lw.emit(df.ConcatOp(xs, _norm_dim(a["dim"], len(out.shape_tuple)), out))
-
-
-@lowers("embedding")
-def _embedding(lw: Lowering, node, a):
-    return lw.emit(df.GatherOp(lw.value(a["weight"]), lw.value(a["indices"]), 0, lw.type_of(node)))
-
-
-@lowers("index_select")
-def _index_select(lw: Lowering, node, a):
-    x = lw.value(a["self"])
-    axis = _norm_dim(a["dim"], len(df.tensor_type(x).shape_tuple))
-    return lw.emit(df.GatherOp(x, lw.value(a["index"]), axis, lw.type_of(node)))
-
-
-@lowers("index")
-def _index(lw: Lowering, node, a):
-    idx = a["indices"]
-    present = [i for i, t in enumerate(idx) if t is not None]
-    if len(present) == 1:
-        axis = present[0]
-        return lw.emit(
-            df.GatherOp(lw.value(a["self"]), lw.value(idx[axis]), axis, lw.type_of(node))
-        )
-    return _multi_index(lw, node, lw.value(a["self"]), idx, present)
-
-
-def _multi_index(lw: Lowering, node, x: SSAValue, idx: list, present: list[int]) -> SSAValue:
-    """``x[i0, i1, ...]`` with several index tensors as one gather on a flattened axis.
-
-    The indexed dims are brought together (moved to the front when they are not
-    adjacent, as torch then puts the broadcast index dims first), merged into one
-    axis, and the index tensors combined into row-major flat indices. Constant
-    indices (masks built from ``arange``, as HF models do) fold at compile time.
-    """
-    shape = list(df.tensor_type(x).shape_tuple)
-    rank = len(shape)
-    if any(
-        isinstance(idx[i], torch.fx.Node) and idx[i].meta["val"].dtype == torch.bool
-        for i in present
-    ):
-        raise lw.unsupported("boolean-mask indexing (aten.index) with several index tensors")
-    nodes = [idx[d] for d in present]
-    adjacent = present == list(range(present[0], present[-1] + 1))
-    if not adjacent:
-        perm = present + [d for d in range(rank) if d not in present]
-        x = lw.emit(
-            df.PermuteOp(x, perm, lw.like(x, [shape[d] for d in perm])), f"{node.name}_perm"
-        )
-        shape, present = [shape[d] for d in perm], list(range(len(present)))
-    first, sizes = present[0], [shape[d] for d in present]
-    merged = shape[:first] + [math.prod(sizes)] + shape[present[-1] + 1 :]
-    table = lw.emit(df.ReshapeOp(x, lw.like(x, merged)), f"{node.name}_flat")
-    strides = [math.prod(sizes[k + 1 :]) for k in range(len(sizes))]
-    if all(n in lw.consts for n in nodes):
-        flat = sum(
-            (lw.consts[n].to(torch.int64) % size) * stride
-            for n, size, stride in zip(nodes, sizes, strides, strict=True)
-        )
-        index = lw._constant(f"{node.name}_index", flat)
-    else:
-        index = None
-        for n, size, stride in zip(nodes, sizes, strides, strict=True):
-            i = lw.value(n)
-            t = df.tensor_type(i)
-            negative = lw.ew("lt", i, lw.scalar(0, i), type_=lw.like(i, dtype="i1"))
-            i = lw.ew("where", negative, lw.ew("add", i, lw.scalar(size, i)), i, type_=t)
-            term = lw.ew("mul", i, lw.scalar(stride, i)) if stride != 1 else i
-            index = term if index is None else lw.ew("add", index, term)
-    return lw.emit(df.GatherOp(table, index, first, lw.type_of(node)))
-
-
-@lowers("linalg_vector_norm")
-def _vector_norm(lw: Lowering, node, a):
-    """``‖x‖_p`` over ``dim``: sqrt(sum x²) for p=2 (F.normalize's case), sum|x|, max|x|, or the p-th root."""
-    x = lw.value(a["self"])
-    rank = len(df.tensor_type(x).shape_tuple)
-    dims = a["dim"]
-    axes = (
-        list(range(rank))
-        if dims is None or dims == []
-        else sorted(_norm_dim(d, rank) for d in dims)
-    )
-    keep, out, p = bool(a["keepdim"]), lw.type_of(node), float(a["ord"])
-    if p == 0:
-        raise lw.unsupported("aten.linalg_vector_norm with ord=0 (a count, not a norm)")
-    reduced = lw.like(x, out.shape_tuple)
-    if p == 2:
-        summed = lw.emit(df.ReduceOp("sum", lw.ew("mul", x, x), axes, keep, reduced))
-        return lw.ew("sqrt", summed, type_=out)
-    absolute = lw.ew("abs", x)
-    if math.isinf(p):
-        return lw.emit(df.ReduceOp("max" if p > 0 else "min", absolute, axes, keep, out))
-    if p == 1:
-        return lw.emit(df.ReduceOp("sum", absolute, axes, keep, out))
-    powered = lw.ew("pow", absolute, lw.scalar(p, absolute))
-    summed = lw.emit(df.ReduceOp("sum", powered, axes, keep, reduced))
-    return lw.ew("pow", summed, lw.scalar(1.0 / p, summed), type_=out)
-
-
-@lowers("all_reduce")
-def _all_reduce(lw: Lowering, node, a):
-    return lw.emit(df.AllReduceOp(lw.value(node.args[0]), lw.type_of(node)))
-
-
-@lowers("all_gather")
-def _all_gather(lw: Lowering, node, a):
-    out = lw.type_of(node)
-    axis = _norm_dim(a["dim"], len(out.shape_tuple))
-    return lw.emit(df.AllGatherOp(lw.value(a["x"]), axis, out))
-
 
 def lower_program(program: ExportedProgram, dtype: str = "bf16") -> Program:
     """The df IR of an exported program; raises UnsupportedOpError with the source line."""
     return Lowering(program, dtype).run()
-
-
-# the spatial ops (convolution, pooling, batch norm, cumsum) register themselves on import
-from coec.frontend import lower_spatial as _spatial  # noqa: E402, F401

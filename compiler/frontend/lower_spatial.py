@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import math
 import operator
+from typing import TYPE_CHECKING
 
 import torch
 
 from coec.frontend import spatial
-from coec.frontend.lower import Lowering, _norm_dim, lowers
+from coec.frontend.common import norm_dim
+from coec.frontend.registry import lowers
 from coec.ir import ops as df
+
+if TYPE_CHECKING:
+    from coec.frontend.lower import Lowering
 
 
 def _ints(v, n: int) -> list[int]:
@@ -152,7 +157,7 @@ def _cumsum(lw: Lowering, node, a):
     a mask) go through the float matmul, exact below 2**24, and come back as integers."""
     x = lw.value(a["self"])
     shape = list(df.tensor_type(x).shape_tuple)
-    rank, axis, out = len(shape), _norm_dim(a["dim"], len(shape)), lw.type_of(node)
+    rank, axis, out = len(shape), norm_dim(a["dim"], len(shape)), lw.type_of(node)
     n = shape[axis]
     perm = [d for d in range(rank) if d != axis] + [axis]
     v = x
@@ -205,7 +210,7 @@ def _torch_gather(lw: Lowering, node, a):
     shape = list(df.tensor_type(x).shape_tuple)
     ishape = list(df.tensor_type(index).shape_tuple)
     rank = len(shape)
-    axis = _norm_dim(a["dim"], rank)
+    axis = norm_dim(a["dim"], rank)
     strides = [math.prod(shape[d + 1 :]) for d in range(rank)]
     grid = torch.meshgrid(*(torch.arange(n) for n in ishape), indexing="ij")
     offsets = sum(g * strides[d] for d, g in enumerate(grid) if d != axis)

@@ -36,9 +36,9 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, Region, SSAValue
 
-from coec.frontend.lower import Program
-from coec.frontend.lower import _hint as _aten_hint
-from coec.frontend.onnx_ops import ONNX_LOWERINGS, op_key
+from coec.frontend.common import Program, name_hint
+from coec.frontend.onnx_ops import op_key
+from coec.frontend.registry import onnx_lowerings
 from coec.ir import ops as df
 from coec.ir.errors import ConfigError, UnsupportedOpError, VerifyError
 from coec.ir.types import TensorType
@@ -61,7 +61,7 @@ _RANDOM = frozenset(
 
 def _hint(name: str) -> str:
     """An IR name hint for an ONNX value name ('7', 'input.1' and '/a/b' are valid ONNX)."""
-    hint = _aten_hint(name)
+    hint = name_hint(name)
     return hint if hint[:1].isalpha() or hint[:1] == "_" else f"v{hint}"
 
 
@@ -306,7 +306,7 @@ class OnnxImport:
         key = op_key(node)
         if key in _RANDOM:
             raise UnsupportedOpError(f"ONNX op {key} ({self.where()}) is not supported by coec")
-        handler = ONNX_LOWERINGS.get(key)
+        handler = onnx_lowerings().get(key)
         if all(n in self.consts for n in node.input if n):
             folded = self.fold(node, quiet=handler is not None)
             if folded is not None:

@@ -8,14 +8,14 @@ the importer checks them against ONNX shape inference.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 from xdsl.ir import SSAValue
 
-from coec.frontend.lower import _slice
+from coec.frontend.common import slice_value
+from coec.frontend.registry import onnx_op
 from coec.ir import ops as df
 from coec.ir.errors import VerifyError
 
@@ -31,19 +31,6 @@ def op_key(node: onnx.NodeProto) -> str:
 
 
 # -- handlers, one per ONNX op type -----------------------------------------------------------
-Handler = Callable[["OnnxImport", onnx.NodeProto], "SSAValue | np.ndarray | list"]
-ONNX_LOWERINGS: dict[str, Handler] = {}
-
-
-def onnx_op(*names: str):
-    def register(fn: Handler) -> Handler:
-        for n in names:
-            ONNX_LOWERINGS[n] = fn
-        return fn
-
-    return register
-
-
 @onnx_op("Identity", "Dropout")
 def _identity(imp: OnnxImport, node):
     if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
@@ -360,7 +347,7 @@ def _slice_op(imp: OnnxImport, node):
         axis = imp.axis(axis, rank)
         hint = node.output[0] if k == len(axes) - 1 else f"{node.output[0]}_{k}"
         if step > 0:
-            x = _slice(imp, x, axis, start, end, step, hint)
+            x = slice_value(imp, x, axis, start, end, step, hint)
             continue
         # a reversed slice picks its elements by index (df.slice steps forward)
         dim = imp.shape(x)[axis]
@@ -385,7 +372,7 @@ def _split(imp: OnnxImport, node):
         sizes = [min(chunk, shape[axis] - i * chunk) for i in range(n)]
     outs, start = [], 0
     for i, size in enumerate(sizes):
-        outs.append(_slice(imp, x, axis, start, start + size, 1, node.output[i] or None))
+        outs.append(slice_value(imp, x, axis, start, start + size, 1, node.output[i] or None))
         start += size
     return outs
 
@@ -415,7 +402,7 @@ def _gather(imp: OnnxImport, node):
         picks = np.where(picks < 0, picks + shape[axis], picks)
         if picks.ndim == 0:  # x[..., i, ...]: a slice that drops the axis
             i = int(picks)
-            s = _slice(imp, table, axis, i, i + 1, 1, f"{node.output[0]}_slice")
+            s = slice_value(imp, table, axis, i, i + 1, 1, f"{node.output[0]}_slice")
             return imp.reshape(s, shape[:axis] + shape[axis + 1 :])
         idx = imp.constant(picks, f"{node.output[0]}_index")
     out = shape[:axis] + imp.shape(idx) + shape[axis + 1 :]
@@ -431,7 +418,3 @@ def _trilu(imp: OnnxImport, node):
     keep = np.triu(ones, k) if imp.attr("upper", 1) else np.tril(ones, k)
     mask = imp.constant(keep, f"{node.output[0]}_mask")
     return imp.ew("where", [mask, x, imp.scalar(0.0, imp.dtype_of(x))], imp.dtype_of(x))
-
-
-# CNN ops (Conv, pooling, BatchNormalization, Pad) register themselves on import
-from coec.frontend import onnx_spatial as _spatial  # noqa: E402, F401

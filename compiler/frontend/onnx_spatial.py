@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from coec.frontend import spatial
-from coec.frontend.onnx_ops import onnx_op
+from coec.frontend.registry import onnx_op
 from coec.ir import ops as df
 
 if TYPE_CHECKING:
