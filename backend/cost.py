@@ -212,6 +212,17 @@ def kernel_cost(
     )
 
 
+def buffers_per_tile(extent: int, tile: int) -> int:
+    """SRAM buffers a streamed value takes: two (double-buffered: one fills while the other
+    is used) when its phase has more than one tile, else one."""
+    return 2 if math.ceil(extent / tile) > 1 else 1
+
+
+def pmus_for(sram_bytes: int, sram_capacity: int, pmus: int) -> int:
+    """PMUs a kernel's SRAM working set occupies (at least one): SRAM is split evenly."""
+    return max(1, math.ceil(sram_bytes / (sram_capacity // pmus)))
+
+
 def tile_shape(shape: Sequence[int], axis: int | None, size: int) -> tuple[int, ...]:
     """``shape`` with its streamed ``axis`` cut to one tile of ``size``."""
     if axis is None:

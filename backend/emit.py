@@ -9,6 +9,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import SSAValue
 
+from coec.backend.cost import pmus_for
 from coec.backend.plan import b_axis, kernel_layout, read_plan
 from coec.backend.plan_cost import estimate
 from coec.backend.schedule import FORMAT
@@ -79,7 +80,6 @@ def emit_schedule(module: ModuleOp, target: Target, options: dict) -> dict:
     name = _Namer()
     buffers: dict[str, dict] = {}
     kernels: list[dict] = []
-    pmu_bytes = target.memory["sram"].capacity_bytes // target.compute.pmus
 
     def add_buffer(v: SSAValue, kind: str, offset: int, preferred: str | None = None) -> None:
         t = _type(v)
@@ -113,7 +113,7 @@ def emit_schedule(module: ModuleOp, target: Target, options: dict) -> dict:
             for r, off in zip(op.outputs, op.attributes["offsets"].get_values(), strict=True):
                 add_buffer(r, "activation", off)
                 buffers[name(r)]["live"] = [index, index]
-            kernels.append(_kernel(op, name, buffers, target, pmu_bytes))
+            kernels.append(_kernel(op, name, buffers, target))
     outputs = [name(v) for v in block.last_op.operands]
 
     _liveness(buffers, kernels, outputs)
@@ -130,7 +130,7 @@ def emit_schedule(module: ModuleOp, target: Target, options: dict) -> dict:
     return schedule
 
 
-def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target, pmu_bytes: int) -> dict:
+def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target) -> dict:
     plan = read_plan(op)
     lay = kernel_layout(op, plan)
     for outer, arg in zip(op.inputs, op.block.args, strict=True):
@@ -220,7 +220,7 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target, pmu_by
         "loads": loads,
         "stores": stores,
         "sram_bytes": lay.sram_bytes,
-        "pmus": max(1, math.ceil(lay.sram_bytes / pmu_bytes)),
+        "pmus": pmus_for(lay.sram_bytes, target.memory["sram"].capacity_bytes, target.compute.pmus),
         "estimate": {
             "flops": flops,
             "bytes": pairs,

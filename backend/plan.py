@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, i64
 from xdsl.ir import BlockArgument, SSAValue
 
+from coec.backend.cost import buffers_per_tile
 from coec.backend.streaming import input_axes
 from coec.ir import ops as df
 from coec.ir.errors import VerifyError
@@ -163,11 +164,6 @@ def tile_bytes(t: TensorType, axis: int, tile: int) -> int:
     return t.nbytes // shape[axis] * min(tile, shape[axis]) if shape[axis] else 0
 
 
-def _buffers_per_tile(plan: KernelPlan, phase: int) -> int:
-    """Double-buffer a streamed value when its phase has more than one tile."""
-    return 2 if plan.ntiles(phase) > 1 else 1
-
-
 def kernel_layout(kernel: df.KernelOp, plan: KernelPlan) -> Layout:
     outputs = list(zip(kernel.block.last_op.operands, kernel.outputs, strict=True))
     return layout(list(kernel.block.args), outputs, plan)
@@ -237,7 +233,7 @@ def layout(
     resident += sum(df.tensor_type(v).nbytes for v in whole)
     sram = []
     for p in range(len(plan.extents)):
-        per = _buffers_per_tile(plan, p)
+        per = buffers_per_tile(plan.extents[p], plan.tile(p))
         phase_bytes = sum(
             per * tile_bytes(df.tensor_type(v), a, plan.tile(p))
             for v, (q, a) in streamed.items()

@@ -29,6 +29,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
+from coec.backend.cost import pmus_for
 from coec.backend.plan import plan_streams
 from coec.backend.target import FUSION_POLICIES, Target, load_target
 from coec.ir import ops as df
@@ -172,7 +173,7 @@ def can_fuse_dataflow(ops: Sequence[df.DfOp], target: Target) -> Verdict:
     cap = target.memory["sram"].capacity_bytes
     if need > cap:
         return Verdict(False, f"needs {need:,} bytes of SRAM, {cap:,} available")
-    if -(-need // (cap // c.pmus)) > c.pmus:
+    if pmus_for(need, cap, c.pmus) > c.pmus:
         return Verdict(False, f"needs more than {c.pmus} PMUs")
     return Verdict(True)
 
