@@ -29,7 +29,7 @@ from coec.backend.plan import (
 from coec.backend.plan_cost import estimate
 from coec.backend.target import Target, load_target
 from coec.ir import ops as df
-from coec.ir.errors import CapacityError
+from coec.ir.errors import CapacityError, ConfigError
 
 
 def streamable_weights(
@@ -154,6 +154,8 @@ class TilePass(ModulePass):
     max_tile: int = 0  # 0: no cap; otherwise no tile is larger (exercises tile-by-tile runs)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.max_tile < 0:
+            raise ConfigError(f"tile pass: max-tile={self.max_tile} must be at least 1 (0: no cap)")
         self.apply_target(op, load_target(self.target), self.max_tile or None)
 
     @staticmethod

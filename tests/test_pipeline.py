@@ -139,3 +139,8 @@ def test_dynamo_backend_runs_the_same_pipeline():
     with torch.no_grad():
         compiled(*inputs)
     assert coec.last_report()["cycles"] == direct.report["cycles"]
+
+
+def test_a_negative_max_tile_is_refused(mlp_ir):
+    with pytest.raises(ConfigError, match="max-tile=-5 must be at least 1"):
+        run_opt(mlp_ir.dumps["after-fuse"], "tile{max-tile=-5}")
