@@ -65,7 +65,7 @@ class Options:
 class Compiled:
     program: Program
     target: Target
-    schedule: dict
+    schedule: dict  # the schedule as JSON data (Schedule.to_json())
     dumps: dict[str, str] = field(default_factory=dict)
 
 
@@ -114,7 +114,7 @@ def compile_lowered(
         program.module,
         target,
         {"fusion": options.fusion, "dtype": options.dtype, "launch": target.launch.mode},
-    )
+    ).to_json()
     return Compiled(program, target, schedule, dumps)
 
 

@@ -201,7 +201,7 @@ def compile_zoo(inst: ZooInstance, options: Options, progress: Progress | None =
             "layers": arch.layers,
             "sockets": tp,
         },
-    )
+    ).to_json()
     if progress:
         progress(done, total, "compiled")
     return Compiled(program, target, schedule, {})
