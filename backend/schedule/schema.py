@@ -1,7 +1,7 @@
 """The JSON Schema of a schedule, derived from the dataclasses' annotations.
 
 ``docs/schedule.schema.json`` is this function's output (a test keeps it current);
-regenerate it with ``python -m coec.backend.schedule.schema > docs/schedule.schema.json``.
+regenerate it with ``python -c "import coec.backend.schedule.schema as s; s.write()"``.
 The schema states each object's keys and each value's type and range; the
 cross-field rules (names that must exist, boxes inside their buffers) are
 :func:`~coec.backend.schedule.model.check_schedule`'s alone.
@@ -13,6 +13,7 @@ import dataclasses
 import json
 import types
 import typing
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from coec.backend.schedule.codec import Above, AtLeast
@@ -93,5 +94,6 @@ def schema_text() -> str:
     return json.dumps(schedule_json_schema(), indent=2) + "\n"
 
 
-if __name__ == "__main__":
-    print(schema_text(), end="")
+def write(path: str | Path = "docs/schedule.schema.json") -> None:
+    """Write the schema file (from the repository root)."""
+    Path(path).write_text(schema_text())
