@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from dataclasses import replace
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
@@ -12,7 +12,20 @@ from xdsl.ir import SSAValue
 from coec.backend.cost import pmus_for
 from coec.backend.plan import b_axis, kernel_layout, read_plan
 from coec.backend.plan_cost import estimate
-from coec.backend.schedule import FORMAT
+from coec.backend.schedule import (
+    FORMAT,
+    Buffer,
+    Dma,
+    Kernel,
+    KernelEstimate,
+    Op,
+    Options,
+    Phase,
+    Schedule,
+    TargetSection,
+    Value,
+    summarize,
+)
 from coec.backend.target import Target
 from coec.ir import ops as df
 from coec.ir.types import TensorType
@@ -41,8 +54,8 @@ def _type(v: SSAValue) -> TensorType:
     return df.tensor_type(v)
 
 
-def _value_json(t: TensorType) -> dict:
-    return {"shape": list(t.shape_tuple), "dtype": t.dtype}
+def _value(t: TensorType) -> Value:
+    return Value(t.shape_tuple, t.dtype)
 
 
 def json_number(x):
@@ -62,35 +75,26 @@ def _op_attrs(op: df.DfOp) -> dict:
     return attrs
 
 
-def _dma(value: str, buffer: str, src: str, dst: str, t: TensorType, **extra) -> dict:
-    return {
-        "value": value,
-        "buffer": buffer,
-        "src": src,
-        "dst": dst,
-        "box": [[0, d] for d in t.shape_tuple],
-        "bytes": t.nbytes,
-        **extra,
-    }
+def _dma(value: str, buffer: str, src: str, dst: str, t: TensorType, **extra) -> Dma:
+    box = tuple((0, d) for d in t.shape_tuple)
+    return Dma(value, buffer, src, dst, box, t.nbytes, **extra)
 
 
-def emit_schedule(module: ModuleOp, target: Target, options: dict) -> dict:
+def emit_schedule(module: ModuleOp, target: Target, options: dict) -> Schedule:
     fn = next(op for op in module.ops if isinstance(op, func.FuncOp))
     block = fn.body.block
     name = _Namer()
-    buffers: dict[str, dict] = {}
-    kernels: list[dict] = []
+    buffers: dict[str, Buffer] = {}
+    kernels: list[Kernel] = []
 
-    def add_buffer(v: SSAValue, kind: str, offset: int, preferred: str | None = None) -> None:
+    def add_buffer(
+        v: SSAValue, kind: str, offset: int, preferred: str | None = None, **extra
+    ) -> None:
         t = _type(v)
-        buffers[name(v, preferred)] = {
-            **_value_json(t),
-            "bytes": t.nbytes,
-            "tier": t.tier_name,
-            "offset": offset,
-            "kind": kind,
-            "live": [-1, -1],
-        }
+        live = (-1, -1)
+        buffers[name(v, preferred)] = Buffer(
+            t.shape_tuple, t.dtype, t.nbytes, t.tier_name, offset, kind, live, **extra
+        )
 
     for op in block.ops:  # weights keep their state-dict names: claim them first
         if isinstance(op, df.WeightOp):
@@ -105,41 +109,40 @@ def emit_schedule(module: ModuleOp, target: Target, options: dict) -> dict:
             )
         elif isinstance(op, df.ReshapeOp):
             base = buffers[name(op.input)]
-            root = base.get("alias_of", name(op.input))
-            add_buffer(op.result, base["kind"], base["offset"])
-            buffers[name(op.result)]["alias_of"] = root
+            root = base.alias_of or name(op.input)
+            add_buffer(op.result, base.kind, base.offset, alias_of=root)
         elif isinstance(op, df.KernelOp):
             index = len(kernels)
             for r, off in zip(op.outputs, op.attributes["offsets"].get_values(), strict=True):
                 add_buffer(r, "activation", off)
-                buffers[name(r)]["live"] = [index, index]
+                buffers[name(r)] = replace(buffers[name(r)], live=(index, index))
             kernels.append(_kernel(op, name, buffers, target))
     outputs = [name(v) for v in block.last_op.operands]
 
-    _liveness(buffers, kernels, outputs)
-    schedule = {
-        "format": FORMAT,
-        "target": target.to_json(),
-        "options": dict(options),
-        "inputs": [name(a) for a in block.args],
-        "outputs": outputs,
-        "buffers": buffers,
-        "kernels": kernels,
-    }
-    schedule["estimate"] = summarize(schedule)
-    return schedule
+    buffers = _liveness(buffers, kernels, outputs)
+    draft = Schedule(
+        format=FORMAT,
+        target=TargetSection.of(target),
+        options=Options(**options),
+        inputs=tuple(name(a) for a in block.args),
+        outputs=tuple(outputs),
+        buffers=buffers,
+        kernels=tuple(kernels),
+        estimate=None,  # summarize reads everything but the estimate
+    )
+    return replace(draft, estimate=summarize(draft))
 
 
-def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target) -> dict:
+def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target) -> Kernel:
     plan = read_plan(op)
     lay = kernel_layout(op, plan)
     for outer, arg in zip(op.inputs, op.block.args, strict=True):
         name.names[arg] = name(outer)  # the SRAM copy goes by its buffer's name
 
     def tier_of(v: SSAValue) -> str:
-        return buffers[name(v)]["tier"]
+        return buffers[name(v)].tier
 
-    values: dict[str, dict] = {name(a): _value_json(_type(a)) for a in op.block.args}
+    values: dict[str, Value] = {name(a): _value(_type(a)) for a in op.block.args}
     constants = {}
     for inner in op.compute_ops():
         if isinstance(inner, df.ConstantOp):
@@ -148,20 +151,12 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target) -> dic
     for inner in plan.ops:
         s = plan.streams[inner]
         out = name(inner.results[0])
-        values[out] = _value_json(_type(inner.results[0]))
-        record = {
-            "op": inner.name.removeprefix("df."),
-            "inputs": [name(v) for v in inner.operands],
-            "output": out,
-            "attrs": _op_attrs(inner),
-            "phase": s.phase,
-            "axes": s.in_axes,
-            "axis": s.out_axis,
-        }
+        values[out] = _value(_type(inner.results[0]))
+        b_stream = gather_from = None
         if inner in lay.b_streams:
             arg = lay.b_streams[inner]
             ntiles = plan.ntiles(s.phase)
-            record["b_stream"] = _dma(
+            b_stream = _dma(
                 name(arg),
                 name(arg),
                 tier_of(arg),
@@ -171,10 +166,10 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target) -> dic
                 axis=b_axis(inner),
                 chunk=plan.b_tiles[inner],
             )
-            record["b_stream"]["bytes"] *= ntiles
+            b_stream = replace(b_stream, bytes=b_stream.bytes * ntiles)
         if inner in lay.gathers:  # rows read straight from the table's tier
             table = lay.gathers[inner]
-            record["gather_from"] = _dma(
+            gather_from = _dma(
                 name(table),
                 name(table),
                 tier_of(table),
@@ -183,8 +178,20 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target) -> dic
                 phase=s.phase,
                 axis=None,
             )
-            record["gather_from"]["bytes"] = _type(inner.results[0]).nbytes
-        ops.append(record)
+            gather_from = replace(gather_from, bytes=_type(inner.results[0]).nbytes)
+        ops.append(
+            Op(
+                op=inner.name.removeprefix("df."),
+                inputs=tuple(name(v) for v in inner.operands),
+                output=out,
+                attrs=_op_attrs(inner),
+                phase=s.phase,
+                axes=tuple(s.in_axes),
+                axis=s.out_axis,
+                b_stream=b_stream,
+                gather_from=gather_from,
+            )
+        )
     loads = [
         _dma(
             name(ld.value),
@@ -210,100 +217,40 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target) -> dic
         for st in lay.stores
     ]
     cost, pairs, flops = estimate(plan, lay, target, tier_of)
-    return {
-        "name": op.sym_name.data,
-        "ops": ops,
-        "constants": constants,
-        "values": values,
-        "whole": [name(v) for v in lay.whole],
-        "phases": [{"extent": e, "tile": plan.tile(p)} for p, e in enumerate(plan.extents)],
-        "loads": loads,
-        "stores": stores,
-        "sram_bytes": lay.sram_bytes,
-        "pmus": pmus_for(lay.sram_bytes, target.memory["sram"].capacity_bytes, target.compute.pmus),
-        "estimate": {
-            "flops": flops,
-            "bytes": pairs,
-            **cost.to_json(),
-        },
-    }
+    return Kernel(
+        name=op.sym_name.data,
+        ops=tuple(ops),
+        constants=constants,
+        values=values,
+        whole=tuple(name(v) for v in lay.whole),
+        phases=tuple(Phase(e, plan.tile(p)) for p, e in enumerate(plan.extents)),
+        loads=tuple(loads),
+        stores=tuple(stores),
+        sram_bytes=lay.sram_bytes,
+        pmus=pmus_for(lay.sram_bytes, target.memory["sram"].capacity_bytes, target.compute.pmus),
+        estimate=KernelEstimate.of(flops, pairs, cost),
+    )
 
 
-def _liveness(buffers: dict, kernels: list[dict], outputs: list[str]) -> None:
+def _liveness(
+    buffers: dict[str, Buffer], kernels: list[Kernel], outputs: list[str]
+) -> dict[str, Buffer]:
     """live = [defining kernel, last kernel reading it]; outputs live to the end."""
+    live = {b: list(buf.live) for b, buf in buffers.items()}
 
     def root(b: str) -> str:
-        return buffers[b].get("alias_of", b)
+        return buffers[b].alias_of or b
 
     for i, k in enumerate(kernels):
-        streams = [op[key] for op in k["ops"] for key in ("b_stream", "gather_from") if key in op]
-        for dma in k["loads"] + streams:
-            for b in {dma["buffer"], root(dma["buffer"])}:
-                buffers[b]["live"][1] = max(buffers[b]["live"][1], i)
+        streams = [d for op in k.ops for d in (op.b_stream, op.gather_from) if d is not None]
+        for dma in list(k.loads) + streams:
+            for b in {dma.buffer, root(dma.buffer)}:
+                live[b][1] = max(live[b][1], i)
     end = len(kernels)
     for b in outputs:
-        buffers[b]["live"][1] = end
-        buffers[root(b)]["live"][1] = end
-    for b in buffers.values():
-        if b["kind"] != "activation":
-            b["live"] = [-1, end]
-
-
-def summarize(schedule: dict) -> dict:
-    """Totals of the per-kernel estimates and peak occupancy per tier, as the runtime reports."""
-    kernels = schedule["kernels"]
-    pairs: dict[str, int] = defaultdict(int)
-    for k in kernels:
-        for pair, n in k["estimate"]["bytes"].items():
-            pairs[pair] += n
-    cycles = sum(k["estimate"]["cycles"] for k in kernels)
-    clock = schedule["target"]["compute"]["clock_hz"]
+        live[b][1] = end
+        live[root(b)][1] = end
     return {
-        "kernels": len(kernels),
-        "flops": sum(k["estimate"]["flops"] for k in kernels),
-        "cycles": cycles,
-        "seconds": cycles / clock,
-        "bytes": dict(sorted(pairs.items())),
-        "peak_bytes": peak_occupancy(schedule),
+        b: replace(buf, live=tuple(live[b]) if buf.kind == "activation" else (-1, end))
+        for b, buf in buffers.items()
     }
-
-
-def resident_bytes(schedule: dict) -> dict[tuple[str, str], list[int]]:
-    """Bytes live per (tier, buffer kind) before the first kernel, then during each kernel.
-
-    Entry ``i + 1`` of each list is what is resident while kernel ``i`` runs
-    (entry 0: before kernel 0), from the buffers' ``live`` ranges; aliases share
-    their root's bytes. A difference array keeps it linear in buffers + kernels.
-    """
-    n = len(schedule["kernels"])
-    delta: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * (n + 2))
-    for b in schedule["buffers"].values():
-        if "alias_of" in b:
-            continue
-        first, last = max(b["live"][0], -1), min(b["live"][1], n - 1)
-        if first > last:
-            continue
-        d = delta[(b["tier"], b["kind"])]
-        d[first + 1] += b["bytes"]
-        d[last + 2] -= b["bytes"]
-    resident = {}
-    for key, d in sorted(delta.items()):
-        total, series = 0, []
-        for x in d[: n + 1]:
-            total += x
-            series.append(total)
-        resident[key] = series
-    return resident
-
-
-def peak_occupancy(schedule: dict) -> dict[str, int]:
-    """Peak bytes per tier over the kernel sequence, from buffer lifetimes."""
-    kernels = schedule["kernels"]
-    peak = {"sram": max((k["sram_bytes"] for k in kernels), default=0), "hbm": 0, "ddr": 0}
-    by_tier: dict[str, list[int]] = {}
-    for (tier, _), series in resident_bytes(schedule).items():
-        acc = by_tier.setdefault(tier, [0] * len(series))
-        by_tier[tier] = [a + x for a, x in zip(acc, series, strict=True)]
-    for tier in ("hbm", "ddr"):
-        peak[tier] = max(by_tier.get(tier, [0]))
-    return peak

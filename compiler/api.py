@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coec.backend.schedule import dumps, write_files_atomic
+from coec.backend.schedule import Schedule, dumps, write_files_atomic
 from coec.backend.target import Target
 from coec.ir.errors import ExecutionError
 from coec.pipeline import Compiled, Options, compile_onnx_model, compile_program
@@ -40,10 +40,11 @@ class CompiledModel:
     def __init__(self, compiled: Compiled, emulate_bf16: bool = False, step_rows: int = 256):
         self.compiled = compiled
         self.schedule = compiled.schedule
+        self._typed = Schedule.from_json(self.schedule)  # read and checked once, run often
         self.emulate_bf16 = emulate_bf16
         self.step_rows = step_rows
         self._executor: Executor | None = None
-        _, self.report = Executor(self.schedule, count_only=True).run()
+        _, self.report = Executor(self._typed, count_only=True).run()
 
     @property
     def weights(self) -> dict[str, np.ndarray]:
@@ -60,7 +61,7 @@ class CompiledModel:
     def executor(self) -> Executor:
         if self._executor is None:
             self._executor = Executor(
-                self.schedule,
+                self._typed,
                 self.weights,
                 emulate_bf16=self.emulate_bf16,
                 step_rows=self.step_rows,

@@ -86,7 +86,7 @@ class Options:
 class Compiled:
     program: Program
     target: Target
-    schedule: dict
+    schedule: dict  # the schedule as JSON data (Schedule.to_json())
     dumps: dict[str, str] = field(default_factory=dict)
 
 
@@ -142,12 +142,11 @@ class Pipeline:
         run_passes(module, self.passes[first:last], dump)
 
     def emit(self, module: ModuleOp, meta: dict | None = None) -> dict:
-        """The schedule of placed ``module``."""
+        """The schedule of placed ``module``, as JSON data."""
         from coec.backend.emit import emit_schedule
 
-        return emit_schedule(
-            module, self.target, {**self.options.schedule_meta(self.target), **(meta or {})}
-        )
+        meta = {**self.options.schedule_meta(self.target), **(meta or {})}
+        return emit_schedule(module, self.target, meta).to_json()
 
     def compile(self, program: Program, dump_points: Sequence[str] = ()) -> Compiled:
         """Run every pass on ``program`` (in place) and emit its schedule."""

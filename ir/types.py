@@ -24,21 +24,26 @@ from xdsl.irdl import irdl_attr_definition
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 
+from coec.ir import dtypes
 from coec.ir.errors import VerifyError
 
 #: Memory tiers of the modeled RDU, fastest first.
 TIERS: tuple[str, ...] = ("sram", "hbm", "ddr")
 
+#: dtype name -> its xDSL element type
+_ELEMENT_TYPES: dict[str, Attribute] = {
+    "bf16": BFloat16Type(),
+    "f16": Float16Type(),
+    "f32": Float32Type(),
+    "f64": Float64Type(),
+    "i64": IntegerType(64),
+    "i32": IntegerType(32),
+    "i8": IntegerType(8),
+    "i1": IntegerType(1),
+}
 #: dtype name -> (xDSL element type, bytes per element, NumPy compute dtype)
 DTYPES: dict[str, tuple[Attribute, int, str]] = {
-    "bf16": (BFloat16Type(), 2, "float32"),
-    "f16": (Float16Type(), 2, "float32"),
-    "f32": (Float32Type(), 4, "float32"),
-    "f64": (Float64Type(), 8, "float64"),
-    "i64": (IntegerType(64), 8, "int64"),
-    "i32": (IntegerType(32), 4, "int64"),
-    "i8": (IntegerType(8), 1, "int64"),
-    "i1": (IntegerType(1), 1, "bool"),
+    name: (_ELEMENT_TYPES[name], d.bytes, d.compute) for name, d in dtypes.DTYPES.items()
 }
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from coec.backend.schedule import Schedule, as_schedule
 from coec.ir.errors import ExecutionError
 from coec.runtime.executor import Executor
 
@@ -40,7 +41,7 @@ class _Exchange:
 
 
 def run_node(
-    schedule: dict,
+    schedule: Schedule | dict,
     weights: Sequence[Mapping[str, np.ndarray]],
     inputs: Sequence[Sequence[np.ndarray]],
     *,
@@ -48,7 +49,8 @@ def run_node(
     step_rows: int = 256,
 ) -> tuple[list[list[np.ndarray]], dict]:
     """Run every socket; returns each socket's outputs and socket 0's report."""
-    sockets = schedule["target"]["sockets"]
+    schedule = as_schedule(schedule)  # read and checked once, for every socket
+    sockets = schedule.target.sockets
     if len(weights) != sockets or len(inputs) != sockets:
         raise ExecutionError(
             f"the schedule runs on {sockets} sockets: give weights and inputs for each"

@@ -12,8 +12,8 @@ import pytest
 from conftest import EXAMPLES
 
 from coec.backend.cost import tier_bytes
-from coec.backend.emit import peak_occupancy, resident_bytes
 from coec.backend.schedule import load as load_schedule
+from coec.backend.schedule import peak_occupancy, resident_bytes
 from coec.backend.target import load_target
 from coec.cli import main
 from coec.report.plots import kernel_graph, occupancy, roofline_points

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from coec.backend.emit import resident_bytes
-from coec.backend.schedule import write_files_atomic
+from coec.backend.schedule import resident_bytes, write_files_atomic
 from coec.backend.target import Target
 
 TIERS = ("sram", "hbm", "ddr")

@@ -1,0 +1,36 @@
+"""Storage dtypes as plain data: bytes per element and the NumPy dtype each computes in.
+
+Plain Python (no xDSL) so that the schedule and the runtime can read it; ``coec.ir.types``
+pairs each name with its xDSL element type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Dtype:
+    """One storage dtype: its size and the NumPy dtype the runtime computes it in."""
+
+    name: str
+    bytes: int
+    compute: str  # a NumPy dtype name
+
+
+DTYPES: dict[str, Dtype] = {
+    d.name: d
+    for d in (
+        Dtype("bf16", 2, "float32"),
+        Dtype("f16", 2, "float32"),
+        Dtype("f32", 4, "float32"),
+        Dtype("f64", 8, "float64"),
+        Dtype("i64", 8, "int64"),
+        Dtype("i32", 4, "int64"),
+        Dtype("i8", 1, "int64"),
+        Dtype("i1", 1, "bool"),
+    )
+}
+
+#: bytes per element of each storage dtype
+DTYPE_BYTES: dict[str, int] = {name: d.bytes for name, d in DTYPES.items()}
