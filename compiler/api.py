@@ -133,7 +133,7 @@ def compile(  # noqa: A001 - the public name users expect (like torch.compile)
     example_inputs: tuple,
     *,
     target: str | Target = "sn40l",
-    fusion: str = "none",
+    fusion: str | None = None,
     dtype: str = "bf16",
     launch: str | None = None,
     max_tile: int | None = None,
@@ -142,6 +142,8 @@ def compile(  # noqa: A001 - the public name users expect (like torch.compile)
 ) -> CompiledModel:
     """Compile ``module`` for ``target``; returns a callable running on the NumPy runtime.
 
+    ``fusion`` None is the best policy the target runs (dataflow on an RDU, epilogue on a
+    GPU); ``"none"`` is the unfused baseline.
     ``dtype`` is the storage dtype bytes are counted in (bf16 or fp32); NumPy computes
     in fp32 unless ``emulate_bf16`` rounds every stored value through bf16.
     ``max_tile`` caps tile sizes (the tiling pass otherwise picks them by modeled cost).
@@ -159,7 +161,7 @@ def compile_onnx(
     *,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     target: str | Target = "sn40l",
-    fusion: str = "none",
+    fusion: str | None = None,
     dtype: str = "bf16",
     launch: str | None = None,
     max_tile: int | None = None,
