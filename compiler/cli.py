@@ -608,7 +608,9 @@ _COE_FUSION = _fusion_option("Fusion of experts and router.")
 @click.argument("coe_file", metavar="COE.toml")
 @_COE_TARGET
 @_COE_FUSION
-@click.option("--json", "as_json", is_flag=True, help="Print the placement as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the placement (the node's figures) as JSON."
+)
 def coe_compile_cmd(coe_file, target, fusion, as_json):
     """Compile every expert (count-only) and the router, and place them on the node."""
     from coec.coe.commands import compile_coe, load
@@ -618,7 +620,11 @@ def coe_compile_cmd(coe_file, target, fusion, as_json):
     if as_json:
         _echo_json(
             {
+                "format": "coec.coe-placement/1",
                 "coe": coe.name,
+                "target": node.name,
+                "sockets": node.sockets,
+                "fusion": node.fusion,
                 "experts": len(coe.experts),
                 "architectures": {
                     zoo: {

@@ -583,3 +583,11 @@ def test_a_bare_command_prints_its_usage(capsys, argv):
 def test_the_cli_prints_what_the_report_code_renders():
     source = (ROOT / "compiler" / "cli.py").read_text()
     assert "rich.table" not in source and "Table(" not in source
+
+
+def test_coe_compile_json_says_what_it_describes(capsys):
+    argv = ["coe", "compile", str(ROOT / "examples" / "coe.toml"), "--target", "sn40l", "--json"]
+    out = json.loads(run_ok(argv, capsys))
+    assert out["format"] == "coec.coe-placement/1" and out["coe"] == "tiny-coe"
+    assert (out["target"], out["sockets"], out["fusion"]) == ("sn40l", 1, "dataflow")
+    assert out["placement"]["node"] == "sn40l" and out["experts"] == 5
