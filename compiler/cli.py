@@ -71,13 +71,13 @@ def _refuse(ctx: click.Context, names: tuple[str, ...], why: str) -> None:
         raise ConfigError(f"{_flag(ctx, given[0])} {why}")
 
 
-def _fusion_option(help: str = "Fusion policy.", **kwargs):  # noqa: A002 - click's name
+def _fusion_option(what: str = "Fusion policy."):
+    """``--fusion``, the same choice on every command; None: ``Options`` picks the target's best."""
     return click.option(
         "--fusion",
         type=click.Choice(FUSION_POLICIES),
         default=None,
-        help=help + " Default: the best the target runs (dataflow on an RDU, epilogue on a GPU).",
-        **kwargs,
+        help=what + " Default: the best the target runs (dataflow on an RDU, epilogue on a GPU).",
     )
 
 
@@ -151,7 +151,12 @@ def cli() -> None:
     default=None,
     help="Zoo models: override the number of decoder layers.",
 )
-@click.option("--entry", metavar="NAME", help="Function returning (module, example_inputs).")
+@click.option(
+    "--entry",
+    metavar="NAME",
+    help="MODEL.py: a function returning (module, example_inputs) instead of model() and "
+    "example_inputs().",
+)
 @click.option(
     "--inputs",
     "inputs_file",
