@@ -144,6 +144,8 @@ def compile(  # noqa: A001 - the public name users expect (like torch.compile)
     set its fields: ``target`` (a built-in name, a .toml path or a ``Target``),
     ``fusion`` (none, epilogue, dataflow), ``dtype``, ``launch``, ``max_tile``.
 
+    ``fusion`` None is the best policy the target runs (dataflow on an RDU, epilogue on a
+    GPU); ``"none"`` is the unfused baseline.
     ``dtype`` is the storage dtype bytes are counted in (bf16 or fp32); NumPy computes
     in fp32 unless ``emulate_bf16`` rounds every stored value through bf16.
     ``max_tile`` caps tile sizes (the tiling pass otherwise picks them by modeled cost).

@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
-from rich.table import Table
 
+from coec.backend.target import FUSION_POLICIES
 from coec.ir.errors import CoecError, ConfigError
 
 
@@ -27,6 +28,52 @@ def _dump_stages() -> tuple[str, ...]:
 def _console() -> Console:
     # Off a terminal rich assumes 80 columns; a report piped to a file should not be cut.
     return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
+def _show(parts) -> None:
+    """Print what the report code rendered (rich tables and lines), in order."""
+    console = _console()
+    for part in parts:
+        console.print(part)
+
+
+def _echo_json(data) -> None:
+    import json
+
+    click.echo(json.dumps(data, indent=1))
+
+
+def _given(ctx: click.Context, *names: str) -> list[str]:
+    """Of the parameters ``names``, those the user gave (on the command line or by env)."""
+    return [
+        n
+        for n in names
+        if ctx.get_parameter_source(n)
+        not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+    ]
+
+
+def _flag(ctx: click.Context, name: str) -> str:
+    """A parameter's option as the user knows it (its long form)."""
+    param = next(p for p in ctx.command.params if p.name == name)
+    return max(param.opts, key=len)
+
+
+def _refuse(ctx: click.Context, names: tuple[str, ...], why: str) -> None:
+    """An option given where it does not apply is a one-line ConfigError, not ignored."""
+    given = _given(ctx, *names)
+    if given:
+        raise ConfigError(f"{_flag(ctx, given[0])} {why}")
+
+
+def _fusion_option(what: str = "Fusion policy."):
+    """``--fusion``, the same choice on every command; None: ``Options`` picks the target's best."""
+    return click.option(
+        "--fusion",
+        type=click.Choice(FUSION_POLICIES),
+        default=None,
+        help=what + " Default: the best the target runs (dataflow on an RDU, epilogue on a GPU).",
+    )
 
 
 def _fail(message: str, code: int) -> None:
@@ -99,7 +146,12 @@ def cli() -> None:
     default=None,
     help="Zoo models: override the number of decoder layers.",
 )
-@click.option("--entry", metavar="NAME", help="Function returning (module, example_inputs).")
+@click.option(
+    "--entry",
+    metavar="NAME",
+    help="MODEL.py: a function returning (module, example_inputs) instead of model() and "
+    "example_inputs().",
+)
 @click.option(
     "--inputs",
     "inputs_file",
@@ -112,14 +164,13 @@ def cli() -> None:
     show_default=True,
     help="Built-in target name or a target .toml file.",
 )
-@click.option(
-    "--fusion", default="none", show_default=True, help="Fusion policy: none, epilogue or dataflow."
-)
+@_fusion_option("Fusion policy (none: the unfused baseline).")
 @click.option(
     "--sockets",
     type=click.IntRange(min=1),
     default=None,
-    help="Sockets to shard over (tensor parallelism; zoo models). Default: the target's.",
+    help="Sockets to shard over (tensor parallelism; zoo models; a model file compiles for 1). "
+    "Default: the target's.",
 )
 @click.option(
     "--dtype",
@@ -158,9 +209,16 @@ def cli() -> None:
     help="Walk the schedule without data (the default when --run is not given).",
 )
 @click.option(
-    "--emulate-bf16", is_flag=True, help="Round every stored value through bf16 when running."
+    "--emulate-bf16",
+    is_flag=True,
+    help="Round every stored value through bf16 when running (MODEL.py/.onnx with --run).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the report as JSON: what it describes (format coec.report/1), then the figures.",
+)
 @click.option(
     "--dump-ir",
     "dump_ir",
@@ -170,7 +228,9 @@ def cli() -> None:
     metavar="[STAGE]",
     help="Print the df IR at STAGE: frontend, after-fuse, after-tile, after-place (default), or all.",
 )
-@click.option("--all-kernels", is_flag=True, help="List every kernel in the report table.")
+@click.option(
+    "--all-kernels", is_flag=True, help="List every kernel in the report table (not with --json)."
+)
 @click.option(
     "--trace",
     "trace_file",
@@ -178,7 +238,9 @@ def cli() -> None:
     help="Write a Chrome/Perfetto trace of the schedule here (ui.perfetto.dev).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar (zoo models show one on a terminal).")
+@click.pass_context
 def compile_cmd(
+    ctx,
     model_file,
     zoo,
     phase,
@@ -207,23 +269,17 @@ def compile_cmd(
 
     MODEL.py defines model() and example_inputs(); a MODEL.onnx runs on random data of
     its inputs' shapes (seed 0) unless --inputs gives data; IR.mlir (coec opt output, at
-    any stage) runs the rest of the pipeline and compiles count-only.
+    any stage) runs the rest of the pipeline and compiles count-only. An option that does
+    not apply to the model given (--phase on a MODEL.py, --entry on an ONNX model) is an
+    error.
     """
     from coec.commands import compile_model_file
+    from coec.report.text import describe, header, render_report, report_json
 
-    if execute and count_only:
-        raise ConfigError("--run and --count-only exclude each other")
-    points: tuple[str, ...] = ()
-    if dump_ir:
-        stages = _dump_stages()
-        if dump_ir == "all":
-            points = stages
-        elif dump_ir in stages:
-            points = (dump_ir,)
-        else:
-            raise ConfigError(f"--dump-ir {dump_ir!r}: choose from {', '.join(stages)} or all")
     if (model_file is None) == (zoo is None):
         raise ConfigError("give either MODEL.py (or MODEL.onnx) or --zoo NAME")
+    _check_compile_options(ctx, model_file, zoo)
+    points = _dump_points(dump_ir)
     from coec.pipeline import Options
 
     options = Options(target, fusion, dtype, launch, max_tile, sockets)
@@ -257,28 +313,75 @@ def compile_cmd(
             dump_points=points,
             inputs=inputs_file,
         )
+    schedule = result.model.schedule
     if trace_file:
-        _write_trace(trace_file, result.report, result.model.schedule)
-    console = _console()
+        _write_trace(trace_file, result.report, schedule)
     for point in points:
         if len(points) > 1:
             click.echo(f"// ----- df IR {point} -----")
         click.echo(result.dumps[point], nl=False)
     if as_json:
-        from coec.report.text import report_json
-
-        click.echo(report_json(result.report), nl=False)
+        about = describe(schedule, zoo or str(model_file), execute)
+        click.echo(report_json(result.report, about), nl=False)
     elif not points:
-        from coec.report.text import print_report
-
-        header = f"{model_file}  target {result.target_name}  fusion {fusion}  dtype {dtype}  " + (
-            "executed" if execute else "count-only"
+        title = header(
+            model_file, result.target_name, schedule["options"]["fusion"], dtype, execute
         )
-        print_report(result.report, header, console, max_rows=10**9 if all_kernels else 20)
+        parts = render_report(result.report, title, max_rows=10**9 if all_kernels else 20)
         if output:
-            console.print(f"schedule written to {output}")
+            parts.append(f"schedule written to {output}")
         if trace_file:
-            console.print(f"trace written to {trace_file} (open it in ui.perfetto.dev)")
+            parts.append(f"trace written to {trace_file} (open it in ui.perfetto.dev)")
+        _show(parts)
+
+
+#: options of ``coec compile`` that only some kinds of model take: (options, kinds, why)
+_COMPILE_ONLY_FOR = (
+    (("phase", "seq", "batch", "layers"), {"zoo"}, "is for zoo models (--zoo NAME), not {what}"),
+    (("entry",), {"py"}, "names a function of a MODEL.py, not of {what}"),
+    (("inputs_file",), {"onnx"}, "gives data to ONNX models, not to {what}"),
+    (("dump_ir",), {"py", "onnx"}, "dumps a MODEL.py's or .onnx's IR, not {what}'s"),
+    (("execute",), {"py", "onnx", "zoo"}, "runs with weights, which {what} does not hold"),
+    (("emulate_bf16",), {"py", "onnx"}, "is for MODEL.py and .onnx models, not {what}"),
+)
+
+
+def _check_compile_options(ctx: click.Context, model_file: str | None, zoo: str | None) -> None:
+    """Refuse options that do not apply to this compile, rather than ignore them."""
+    if zoo:
+        kind, what = "zoo", "a zoo model"
+    elif Path(model_file).suffix.lower() == ".onnx":
+        kind, what = "onnx", "an ONNX model"
+    elif Path(model_file).suffix.lower() == ".mlir":
+        kind, what = "ir", "df IR text"
+    else:
+        kind, what = "py", "a MODEL.py"
+    for names, kinds, why in _COMPILE_ONLY_FOR:
+        if kind not in kinds:
+            _refuse(ctx, names, why.format(what=what))
+    p = ctx.params
+    if p["execute"] and p["count_only"]:
+        raise ConfigError("--run and --count-only exclude each other")
+    if not p["execute"]:
+        _refuse(ctx, ("emulate_bf16",), "rounds values when running: add --run")
+    if p["as_json"]:
+        _refuse(ctx, ("dump_ir",), "prints IR, --json a report: ask for one of them")
+        _refuse(ctx, ("all_kernels",), "lists kernels in the table; --json has them all")
+    if p["dump_ir"]:
+        _refuse(
+            ctx, ("all_kernels",), "lists kernels in the report table, not shown with --dump-ir"
+        )
+
+
+def _dump_points(dump_ir: str | None) -> tuple[str, ...]:
+    if not dump_ir:
+        return ()
+    stages = _dump_stages()
+    if dump_ir == "all":
+        return stages
+    if dump_ir in stages:
+        return (dump_ir,)
+    raise ConfigError(f"--dump-ir {dump_ir!r}: choose from {', '.join(stages)} or all")
 
 
 @cli.command("opt")
@@ -331,41 +434,43 @@ def opt_cmd(ir_file, pipeline, target, output):
 )
 @click.option("--count-only", is_flag=True, help="Walk the schedule without data.")
 @click.option("--emulate-bf16", is_flag=True, help="Round every stored value through bf16.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the report as JSON (format coec.report/1, as coec compile --json).",
+)
 @click.option(
     "--trace",
     "trace_file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write a Chrome/Perfetto trace of the schedule here (ui.perfetto.dev).",
 )
-def run_cmd(schedule_file, inputs, count_only, emulate_bf16, as_json, trace_file):
+@click.pass_context
+def run_cmd(ctx, schedule_file, inputs, count_only, emulate_bf16, as_json, trace_file):
     """Execute a saved schedule on the NumPy runtime."""
+    from coec.backend.schedule import load as load_schedule
     from coec.commands import run_schedule_file
+    from coec.report.tables import run_outputs
+    from coec.report.text import describe, render_report, report_json
 
+    if count_only:
+        _refuse(ctx, ("inputs", "emulate_bf16"), "needs data: not with --count-only")
     report, outputs = run_schedule_file(
         schedule_file, inputs, count_only=count_only, emulate_bf16=emulate_bf16
     )
+    schedule = load_schedule(schedule_file)
     if trace_file:
-        from coec.backend.schedule import load as load_schedule
-
-        _write_trace(trace_file, report, load_schedule(schedule_file))
+        _write_trace(trace_file, report, schedule)
     if as_json:
-        from coec.report.text import report_json
-
-        click.echo(report_json(report), nl=False)
+        about = describe(schedule, str(schedule_file), not count_only)
+        click.echo(report_json(report, about), nl=False)
         return
-    from coec.report.text import print_report
-
-    console = _console()
-    print_report(
-        report, f"{schedule_file}  " + ("count-only" if count_only else "executed"), console
-    )
-    for name, arr in outputs.items():
-        console.print(
-            f"output {name}: shape {tuple(arr.shape)}  mean {float(arr.mean()):.6g}  max|x| {float(abs(arr).max()):.6g}"
-        )
+    title = f"{schedule_file}  " + ("count-only" if count_only else "executed")
+    parts = [*render_report(report, title), *run_outputs(outputs)]
     if trace_file:
-        console.print(f"trace written to {trace_file} (open it in ui.perfetto.dev)")
+        parts.append(f"trace written to {trace_file} (open it in ui.perfetto.dev)")
+    _show(parts)
 
 
 @cli.command("report")
@@ -435,6 +540,7 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
         launch_sweep,
         write_outputs,
     )
+    from coec.report import tables
 
     benches = TABLE_III
     if models:
@@ -445,7 +551,6 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
                 f"unknown benchmark {unknown[0]!r}; known: {', '.join(dict.fromkeys(b.name for b in TABLE_III))}"
             )
         benches = tuple(b for b in TABLE_III if b.name in wanted)
-    console = _console()
     # the launch sweep runs on the first LLM decode benchmark, when there is one
     first = None if no_sweep else next((b for b in benches if b.phase == "decode"), None)
     steps = len(benches) * len(CONFIGS) + (2 * len(SWEEP_US) if first else 0)
@@ -457,47 +562,8 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
 
         rows = bench_fusion(benches, batch, layers, step)
         sweep = launch_sweep(first, layers=layers, progress=step) if first else []
-    table = Table(title="SN40L fusion benchmark (modeled, count-only)")
-    for col in (
-        "model",
-        "phase",
-        "seq",
-        "sockets",
-        "config",
-        "kernels",
-        "time",
-        "speedup",
-        "launches÷",
-        "HBM GB",
-        "HBM BW used",
-    ):
-        table.add_column(col, justify="left" if col in ("model", "phase", "config") else "right")
-    for r in rows:
-        table.add_row(
-            r["model"],
-            r["phase"],
-            str(r["seq"]),
-            str(r["sockets"]),
-            r["config"],
-            f"{r['kernels']:,}",
-            f"{r['seconds'] * 1e3:.3f} ms",
-            f"{r['speedup']:.2f}x",
-            f"{r['launch_ratio']:.1f}",
-            f"{r['hbm_bytes'] / 1e9:.2f}",
-            f"{r['hbm_bw_fraction']:.0%}",
-        )
-    console.print(table)
-    if sweep:
-        console.print(
-            "launch-overhead sweep ("
-            + f"{first.name} {first.phase}): "
-            + ", ".join(f"{s['software_launch_us']:g} µs → {s['speedup']:.2f}x" for s in sweep)
-        )
-    console.print("assumptions:")
-    for line in assumptions(load_target("sn40l-node")):
-        console.print(f"  - {line}")
-    for path in write_outputs(rows, sweep, out):
-        console.print(f"wrote {path}")
+    _show(tables.bench_fusion(rows, sweep, first, assumptions(load_target("sn40l-node"))))
+    _show(tables.written(write_outputs(rows, sweep, out)))
 
 
 @bench_group.command("coe")
@@ -520,73 +586,14 @@ def bench_coe_cmd(out, experts, quiet):
         summary,
         write_outputs,
     )
+    from coec.report import tables
 
-    console = _console()
     with _progress_bar(quiet) as bar:
         task = bar.add_task("compiling experts and routers", total=4 * len(SYSTEMS) + len(SYSTEMS))
         rows, curve = bench_coe(experts, progress=lambda: bar.update(task, advance=1))
-    table = Table(title=f"CoE serving: {experts} llama2-7b experts per node (modeled, per request)")
-    for col in (
-        "system",
-        "batch",
-        "tokens",
-        "one switch",
-        "router",
-        "switch",
-        "expert",
-        "total",
-        "hit rate",
-        "HBM slots",
-    ):
-        table.add_column(col, justify="left" if col == "system" else "right")
-    for r in rows:
-        table.add_row(
-            r["system"],
-            str(r["batch"]),
-            str(r["tokens"]),
-            f"{r['switch_s'] * 1e3:.1f} ms",
-            f"{r['router_per_request_s'] * 1e3:.2f} ms",
-            f"{r['switch_per_request_s'] * 1e3:.1f} ms",
-            f"{r['expert_per_request_s'] * 1e3:.1f} ms",
-            f"{r['per_request_s'] * 1e3:.1f} ms",
-            f"{r['hit_rate']:.0%}",
-            str(r["hbm_expert_slots"]),
-        )
-    console.print(table)
     ratios = summary(rows)
-    console.print("SN40L node against each DGX node (ratio > 1: SN40L faster):")
-    for r in ratios:
-        console.print(
-            f"  vs {r['vs']}, batch {r['batch']}, {r['tokens']} tokens: switching "
-            f"{r['switch_ratio']:.1f}x, expert-only {r['expert_speedup']:.2f}x, "
-            f"overall {r['overall_speedup']:.2f}x"
-        )
-    for r in ratios:
-        if (r["batch"], r["tokens"]) == (1, 20):
-            console.print(
-                f"  sensitivity: if all of a {r['vs']} node's host->GPU copies shared one PCIe "
-                f"link, switching would be {r['switch_ratio_one_link']:.1f}x"
-            )
-    feet = {f["system"]: f for f in footprint(curve)}
-    sn = feet.get("sn40l-node")
-    for f in feet.values():
-        console.print(
-            f"  {f['experts']} experts on {f['system']}: {f['nodes_all_in_ddr']} node(s) hold them "
-            f"in DDR/host memory, {f['nodes_all_in_hbm']} keep them all resident in HBM"
-        )
-    if sn:
-        for f in feet.values():
-            if f["system"] != "sn40l-node":
-                console.print(
-                    f"  footprint: {f['system']} nodes in HBM / SN40L nodes in DDR = "
-                    f"{f['nodes_all_in_hbm']} / {sn['nodes_all_in_ddr']} = "
-                    f"{f['nodes_all_in_hbm'] / sn['nodes_all_in_ddr']:.1f}x"
-                )
-    console.print("assumptions:")
-    for a in assumptions():
-        console.print(f"  - {a}")
-    for path in write_outputs(out, rows, curve, ratios):
-        console.print(f"wrote {path}")
+    _show(tables.bench_coe(experts, rows, ratios, footprint(curve), assumptions()))
+    _show(tables.written(write_outputs(out, rows, curve, ratios)))
 
 
 @cli.group("coe")
@@ -600,74 +607,45 @@ _COE_TARGET = click.option(
     show_default=True,
     help="Node to serve on: sn40l-node, dgx-a100, dgx-h100 or a target .toml.",
 )
-_COE_FUSION = click.option(
-    "--fusion",
-    type=click.Choice(["none", "epilogue", "dataflow"]),
-    help="Fusion of experts and router (default: dataflow where the target runs it, else epilogue).",
-)
+_COE_FUSION = _fusion_option("Fusion of experts and router.")
 
 
 @coe_group.command("compile")
 @click.argument("coe_file", metavar="COE.toml")
 @_COE_TARGET
 @_COE_FUSION
-@click.option("--json", "as_json", is_flag=True, help="Print the placement as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the placement (the node's figures) as JSON."
+)
 def coe_compile_cmd(coe_file, target, fusion, as_json):
     """Compile every expert (count-only) and the router, and place them on the node."""
-    import json
-
     from coec.coe.commands import compile_coe, load
+    from coec.report.tables import coe_placement
 
     coe, node, profiles, router_s, plan = compile_coe(load(coe_file), target, fusion=fusion)
-    out = {
-        "coe": coe.name,
-        "experts": len(coe.experts),
-        "architectures": {
-            zoo: {
-                "weight_bytes": p.weight_bytes,
-                "prefill_s": p.prefill_s,
-                "decode_step_s": p.decode_step_s,
-            }
-            for zoo, p in profiles.items()
-        },
-        "router_s_per_batch": router_s,
-        "placement": plan.to_json(),
-    }
     if as_json:
-        click.echo(json.dumps(out, indent=1))
+        _echo_json(
+            {
+                "format": "coec.coe-placement/1",
+                "coe": coe.name,
+                "target": node.name,
+                "sockets": node.sockets,
+                "fusion": node.fusion,
+                "experts": len(coe.experts),
+                "architectures": {
+                    zoo: {
+                        "weight_bytes": p.weight_bytes,
+                        "prefill_s": p.prefill_s,
+                        "decode_step_s": p.decode_step_s,
+                    }
+                    for zoo, p in profiles.items()
+                },
+                "router_s_per_batch": router_s,
+                "placement": plan.to_json(),
+            }
+        )
         return
-    console = _console()
-    console.print(
-        f"{coe.name}: {len(coe.experts)} experts, {len(profiles)} distinct architecture(s) "
-        f"compiled once each, on {node.name} ({node.sockets} sockets, fusion {node.fusion})"
-    )
-    table = Table()
-    for col in ("architecture", "weights GB", "prefill", "decode step"):
-        table.add_column(col, justify="right")
-    for zoo, p in profiles.items():
-        table.add_row(
-            zoo,
-            f"{p.weight_bytes / 1e9:.3f}",
-            f"{p.prefill_s * 1e3:.3f} ms",
-            f"{p.decode_step_s * 1e6:.1f} µs",
-        )
-    console.print(table)
-    pl = plan.to_json()
-    console.print(
-        f"HBM {pl['hbm_bytes'] / 1e9:.1f} GB: router {pl['router_bytes'] / 1e9:.3f} GB, "
-        f"KV cache {pl['kv_cache_bytes'] / 1e9:.3f} GB, expert cache "
-        f"{pl['expert_cache_bytes'] / 1e9:.1f} GB; DDR {pl['ddr_bytes'] / 1e9:.0f} GB holds "
-        f"all experts ({pl['experts_in_ddr_bytes'] / 1e9:.2f} GB); switching: {pl['copy_path']}"
-    )
-    in_hbm = pl["nodes_all_experts_in_hbm"]
-    console.print(
-        f"footprint: 1 {node.name} node holds all {len(coe.experts)} experts in DDR; "
-        + (
-            f"keeping all of them resident in HBM (no switching) would take {in_hbm} node(s)"
-            if in_hbm
-            else "no number of nodes keeps them all resident in HBM"
-        )
-    )
+    _show(coe_placement(coe, node, profiles, plan.to_json()))
 
 
 @coe_group.command("serve")
@@ -675,9 +653,11 @@ def coe_compile_cmd(coe_file, target, fusion, as_json):
 @_COE_TARGET
 @_COE_FUSION
 @click.option(
-    "--trace",
+    "--requests",
+    "requests_file",
+    metavar="FILE",
     type=click.Path(dir_okay=False, path_type=Path),
-    help='Requests as JSON lines: {"prompt": ..., "expert"?: ...}.',
+    help='Requests to serve, as JSON lines: {"prompt": ..., "expert"?: ...}.',
 )
 @click.option("--synthetic", type=click.IntRange(min=1), help="N synthetic requests instead.")
 @click.option(
@@ -687,7 +667,7 @@ def coe_compile_cmd(coe_file, target, fusion, as_json):
     show_default=True,
     help="Zipf skew of synthetic experts (0: uniform).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of synthetic requests.")
 @click.option(
     "--batch", type=click.IntRange(min=1), help="Prompts per batch (default: coe.toml's)."
 )
@@ -700,20 +680,39 @@ def coe_compile_cmd(coe_file, target, fusion, as_json):
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the JSON report here.",
 )
+@click.pass_context
 def coe_serve_cmd(
-    coe_file, target, fusion, trace, synthetic, skew, seed, batch, tokens, policy, as_json, output
+    ctx,
+    coe_file,
+    target,
+    fusion,
+    requests_file,
+    synthetic,
+    skew,
+    seed,
+    batch,
+    tokens,
+    policy,
+    as_json,
+    output,
 ):
-    """Serve requests: route each batch, switch experts into HBM, run them."""
+    """Serve requests: route each batch, switch experts into HBM, run them.
+
+    The requests come from a file (--requests) or are drawn at random (--synthetic).
+    """
     import json
 
-    from coec.coe.commands import load, read_trace, serve
+    from coec.coe.commands import load, read_requests, serve
+    from coec.report.tables import coe_serve
 
-    if (trace is None) == (synthetic is None):
-        raise ConfigError("give either --trace FILE or --synthetic N")
+    if (requests_file is None) == (synthetic is None):
+        raise ConfigError("give either --requests FILE or --synthetic N")
+    if requests_file is not None:
+        _refuse(ctx, ("skew", "seed"), "draws synthetic requests: not with --requests")
     report = serve(
         load(coe_file),
         target,
-        trace=read_trace(trace) if trace else None,
+        requests=read_requests(requests_file) if requests_file else None,
         synthetic=synthetic,
         skew=skew,
         seed=seed,
@@ -730,35 +729,10 @@ def coe_serve_cmd(
     if as_json:
         click.echo(text, nl=False)
         return
-    t = report["totals"]
-    console = _console()
-    table = Table(
-        title=f"{report['coe']} on {target}: batch {report['batch']}, {report['tokens']} tokens, {report['policy']}"
-    )
-    for col in ("request", "expert", "hit", "router", "switch", "expert time", "latency"):
-        table.add_column(col, justify="right")
-    for r in report["requests"][:20]:
-        table.add_row(
-            str(r["request"]),
-            r["expert"],
-            "yes" if r["hit"] else "no",
-            f"{r['router_s'] * 1e3:.3f} ms",
-            f"{r['switch_s'] * 1e3:.3f} ms",
-            f"{r['expert_s'] * 1e3:.3f} ms",
-            f"{r['latency_s'] * 1e3:.3f} ms",
-        )
-    console.print(table)
-    console.print(
-        f"totals: {t['requests']} requests in {t['total_s'] * 1e3:.2f} ms "
-        f"(router {t['router_s'] * 1e3:.2f}, switch {t['switch_s'] * 1e3:.2f}, "
-        f"experts {t['expert_s'] * 1e3:.2f}); throughput {t['throughput_rps']:.1f} req/s; "
-        f"mean latency {t['mean_latency_s'] * 1e3:.3f} ms; cache hit rate {t['hit_rate']:.0%} "
-        f"({t['cache_hits']}/{t['expert_activations']})"
-    )
-    for a in report["assumptions"]:
-        console.print(f"  - {a}")
+    parts = coe_serve(report, target)
     if output:
-        console.print(f"report written to {output}")
+        parts.append(f"report written to {output}")
+    _show(parts)
 
 
 @coe_group.command("route")
@@ -772,6 +746,7 @@ def coe_route_cmd(prompts, use_coec, as_json):
     import json
 
     from coec.coe.router import Router
+    from coec.report.tables import route_lines
 
     router = Router.default()
     probs = router.probabilities(router.embed(list(prompts), use_coec=use_coec))
@@ -782,8 +757,8 @@ def coe_route_cmd(prompts, use_coec, as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    for r in rows:
-        click.echo(f"{r['category']:<12} {r['p']:.2f}  {r['prompt']}")
+    for line in route_lines(rows):
+        click.echo(line)
 
 
 @coe_group.command("router-eval")
@@ -801,25 +776,14 @@ def coe_router_eval_cmd(path, as_json):
 
     from coec.coe.embedding import describe
     from coec.coe.router import evaluate
+    from coec.report.tables import router_eval
 
     result = evaluate(path)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    model = describe()
-    click.echo(
-        f"router: {model['model']} ({model['dim']}-d, {model['layers']} layers) "
-        f"+ softmax-regression head over {len(result['categories'])} categories"
-    )
-    click.echo(
-        f"held-out accuracy {result['accuracy']:.1%} "
-        f"({round(result['accuracy'] * result['n_test'])}/{result['n_test']}; "
-        f"trained on {result['n_train']})"
-    )
-    for category, accuracy in result["per_category"].items():
-        click.echo(f"  {category:<12} {accuracy:.1%}")
-    for c in result["confusions"]:
-        click.echo(f"  confused: {c['category']} -> {c['predicted']} x{c['count']}")
+    for line in router_eval(result, describe()):
+        click.echo(line)
 
 
 @coe_group.command("router-cost")
@@ -834,12 +798,7 @@ def coe_router_eval_cmd(path, as_json):
 )
 @click.option("--seq", type=click.IntRange(min=2), default=64, show_default=True)
 @click.option("--target", default="sn40l", show_default=True)
-@click.option(
-    "--fusion",
-    type=click.Choice(["none", "epilogue", "dataflow"]),
-    default="dataflow",
-    show_default=True,
-)
+@_fusion_option()
 @click.option("--dtype", type=click.Choice(["bf16", "fp32"]), default="bf16", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def coe_router_cost_cmd(batches, seq, target, fusion, dtype, as_json):
@@ -847,45 +806,42 @@ def coe_router_cost_cmd(batches, seq, target, fusion, dtype, as_json):
     import json
 
     from coec.coe.router import router_cost
+    from coec.report.tables import router_cost as render
 
     rows = [router_cost(b, seq, target=target, fusion=fusion, dtype=dtype) for b in batches]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"router encoder on {target} (fusion {fusion}, {dtype}, seq {seq})")
-    for col in ("batch", "kernels", "time", "GFLOP", "HBM→SRAM MB", "SRAM→HBM MB"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(
-            str(r["batch"]),
-            str(r["kernels"]),
-            f"{r['seconds'] * 1e6:.1f} µs",
-            f"{r['flops'] / 1e9:.2f}",
-            f"{r['bytes'].get('hbm->sram', 0) / 1e6:.2f}",
-            f"{r['bytes'].get('sram->hbm', 0) / 1e6:.2f}",
-        )
-    _console().print(table)
+    _show(render(rows, target, seq, dtype))
 
 
 @cli.command("zoo")
-def zoo_cmd():
+@click.option("--json", "as_json", is_flag=True, help="Print the models as JSON.")
+def zoo_cmd(as_json):
     """List the zoo's models (published hyper-parameters, no weights)."""
     from coec.models.zoo import ZOO
+    from coec.report.tables import zoo_lines, zoo_rows
 
-    for a in ZOO.values():
-        click.echo(
-            f"{a.name:<14} {a.params() / 1e9:7.1f} B params  layers {a.layers:>3}  hidden {a.hidden:>5}  "
-            f"heads {a.heads}/{a.kv_heads} kv  ffn {a.ffn}  vocab {a.vocab}  ({a.source})"
-        )
+    if as_json:
+        _echo_json(zoo_rows(ZOO.values()))
+        return
+    for line in zoo_lines(ZOO.values()):
+        click.echo(line)
 
 
 @cli.command("targets")
-def targets_cmd():
+@click.option("--json", "as_json", is_flag=True, help="Print the targets as JSON.")
+def targets_cmd(as_json):
     """List the built-in hardware targets."""
     from coec.backend.target import builtin_targets, load_target
+    from coec.report.tables import target_lines, target_rows
 
-    for name in builtin_targets():
-        click.echo(f"{name}: {load_target(name).description}")
+    targets = [load_target(name) for name in builtin_targets()]
+    if as_json:
+        _echo_json(target_rows(targets))
+        return
+    for line in target_lines(targets):
+        click.echo(line)
 
 
 def _normalize(argv: list[str]) -> list[str]:
@@ -905,6 +861,9 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="coec", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.exceptions.NoArgsIsHelpError as e:  # a bare ``coec`` (or ``coec coe``)
+        click.echo(e.ctx.get_help())
+        sys.exit(0)
     except click.exceptions.Abort:
         _fail("aborted", 130)
     except click.ClickException as e:  # usage errors: one line too

@@ -32,10 +32,15 @@ POLICIES = FUSION_POLICIES
 
 @dataclass(frozen=True)
 class Options:
-    """Every option of a compile: the one value the API, the CLI and the drivers pass on."""
+    """Every option of a compile: the one value the API, the CLI and the drivers pass on.
+
+    ``fusion`` None is the best policy the target runs (``best_fusion``): dataflow on an
+    RDU, epilogue on a GPU; ``normalized()`` resolves it, so a normalized ``Options``
+    always names its policy. ``"none"`` is the unfused baseline, asked for explicitly.
+    """
 
     target: str | Target = "sn40l"
-    fusion: str = "none"
+    fusion: str | None = None  # None: the best the target runs
     dtype: str = "bf16"
     launch: str | None = None  # None: the target's own setting
     max_tile: int | None = None  # cap on tile sizes (None: the tiling pass chooses freely)
@@ -52,21 +57,27 @@ class Options:
             )
         return replace(options or cls(), **overrides)
 
+    @staticmethod
+    def best_fusion(target: str | Target) -> str:
+        """The strongest policy ``target`` runs (POLICIES order: none < epilogue < dataflow)."""
+        return max(load_target(target).fusion_policies, key=POLICIES.index)
+
     def normalized(self) -> Options:
         if self.dtype not in DTYPE_ALIASES:
             raise ConfigError(f"dtype {self.dtype!r}: choose bf16 or fp32")
-        if self.fusion not in POLICIES:
+        if self.fusion is not None and self.fusion not in POLICIES:
             raise ConfigError(f"fusion policy {self.fusion!r}: choose from {', '.join(POLICIES)}")
         if self.max_tile is not None and self.max_tile < 1:
             raise ConfigError(f"max tile {self.max_tile}: must be at least 1")
         if self.sockets is not None and self.sockets < 1:
             raise ConfigError(f"sockets {self.sockets}: must be at least 1")
-        return replace(self, dtype=DTYPE_ALIASES[self.dtype])
+        fusion = self.fusion if self.fusion is not None else self.best_fusion(self.target)
+        return replace(self, dtype=DTYPE_ALIASES[self.dtype], fusion=fusion)
 
     def resolve_target(self) -> Target:
         """The target with this compile's launch mode and socket count applied."""
         target = load_target(self.target)
-        if self.fusion not in target.fusion_policies:
+        if self.fusion is not None and self.fusion not in target.fusion_policies:
             raise ConfigError(
                 f"target {target.name} runs fusion {', '.join(target.fusion_policies)}, "
                 f"not {self.fusion!r}"

@@ -429,3 +429,165 @@ def test_an_infinite_mask_saves_as_strict_json_and_runs_from_disk(tmp_path):
     _, outputs = run_schedule_file(tmp_path / "s.json", None)
     (out,) = outputs.values()
     torch.testing.assert_close(torch.from_numpy(out), Masked()(x))
+
+
+# -- a consistent CLI ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compile", MLP],
+        ["coe", "compile", str(ROOT / "examples" / "coe.toml")],
+        ["coe", "serve", str(ROOT / "examples" / "coe.toml"), "--synthetic", "2"],
+        ["coe", "router-cost"],
+    ],
+)
+def test_fusion_is_a_choice_everywhere(capsys, argv):
+    one_error([*argv, "--fusion", "fused"], capsys, "--fusion", "'fused'", "dataflow", code=2)
+
+
+def test_fusion_choices_are_the_fusion_passes_policies():
+    from coec.cli import FUSION_POLICIES
+    from coec.passes.fusion import POLICIES
+
+    assert FUSION_POLICIES == POLICIES
+
+
+def test_default_fusion_is_the_best_the_target_runs():
+    from coec.dynamo import _options
+    from coec.pipeline import Options
+
+    assert Options().normalized().fusion == "dataflow"
+    assert Options(target="sn40l-node").normalized().fusion == "dataflow"
+    assert Options(target="dgx-h100").normalized().fusion == "epilogue"
+    assert Options(target="dgx-a100", fusion="none").normalized().fusion == "none"
+    assert _options({})[0].fusion == "dataflow"  # the torch.compile backend's default
+    assert _options({"target": "dgx-h100"})[0].fusion == "epilogue"
+    model, x = nn.Linear(8, 4).eval(), torch.randn(2, 8)
+    assert coec.compile(model, (x,)).schedule["options"]["fusion"] == "dataflow"
+
+
+@pytest.mark.parametrize(("target", "fusion"), [("sn40l", "dataflow"), ("dgx-h100", "epilogue")])
+def test_cli_default_fusion_per_target_kind(capsys, target, fusion):
+    argv = ["compile", MLP, "--target", target, "--sockets", "1"]
+    report = json.loads(run_ok([*argv, "--json"], capsys))
+    assert report["fusion"] == fusion and report["target"] == target
+    assert f"fusion {fusion} " in run_ok(argv, capsys).splitlines()[0]
+
+
+def test_fusion_none_is_the_baseline_asked_for(capsys):
+    fused = json.loads(run_ok(["compile", MLP, "--json"], capsys))
+    unfused = json.loads(run_ok(["compile", MLP, "--fusion", "none", "--json"], capsys))
+    assert unfused["fusion"] == "none" and unfused["kernels"] == 5 > fused["kernels"]
+
+
+def test_trace_writes_a_trace_and_requests_are_read_with_requests(tmp_path, capsys):
+    coe_toml = str(ROOT / "examples" / "coe.toml")
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text('{"prompt": "hi"}\n')
+    one_error(["coe", "serve", coe_toml, "--trace", requests], capsys, "--trace", code=2)
+    help_text = run_ok(["coe", "serve", "--help"], capsys)
+    assert "--requests FILE" in help_text and "--trace" not in help_text
+    # --skew and --seed draw synthetic requests: not with a request file
+    argv = ["coe", "serve", coe_toml, "--requests", requests]
+    one_error([*argv, "--skew", "1.2"], capsys, "--skew", "--requests", code=2)
+    one_error([*argv, "--synthetic", "3"], capsys, "--requests", "--synthetic", code=2)
+    for command in (["compile"], ["run"]):
+        assert "Perfetto" in run_ok([*command, "--help"], capsys)
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        ([MLP, "--phase", "prefill"], "--phase"),  # given, even at its default value
+        ([MLP, "--seq", "64"], "--seq"),
+        ([MLP, "--batch", "2"], "--batch"),
+        ([MLP, "--layers", "1"], "--layers"),
+        (["m.onnx", "--entry", "f"], "--entry"),
+        (["--zoo", "tiny-llama", "--entry", "f"], "--entry"),
+        ([MLP, "--inputs", "x.npz"], "--inputs"),
+        (["--zoo", "tiny-llama", "--inputs", "x.npz"], "--inputs"),
+        (["--zoo", "tiny-llama", "--dump-ir"], "--dump-ir"),
+        (["--zoo", "tiny-llama", "--run", "--emulate-bf16"], "--emulate-bf16"),
+        ([MLP, "--emulate-bf16"], "--emulate-bf16"),
+        ([MLP, "--json", "--all-kernels"], "--all-kernels"),
+        ([MLP, "--dump-ir", "--all-kernels"], "--all-kernels"),
+    ],
+)
+def test_an_option_that_does_not_apply_is_an_error(capsys, argv, option):
+    one_error(["compile", *argv], capsys, option, code=coec.ConfigError.exit_code)
+
+
+def test_run_options_that_need_data_are_errors_when_count_only(capsys, mlp_saved):
+    _, saved = mlp_saved
+    one_error(["run", saved, "--count-only", "--emulate-bf16"], capsys, "--emulate-bf16", code=2)
+    one_error(["run", saved, "--count-only", "--inputs", "x.npz"], capsys, "--inputs", code=2)
+
+
+def test_json_and_dump_ir_exclude_each_other(capsys):
+    one_error(["compile", MLP, "--json", "--dump-ir"], capsys, "--dump-ir", "--json", code=2)
+
+
+#: the report keys (and the metadata) of ``coec compile --json`` and ``coec run --json``
+REPORT_KEYS = {"kernels", "flops", "cycles", "seconds", "bytes", "peak_bytes", "per_kernel"}
+ABOUT_KEYS = {"format", "model", "target", "sockets", "fusion", "launch", "dtype", "executed"}
+
+
+def test_json_report_says_what_it_describes(mlp_saved, capsys):
+    report, saved = mlp_saved
+    assert ABOUT_KEYS | REPORT_KEYS | {"max_abs_err", "per_socket", "per_node"} <= set(report)
+    assert report["format"] == "coec.report/1" and report["model"] == MLP
+    assert (report["target"], report["sockets"], report["fusion"]) == ("sn40l", 1, "dataflow")
+    assert (report["launch"], report["dtype"], report["executed"]) == ("software", "bf16", True)
+    assert set(report["per_socket"]) | set(report["per_node"]) == (
+        REPORT_KEYS | {"max_abs_err", "max_rel_err"}
+    )
+    assert "per_kernel" in report["per_socket"] and "seconds" in report["per_node"]
+    # a saved schedule describes itself the same way
+    ran = json.loads(run_ok(["run", saved, "--count-only", "--json"], capsys))
+    assert ran["format"] == "coec.report/1" and ran["model"] == str(saved)
+    assert {k: ran[k] for k in ("target", "fusion", "launch", "sockets")} == {
+        k: report[k] for k in ("target", "fusion", "launch", "sockets")
+    }
+    assert ran["executed"] is False and "max_abs_err" not in ran["per_node"]
+
+
+def test_json_report_of_a_sharded_zoo_model(capsys):
+    argv = ["compile", "--zoo", "tiny-llama", "--phase", "decode", "--seq", "32", "--sockets", "2"]
+    report = json.loads(run_ok([*argv, "--launch", "hardware", "--json"], capsys))
+    assert (report["model"], report["sockets"], report["launch"]) == ("tiny-llama", 2, "hardware")
+    assert (report["phase"], report["seq"], report["batch"]) == ("decode", 32, 1)
+    assert report["bytes"]["sram->p2p"] > 0 and "bytes" in report["per_socket"]
+
+
+def test_zoo_and_targets_take_json(capsys):
+    from coec.models.zoo import ZOO
+
+    zoo = json.loads(run_ok(["zoo", "--json"], capsys))
+    assert [m["name"] for m in zoo] == list(ZOO)
+    assert all(m["params"] == ZOO[m["name"]].params() for m in zoo)
+    targets = {t["name"]: t for t in json.loads(run_ok(["targets", "--json"], capsys))}
+    assert {"sn40l", "sn40l-node", "dgx-a100", "dgx-h100"} <= set(targets)
+    assert targets["dgx-h100"]["fusion_policies"] == ["none", "epilogue"]
+    assert targets["sn40l-node"]["sockets"] == 8
+
+
+@pytest.mark.parametrize("argv", [[], ["coe"], ["bench"]])
+def test_a_bare_command_prints_its_usage(capsys, argv):
+    out = run_ok(argv, capsys)
+    assert out.startswith(f"Usage: coec {' '.join(argv)}".rstrip() + " [OPTIONS] COMMAND")
+    assert "Commands:" in out
+
+
+def test_the_cli_prints_what_the_report_code_renders():
+    source = (ROOT / "compiler" / "cli.py").read_text()
+    assert "rich.table" not in source and "Table(" not in source
+
+
+def test_coe_compile_json_says_what_it_describes(capsys):
+    argv = ["coe", "compile", str(ROOT / "examples" / "coe.toml"), "--target", "sn40l", "--json"]
+    out = json.loads(run_ok(argv, capsys))
+    assert out["format"] == "coec.coe-placement/1" and out["coe"] == "tiny-coe"
+    assert (out["target"], out["sockets"], out["fusion"]) == ("sn40l", 1, "dataflow")
+    assert out["placement"]["node"] == "sn40l" and out["experts"] == 5

@@ -139,9 +139,9 @@ def test_identical_experts_compile_once():
     assert router_s > 0 and plan.cache_bytes > 0
 
 
-def test_serve_from_the_cli_with_a_trace(tmp_path, capsys):
-    trace = tmp_path / "requests.jsonl"
-    trace.write_text(
+def test_serve_from_the_cli_with_a_request_file(tmp_path, capsys):
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(
         "\n".join(
             json.dumps(r)
             for r in [
@@ -159,8 +159,8 @@ def test_serve_from_the_cli_with_a_trace(tmp_path, capsys):
             str(EXAMPLES / "coe.toml"),
             "--target",
             "sn40l",
-            "--trace",
-            str(trace),
+            "--requests",
+            str(requests),
             "--batch",
             "1",
             "-o",
@@ -175,11 +175,11 @@ def test_serve_from_the_cli_with_a_trace(tmp_path, capsys):
     assert report["requests"][2]["hit"]  # coder was made resident by request 0
 
 
-def test_serve_needs_a_trace_or_synthetic(capsys):
+def test_serve_needs_requests_or_synthetic(capsys):
     with pytest.raises(SystemExit) as e:
         main(["coe", "serve", str(EXAMPLES / "coe.toml")])
     assert e.value.code == 2
-    assert "--trace" in capsys.readouterr().err
+    assert "--requests" in capsys.readouterr().err
 
 
 def test_example_coe_loads():
@@ -440,11 +440,11 @@ def test_bench_point_switch_is_bytes_over_copy_rate():
         ("not json", "2: not a JSON object"),
     ],
 )
-def test_trace_errors_name_the_line(tmp_path, line, message):
-    from coec.coe.commands import read_trace
+def test_request_file_errors_name_the_line(tmp_path, line, message):
+    from coec.coe.commands import read_requests
 
-    trace = tmp_path / "t.jsonl"
-    trace.write_text('{"prompt": "fine"}\n' + line + "\n")
+    requests = tmp_path / "t.jsonl"
+    requests.write_text('{"prompt": "fine"}\n' + line + "\n")
     with pytest.raises(ConfigError, match=message) as info:
-        read_trace(trace)
-    assert str(trace) in str(info.value) and "\n" not in str(info.value)
+        read_requests(requests)
+    assert str(requests) in str(info.value) and "\n" not in str(info.value)

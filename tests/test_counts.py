@@ -29,8 +29,9 @@ def summary(report: dict) -> dict:
 
 
 def mlp_compiled(**kw) -> tuple[coec.CompiledModel, torch.nn.Module, torch.Tensor]:
+    """The MLP compiled unfused (the hand counts below are the baseline's) unless ``kw`` says."""
     model, x = MLP().eval(), torch.randn(B, IN)
-    return coec.compile(model, (x,), **kw), model, x
+    return coec.compile(model, (x,), **{"fusion": "none", **kw}), model, x
 
 
 def test_mlp_bytes_per_tier_pair_match_hand_count():

@@ -174,7 +174,8 @@ def _schedule_keys(node, parent: str = "") -> set[str]:
 @pytest.fixture(scope="module")
 def mlp_schedule(tmp_path_factory):
     path = tmp_path_factory.mktemp("mlp") / "mlp.json"
-    assert _cli(["coec", "compile", str(ROOT / "examples" / "mlp.py"), "-o", str(path)]) == 0
+    mlp = str(ROOT / "examples" / "mlp.py")
+    assert _cli(["coec", "compile", mlp, "--fusion", "none", "-o", str(path)]) == 0
     return path
 
 

@@ -497,7 +497,7 @@ def test_hand_built_mlp_bytes_match_hand_count_and_the_pytorch_compile():
     assert cm.report["bytes"] == {"hbm->sram": loads, "sram->hbm": stores}
     assert cm.report["kernels"] == 5
     assert cm.report["flops"] == 2 * B * IN * HID + 2 * B * HID * OUT + 2 * B * HID + B * OUT
-    from_torch = coec.compile(module, (x,))
+    from_torch = coec.compile(module, (x,), fusion="none")
     from_torch(x)
     assert summary(cm.report) == summary(from_torch.report)
     assert cm.report["per_kernel"] == from_torch.report["per_kernel"]

@@ -48,13 +48,14 @@ def compile_coe(
     return coe, node, profiles, router_s, plan
 
 
-def read_trace(path: str | Path) -> list[dict]:
+def read_requests(path: str | Path) -> list[dict]:
+    """A request file (``coec coe serve --requests``): JSON lines ``{"prompt", "expert"?}``."""
     path = Path(path)
     rows = []
     try:
         lines = path.read_text().splitlines()
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read trace ({e.strerror})") from e
+        raise ConfigError(f"{path}: cannot read requests ({e.strerror})") from e
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -73,7 +74,7 @@ def read_trace(path: str | Path) -> list[dict]:
             raise ConfigError(f"{path}:{i}: unknown key '{unknown[0]}' (keys: prompt, expert)")
         rows.append(row)
     if not rows:
-        raise ConfigError(f"{path}: the trace has no requests")
+        raise ConfigError(f"{path}: no requests in the file")
     return rows
 
 
@@ -81,7 +82,7 @@ def serve(
     coe: CoE,
     target: str,
     *,
-    trace: list[dict] | None = None,
+    requests: list[dict] | None = None,
     synthetic: int | None = None,
     skew: float = 0.0,
     seed: int = 0,
@@ -95,22 +96,22 @@ def serve(
     s = coe.serving
     names = [e.name for e in coe.experts]
     prompts: list[str] | None = None
-    if trace is not None:
-        prompts = [r.get("prompt", "") for r in trace]
+    if requests is not None:
+        prompts = [r.get("prompt", "") for r in requests]
         from coec.coe.router import Router
 
         router = Router.default()
-        need = [i for i, r in enumerate(trace) if "expert" not in r]
+        need = [i for i, r in enumerate(requests) if "expert" not in r]
         routed = router.route([prompts[i] for i in need], coe.categories) if need else []
-        chosen = [r.get("expert") for r in trace]
+        chosen = [r.get("expert") for r in requests]
         for i, e in zip(need, routed, strict=True):
             chosen[i] = e
         for e in chosen:
-            coe.expert(e)  # an unknown expert in the trace is a clear error
+            coe.expert(e)  # an unknown expert in the requests is a clear error
     elif synthetic:
         chosen = synthetic_experts(names, synthetic, skew, seed)
     else:
-        raise ConfigError("give a trace (--trace FILE) or --synthetic N")
+        raise ConfigError("give requests (--requests FILE) or --synthetic N")
     arch_of = {e.name: e.arch for e in coe.experts}
     served = simulate(
         chosen,

@@ -57,7 +57,9 @@ class Node:
             bw = target.memory["ddr"].bandwidth_Bps
             copy, path = bw * n, f"DDR->HBM, {n} sockets x {bw / 1e9:g} GB/s"
         if fusion is None:
-            fusion = "dataflow" if "dataflow" in target.fusion_policies else "epilogue"
+            from coec.pipeline import Options
+
+            fusion = Options.best_fusion(target)
         return cls(
             target.name,
             n,

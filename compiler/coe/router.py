@@ -202,25 +202,27 @@ def router_cost(
     seq: int,
     *,
     target: str = "sn40l",
-    fusion: str = "dataflow",
+    fusion: str | None = None,
     dtype: str = "bf16",
 ) -> dict:
     """The router's modeled cost for one batch: its encoder compiled by coec, counted.
 
     Returns ``batch, seq, target, fusion, dtype`` and the count-only report's
-    ``kernels, flops, cycles, seconds, bytes, peak_bytes``. (The head, one
+    ``kernels, flops, cycles, seconds, bytes, peak_bytes``; ``fusion`` None is the best
+    the target runs, and the result names the policy used. (The head, one
     384 x k matrix-vector product per prompt, is left out: it is negligible.)
     """
     import coec
 
     module, inputs = embedding_program(batch, seq)
-    report = coec.compile(module, inputs, target=target, fusion=fusion, dtype=dtype).report
+    compiled = coec.compile(module, inputs, target=target, fusion=fusion, dtype=dtype)
+    report = compiled.report
     keys = ("kernels", "flops", "cycles", "seconds", "bytes", "peak_bytes")
     return {
         "batch": batch,
         "seq": seq,
         "target": target,
-        "fusion": fusion,
+        "fusion": compiled.schedule["options"]["fusion"],
         "dtype": dtype,
         **{k: report[k] for k in keys},
     }

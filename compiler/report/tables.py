@@ -1,0 +1,299 @@
+"""What the CLI's commands print, rendered from their results: rich tables and text lines.
+
+Each function takes a command's result (plain dicts and dataclasses, as the commands
+return them) and gives back what to print, in order: a list of rich renderables (a
+``Table`` or a string, which rich prints with its markup). The CLI prints them;
+nothing here computes a figure. The compile/run report itself is in ``text.py``.
+"""
+
+from __future__ import annotations
+
+from rich.console import RenderableType
+from rich.table import Table
+
+Rendered = list[RenderableType]
+
+
+def _table(columns: tuple[str, ...], left: tuple[str, ...] = (), **kwargs) -> Table:
+    table = Table(**kwargs)
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right")
+    return table
+
+
+# -- coec run ---------------------------------------------------------------------------------
+def run_outputs(outputs: dict) -> Rendered:
+    """One line per output of an executed schedule: its shape, mean and largest magnitude."""
+    return [
+        f"output {name}: shape {tuple(arr.shape)}  mean {float(arr.mean()):.6g}  "
+        f"max|x| {float(abs(arr).max()):.6g}"
+        for name, arr in outputs.items()
+    ]
+
+
+# -- coec zoo / coec targets ---------------------------------------------------------------
+def zoo_rows(archs) -> list[dict]:
+    """The zoo's models as JSON rows (``coec zoo --json``)."""
+    return [
+        {
+            "name": a.name,
+            "params": a.params(),
+            "layers": a.layers,
+            "hidden": a.hidden,
+            "heads": a.heads,
+            "kv_heads": a.kv_heads,
+            "ffn": a.ffn,
+            "vocab": a.vocab,
+            "source": a.source,
+        }
+        for a in archs
+    ]
+
+
+def zoo_lines(archs) -> list[str]:
+    return [
+        f"{a.name:<14} {a.params() / 1e9:7.1f} B params  layers {a.layers:>3}  hidden {a.hidden:>5}  "
+        f"heads {a.heads}/{a.kv_heads} kv  ffn {a.ffn}  vocab {a.vocab}  ({a.source})"
+        for a in archs
+    ]
+
+
+def target_rows(targets) -> list[dict]:
+    """The built-in targets as JSON rows (``coec targets --json``)."""
+    return [
+        {
+            "name": t.name,
+            "description": t.description,
+            "sockets": t.sockets,
+            "fusion_policies": list(t.fusion_policies),
+            "launch": t.launch.mode,
+        }
+        for t in targets
+    ]
+
+
+def target_lines(targets) -> list[str]:
+    return [f"{t.name}: {t.description}" for t in targets]
+
+
+# -- coec bench fusion ------------------------------------------------------------------------
+def bench_fusion(rows: list[dict], sweep: list[dict], first, assumptions: list[str]) -> Rendered:
+    """The fusion benchmark's table, its launch-overhead sweep and its assumptions."""
+    table = _table(
+        (
+            "model",
+            "phase",
+            "seq",
+            "sockets",
+            "config",
+            "kernels",
+            "time",
+            "speedup",
+            "launches÷",
+            "HBM GB",
+            "HBM BW used",
+        ),
+        left=("model", "phase", "config"),
+        title="SN40L fusion benchmark (modeled, count-only)",
+    )
+    for r in rows:
+        table.add_row(
+            r["model"],
+            r["phase"],
+            str(r["seq"]),
+            str(r["sockets"]),
+            r["config"],
+            f"{r['kernels']:,}",
+            f"{r['seconds'] * 1e3:.3f} ms",
+            f"{r['speedup']:.2f}x",
+            f"{r['launch_ratio']:.1f}",
+            f"{r['hbm_bytes'] / 1e9:.2f}",
+            f"{r['hbm_bw_fraction']:.0%}",
+        )
+    out: Rendered = [table]
+    if sweep:
+        out.append(
+            "launch-overhead sweep ("
+            + f"{first.name} {first.phase}): "
+            + ", ".join(f"{s['software_launch_us']:g} µs → {s['speedup']:.2f}x" for s in sweep)
+        )
+    return out + _assumptions(assumptions)
+
+
+def _assumptions(lines: list[str]) -> Rendered:
+    return ["assumptions:", *(f"  - {line}" for line in lines)]
+
+
+def written(paths) -> Rendered:
+    return [f"wrote {path}" for path in paths]
+
+
+# -- coec bench coe ---------------------------------------------------------------------------
+def bench_coe(
+    experts: int, rows: list[dict], ratios: list[dict], feet: list[dict], assumptions: list[str]
+) -> Rendered:
+    """The CoE benchmark: per-system table, SN40L-vs-DGX ratios, footprints, assumptions."""
+    table = _table(
+        (
+            "system",
+            "batch",
+            "tokens",
+            "one switch",
+            "router",
+            "switch",
+            "expert",
+            "total",
+            "hit rate",
+            "HBM slots",
+        ),
+        left=("system",),
+        title=f"CoE serving: {experts} llama2-7b experts per node (modeled, per request)",
+    )
+    for r in rows:
+        table.add_row(
+            r["system"],
+            str(r["batch"]),
+            str(r["tokens"]),
+            f"{r['switch_s'] * 1e3:.1f} ms",
+            f"{r['router_per_request_s'] * 1e3:.2f} ms",
+            f"{r['switch_per_request_s'] * 1e3:.1f} ms",
+            f"{r['expert_per_request_s'] * 1e3:.1f} ms",
+            f"{r['per_request_s'] * 1e3:.1f} ms",
+            f"{r['hit_rate']:.0%}",
+            str(r["hbm_expert_slots"]),
+        )
+    out: Rendered = [table, "SN40L node against each DGX node (ratio > 1: SN40L faster):"]
+    for r in ratios:
+        out.append(
+            f"  vs {r['vs']}, batch {r['batch']}, {r['tokens']} tokens: switching "
+            f"{r['switch_ratio']:.1f}x, expert-only {r['expert_speedup']:.2f}x, "
+            f"overall {r['overall_speedup']:.2f}x"
+        )
+    for r in ratios:
+        if (r["batch"], r["tokens"]) == (1, 20):
+            out.append(
+                f"  sensitivity: if all of a {r['vs']} node's host->GPU copies shared one PCIe "
+                f"link, switching would be {r['switch_ratio_one_link']:.1f}x"
+            )
+    by_system = {f["system"]: f for f in feet}
+    sn = by_system.get("sn40l-node")
+    for f in by_system.values():
+        out.append(
+            f"  {f['experts']} experts on {f['system']}: {f['nodes_all_in_ddr']} node(s) hold them "
+            f"in DDR/host memory, {f['nodes_all_in_hbm']} keep them all resident in HBM"
+        )
+    if sn:
+        for f in by_system.values():
+            if f["system"] != "sn40l-node":
+                out.append(
+                    f"  footprint: {f['system']} nodes in HBM / SN40L nodes in DDR = "
+                    f"{f['nodes_all_in_hbm']} / {sn['nodes_all_in_ddr']} = "
+                    f"{f['nodes_all_in_hbm'] / sn['nodes_all_in_ddr']:.1f}x"
+                )
+    return out + _assumptions(assumptions)
+
+
+# -- coec coe ---------------------------------------------------------------------------------
+def coe_placement(coe, node, profiles: dict, plan: dict) -> Rendered:
+    """``coec coe compile``: the architectures compiled, the HBM/DDR placement, the footprint.
+
+    ``plan`` is the placement's JSON (``Placement.to_json()``).
+    """
+    out: Rendered = [
+        f"{coe.name}: {len(coe.experts)} experts, {len(profiles)} distinct architecture(s) "
+        f"compiled once each, on {node.name} ({node.sockets} sockets, fusion {node.fusion})"
+    ]
+    table = _table(("architecture", "weights GB", "prefill", "decode step"))
+    for zoo, p in profiles.items():
+        table.add_row(
+            zoo,
+            f"{p.weight_bytes / 1e9:.3f}",
+            f"{p.prefill_s * 1e3:.3f} ms",
+            f"{p.decode_step_s * 1e6:.1f} µs",
+        )
+    out.append(table)
+    out.append(
+        f"HBM {plan['hbm_bytes'] / 1e9:.1f} GB: router {plan['router_bytes'] / 1e9:.3f} GB, "
+        f"KV cache {plan['kv_cache_bytes'] / 1e9:.3f} GB, expert cache "
+        f"{plan['expert_cache_bytes'] / 1e9:.1f} GB; DDR {plan['ddr_bytes'] / 1e9:.0f} GB holds "
+        f"all experts ({plan['experts_in_ddr_bytes'] / 1e9:.2f} GB); switching: {plan['copy_path']}"
+    )
+    in_hbm = plan["nodes_all_experts_in_hbm"]
+    out.append(
+        f"footprint: 1 {node.name} node holds all {len(coe.experts)} experts in DDR; "
+        + (
+            f"keeping all of them resident in HBM (no switching) would take {in_hbm} node(s)"
+            if in_hbm
+            else "no number of nodes keeps them all resident in HBM"
+        )
+    )
+    return out
+
+
+def coe_serve(report: dict, target: str, max_rows: int = 20) -> Rendered:
+    """``coec coe serve``: the first requests, the totals and the assumptions."""
+    table = _table(
+        ("request", "expert", "hit", "router", "switch", "expert time", "latency"),
+        title=f"{report['coe']} on {target}: batch {report['batch']}, {report['tokens']} tokens, "
+        f"{report['policy']}",
+    )
+    for r in report["requests"][:max_rows]:
+        table.add_row(
+            str(r["request"]),
+            r["expert"],
+            "yes" if r["hit"] else "no",
+            f"{r['router_s'] * 1e3:.3f} ms",
+            f"{r['switch_s'] * 1e3:.3f} ms",
+            f"{r['expert_s'] * 1e3:.3f} ms",
+            f"{r['latency_s'] * 1e3:.3f} ms",
+        )
+    t = report["totals"]
+    return [
+        table,
+        f"totals: {t['requests']} requests in {t['total_s'] * 1e3:.2f} ms "
+        f"(router {t['router_s'] * 1e3:.2f}, switch {t['switch_s'] * 1e3:.2f}, "
+        f"experts {t['expert_s'] * 1e3:.2f}); throughput {t['throughput_rps']:.1f} req/s; "
+        f"mean latency {t['mean_latency_s'] * 1e3:.3f} ms; cache hit rate {t['hit_rate']:.0%} "
+        f"({t['cache_hits']}/{t['expert_activations']})",
+        *(f"  - {a}" for a in report["assumptions"]),
+    ]
+
+
+def route_lines(rows: list[dict]) -> list[str]:
+    """``coec coe route``: category, probability and prompt, one line each."""
+    return [f"{r['category']:<12} {r['p']:.2f}  {r['prompt']}" for r in rows]
+
+
+def router_eval(result: dict, model: dict) -> list[str]:
+    """``coec coe router-eval``: the encoder, the held-out accuracy, per category, confusions."""
+    lines = [
+        f"router: {model['model']} ({model['dim']}-d, {model['layers']} layers) "
+        f"+ softmax-regression head over {len(result['categories'])} categories",
+        f"held-out accuracy {result['accuracy']:.1%} "
+        f"({round(result['accuracy'] * result['n_test'])}/{result['n_test']}; "
+        f"trained on {result['n_train']})",
+    ]
+    for category, accuracy in result["per_category"].items():
+        lines.append(f"  {category:<12} {accuracy:.1%}")
+    for c in result["confusions"]:
+        lines.append(f"  confused: {c['category']} -> {c['predicted']} x{c['count']}")
+    return lines
+
+
+def router_cost(rows: list[dict], target: str, seq: int, dtype: str) -> Rendered:
+    """``coec coe router-cost``: one row per batch size (fusion: the one the rows used)."""
+    fusion = rows[0]["fusion"] if rows else "?"
+    table = _table(
+        ("batch", "kernels", "time", "GFLOP", "HBM→SRAM MB", "SRAM→HBM MB"),
+        title=f"router encoder on {target} (fusion {fusion}, {dtype}, seq {seq})",
+    )
+    for r in rows:
+        table.add_row(
+            str(r["batch"]),
+            str(r["kernels"]),
+            f"{r['seconds'] * 1e6:.1f} µs",
+            f"{r['flops'] / 1e9:.2f}",
+            f"{r['bytes'].get('hbm->sram', 0) / 1e6:.2f}",
+            f"{r['bytes'].get('sram->hbm', 0) / 1e6:.2f}",
+        )
+    return [table]
