@@ -144,3 +144,21 @@ def test_dynamo_backend_runs_the_same_pipeline():
 def test_a_negative_max_tile_is_refused(mlp_ir):
     with pytest.raises(ConfigError, match="max-tile=-5 must be at least 1"):
         run_opt(mlp_ir.dumps["after-fuse"], "tile{max-tile=-5}")
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        (["--run"], "--run runs with weights, which df IR text does not hold"),
+        (["--phase", "decode"], "--phase is for zoo models (--zoo NAME), not df IR text"),
+        (["--dump-ir"], "not df IR text's"),
+    ],
+)
+def test_cli_refuses_what_text_ir_cannot_do(tmp_path, capsys, mlp_ir, flag, message):
+    src = tmp_path / "p.mlir"
+    src.write_text(mlp_ir.dumps["after-place"])
+    with pytest.raises(SystemExit) as e:
+        main(["compile", str(src), *flag])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
