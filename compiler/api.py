@@ -10,6 +10,13 @@ import torch
 from coec.backend.schedule import Schedule, dumps, write_files_atomic
 from coec.backend.target import Target
 from coec.ir.errors import ExecutionError
+from coec.outputs import (
+    SCHEDULE_HASH,
+    inputs_path,
+    schedule_files,
+    text_hash,
+    weights_path,
+)
 from coec.pipeline import Compiled, Options, compile_onnx_model, compile_program
 from coec.runtime.executor import Executor
 
@@ -90,23 +97,38 @@ class CompiledModel:
     def schedule_json(self) -> str:
         return dumps(self.schedule)
 
-    def save(self, path: str | Path, example_inputs: tuple | None = None) -> Path:
-        """Write the schedule JSON and its weights (``.safetensors``) beside it, atomically."""
+    def files(
+        self, path: str | Path, example_inputs: tuple | None = None
+    ) -> tuple[dict[Path, bytes | str], list[Path]]:
+        """What saving to ``path`` writes (schedule JSON, weights and inputs as
+        ``.safetensors`` bound to it by its hash), and the stale siblings it removes."""
         from safetensors.torch import save as st_save
 
         path = Path(path)
-        files: dict[Path, bytes | str] = {}
+        text = self.schedule_json()
+        bound = {SCHEDULE_HASH: text_hash(text)}
+        files: dict[Path, bytes | str] = {path: text}
         data = self.compiled.program.weights
-        if not any(t.device.type == "meta" for t in data.values()):  # meta: schedule only
-            files[weights_path(path)] = st_save(_unshared(data))
+        if not any(t.device.type == "meta" for t in data.values()):  # meta: no weights
+            files[weights_path(path)] = st_save(_unshared(data), metadata=bound)
         if example_inputs is not None:
             names = self.schedule["inputs"]
             files[inputs_path(path)] = st_save(
-                _unshared(dict(zip(names, example_inputs, strict=True)))
+                _unshared(dict(zip(names, example_inputs, strict=True))), metadata=bound
             )
-        files[path] = self.schedule_json()
-        write_files_atomic(files)
-        return path
+        return files, [p for p in schedule_files(path) if p not in files]
+
+    def save(
+        self,
+        path: str | Path,
+        example_inputs: tuple | None = None,
+        extra: dict[Path, bytes | str] | None = None,
+    ) -> Path:
+        """Write the schedule JSON, its weights and inputs beside it (and ``extra`` files) as
+        one transaction; stale weights or inputs of an earlier save are removed."""
+        files, stale = self.files(path, example_inputs)
+        write_files_atomic({**files, **(extra or {})}, remove=stale)
+        return Path(path)
 
 
 def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -119,14 +141,6 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out[k] = v.clone() if ptr in seen else v
         seen.add(ptr)
     return out
-
-
-def weights_path(schedule_path: Path) -> Path:
-    return schedule_path.with_suffix(".weights.safetensors")
-
-
-def inputs_path(schedule_path: Path) -> Path:
-    return schedule_path.with_suffix(".inputs.safetensors")
 
 
 def compile(  # noqa: A001 - the public name users expect (like torch.compile)

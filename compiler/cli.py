@@ -291,6 +291,7 @@ def compile_cmd(
             result = compile_zoo_model(
                 zoo,
                 options,
+                trace=trace_file,
                 phase=phase,
                 seq=seq,
                 batch=batch,
@@ -312,10 +313,9 @@ def compile_cmd(
             output=output,
             dump_points=points,
             inputs=inputs_file,
+            trace=trace_file,
         )
     schedule = result.model.schedule
-    if trace_file:
-        _write_trace(trace_file, result.report, schedule)
     for point in points:
         if len(points) > 1:
             click.echo(f"// ----- df IR {point} -----")
@@ -408,7 +408,9 @@ def _dump_points(dump_ir: str | None) -> tuple[str, ...]:
 def opt_cmd(ir_file, pipeline, target, output):
     """Run a pass pipeline on df IR text (coec compile --dump-ir output; '-' is stdin)."""
     from coec.opt import run_opt
+    from coec.outputs import check_outputs
 
+    check_outputs([output], [None if ir_file == "-" else ir_file])
     if ir_file == "-":
         text, source = sys.stdin.read(), "<stdin>"
     else:
@@ -451,11 +453,13 @@ def run_cmd(ctx, schedule_file, inputs, count_only, emulate_bf16, as_json, trace
     """Execute a saved schedule on the NumPy runtime."""
     from coec.backend.schedule import load as load_schedule
     from coec.commands import run_schedule_file
+    from coec.outputs import check_outputs, schedule_files
     from coec.report.tables import run_outputs
     from coec.report.text import describe, render_report, report_json
 
     if count_only:
         _refuse(ctx, ("inputs", "emulate_bf16"), "needs data: not with --count-only")
+    check_outputs([trace_file], [*schedule_files(schedule_file), inputs])
     report, outputs = run_schedule_file(
         schedule_file, inputs, count_only=count_only, emulate_bf16=emulate_bf16
     )

@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coec.api import CompiledModel, flatten_outputs, inputs_path, to_numpy, weights_path
+from coec.api import CompiledModel, flatten_outputs, to_numpy
 from coec.backend.schedule import load as load_schedule
 from coec.backend.schedule import write_files_atomic
+from coec.frontend.export import eval_mode
 from coec.frontend.model_file import load_model_file
 from coec.ir.errors import ConfigError, ExecutionError
+from coec.outputs import check_bound, check_outputs, inputs_path, schedule_files, weights_path
 from coec.pipeline import Options, compile_onnx_model, compile_program
 from coec.runtime.executor import Executor
 
@@ -28,14 +30,31 @@ class CompileResult:
 def compare(
     outputs: list[np.ndarray], reference: list[torch.Tensor] | list[np.ndarray]
 ) -> tuple[float, float]:
-    """max |out - ref| over all outputs, absolute and relative to each output's scale."""
+    """max |out - ref| over all outputs, absolute and relative to each output's scale.
+
+    NaN or infinity where the reference is finite is an ExecutionError (it would otherwise
+    vanish from the maximum); non-finite values in the same places on both sides are equal.
+    """
     if len(outputs) != len(reference):
         raise ExecutionError(f"{len(outputs)} outputs, the reference gives {len(reference)}")
     abs_err, rel_err = 0.0, 0.0
-    for out, ref in zip(outputs, reference, strict=True):
+    for i, (out, ref) in enumerate(zip(outputs, reference, strict=True)):
         ref_np = to_numpy(ref).astype(np.float64)
-        diff = float(np.max(np.abs(np.asarray(out, dtype=np.float64) - ref_np), initial=0.0))
-        scale = float(np.max(np.abs(ref_np), initial=0.0)) or 1.0
+        out_np = np.asarray(out, dtype=np.float64)
+        if out_np.shape != ref_np.shape:
+            raise ExecutionError(f"output {i}: shape {out_np.shape}, the reference {ref_np.shape}")
+        same = (np.isnan(out_np) & np.isnan(ref_np)) | (out_np == ref_np)  # inf == inf too
+        bad = ~np.isfinite(out_np) & ~same
+        if bad.any():
+            where = tuple(int(k) for k in np.argwhere(bad)[0])
+            raise ExecutionError(
+                f"output {i} is {out_np[where]} at {where} where the reference is "
+                f"{ref_np[where]} ({int(bad.sum())} such elements)"
+            )
+        finite = np.isfinite(ref_np) & np.isfinite(out_np)
+        with np.errstate(invalid="ignore"):  # inf - inf where both are inf: masked out
+            diff = float(np.max(np.abs(out_np - ref_np), initial=0.0, where=finite))
+        scale = float(np.max(np.abs(ref_np), initial=0.0, where=np.isfinite(ref_np))) or 1.0
         abs_err, rel_err = max(abs_err, diff), max(rel_err, diff / scale)
     return abs_err, rel_err
 
@@ -50,6 +69,7 @@ def compile_model_file(
     output: Path | None = None,
     dump_points: tuple[str, ...] = (),
     inputs: Path | None = None,
+    trace: Path | None = None,
     **overrides,
 ) -> CompileResult:
     """Compile MODEL.py, a model.onnx or df IR text (``.mlir``), dispatched on the suffix.
@@ -57,6 +77,7 @@ def compile_model_file(
     ``options`` (or ``Options()``) with ``overrides`` (``Options`` fields) applied.
     """
     options = Options.of(options, **overrides)
+    check_outputs([*schedule_files(output), trace], [path, inputs, _target_file(options)])
     suffix = Path(path).suffix.lower()
     if suffix in (".onnx", ".mlir") and entry:
         raise ConfigError(f"--entry names a function of a MODEL.py, not of a {suffix} file")
@@ -69,24 +90,24 @@ def compile_model_file(
             emulate_bf16=emulate_bf16,
             output=output,
             dump_points=dump_points,
+            trace=trace,
         )
     if inputs is not None:
         raise ConfigError("--inputs is for ONNX models; a MODEL.py defines example_inputs()")
     if suffix == ".mlir":
         if dump_points:
             raise ConfigError("--dump-ir on df IR text: run coec opt on it instead")
-        return compile_ir_file(path, options, execute=execute, output=output)
+        return compile_ir_file(path, options, execute=execute, output=output, trace=trace)
     module, inputs = load_model_file(path, entry)
     compiled = compile_program(module, inputs, options, dump_points)
     cm = CompiledModel(compiled, emulate_bf16=emulate_bf16)
     report = dict(cm.report)
     if execute:
         outs, report = cm.executor.run([to_numpy(x) for x in inputs])
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(module):  # as compiled: in eval mode
             reference = flatten_outputs(module(*inputs))
         report["max_abs_err"], report["max_rel_err"] = compare(outs, reference)
-    if output:
-        cm.save(output, inputs)
+    write_outputs(cm, report, output, inputs, trace)
     return CompileResult(report, compiled.dumps, compiled.target.name, cm)
 
 
@@ -99,6 +120,7 @@ def compile_onnx_file(
     emulate_bf16: bool = False,
     output: Path | None = None,
     dump_points: tuple[str, ...] = (),
+    trace: Path | None = None,
     **overrides,
 ) -> CompileResult:
     """Compile a model.onnx; with ``execute``, compare with onnxruntime on the same data.
@@ -108,6 +130,7 @@ def compile_onnx_file(
     """
     from coec.frontend.onnx_model import check_inputs, load_onnx, random_inputs, run_onnxruntime
 
+    check_outputs([*schedule_files(output), trace], [path, inputs])
     model, source = load_onnx(path)
     if inputs is not None:
         feeds = check_inputs(model, _read_tensors(Path(inputs)), str(inputs))
@@ -123,8 +146,8 @@ def compile_onnx_file(
         outs, report = cm.executor.run(ordered)
         report["max_abs_err"], report["max_rel_err"] = compare(outs, run_onnxruntime(model, feeds))
         report["reference"] = "onnxruntime"
-    if output:
-        cm.save(output, tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in ordered))
+    data = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in ordered)
+    write_outputs(cm, report, output, data, trace)
     return CompileResult(report, compiled.dumps, compiled.target.name, cm)
 
 
@@ -134,6 +157,7 @@ def compile_ir_file(
     *,
     execute: bool = False,
     output: Path | None = None,
+    trace: Path | None = None,
     **overrides,
 ) -> CompileResult:
     """Compile df IR text (e.g. ``coec opt`` output) at any stage into a schedule, count-only."""
@@ -144,11 +168,12 @@ def compile_ir_file(
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
+    check_outputs([*schedule_files(output), trace], [path])
     compiled = compile_ir(path.read_text(), Options.of(options, **overrides), str(path))
     cm = CompiledModel(compiled)
-    if output:  # the schedule alone: text IR names its weights but holds none
-        write_files_atomic({Path(output): cm.schedule_json()})
-    return CompileResult(dict(cm.report), {}, compiled.target.name, cm)
+    report = dict(cm.report)
+    write_outputs(cm, report, output, None, trace, with_weights=False)
+    return CompileResult(report, {}, compiled.target.name, cm)
 
 
 def compile_zoo_model(
@@ -162,6 +187,7 @@ def compile_zoo_model(
     execute: bool = False,
     output: Path | None = None,
     progress=None,
+    trace: Path | None = None,
     **overrides,
 ) -> CompileResult:
     """Compile a zoo model by name; on the meta device (count-only) unless ``execute``.
@@ -174,6 +200,8 @@ def compile_zoo_model(
     from coec.regional import compile_zoo, shard_inputs, zoo_steps
     from coec.runtime.node import run_node
 
+    options = Options.of(options, **overrides)
+    check_outputs([*schedule_files(output), trace], [_target_file(options)])
     arch = ZOO.get(name)
     # before the model exists its layer count is the zoo's (or --layers)
     extra = 2 + (2 if execute else 0)  # build, count (+ reference, execute)
@@ -214,11 +242,42 @@ def compile_zoo_model(
             outs, reference = [per_socket[0][0]], reference[:1]
         report["max_abs_err"], report["max_rel_err"] = compare(outs, reference)
     step(total, f"{name}: done")
-    if output:
-        cm.save(output, inputs if execute else None)
+    write_outputs(cm, report, output, inputs if execute else None, trace)
     target = compiled.target
     name = target.name if target.sockets == 1 else f"{target.name} ({target.sockets} sockets)"
     return CompileResult(report, {}, name, cm)
+
+
+def write_outputs(
+    cm: CompiledModel,
+    report: dict,
+    output: Path | None,
+    inputs: tuple | None,
+    trace: Path | None,
+    with_weights: bool = True,
+) -> None:
+    """Write a compile's schedule (with its weights and ``inputs``) and trace as one
+    transaction; an earlier save's weights or inputs that no longer apply are removed."""
+    from coec.report.trace import schedule_trace
+
+    files: dict[Path, bytes | str] = {}
+    stale: list[Path] = []
+    if output is not None:
+        if with_weights:
+            files, stale = cm.files(output, inputs)
+        else:  # text IR names its weights but holds none: the schedule alone
+            files = {Path(output): cm.schedule_json()}
+            stale = schedule_files(output)[1:]
+    if trace is not None:
+        files[Path(trace)] = schedule_trace(report, cm.schedule)
+    if files:
+        write_files_atomic(files, remove=stale)
+
+
+def _target_file(options: Options) -> Path | None:
+    """The target .toml file a compile reads, if it names one."""
+    t = options.target
+    return Path(t) if isinstance(t, str | Path) and str(t).endswith(".toml") else None
 
 
 def _read_tensors(path: Path) -> dict[str, np.ndarray]:
@@ -248,6 +307,11 @@ def run_schedule_file(
             f"{path}: a schedule for {sockets} sockets runs from a file count-only "
             "(--count-only); compile it with --run to execute it on every socket"
         )
+    text = Path(path).read_text()
+    siblings = [weights_path(path)] + ([inputs_path(path)] if inputs is None else [])
+    for sibling in siblings:
+        if sibling.is_file():  # a missing one is named by _read_tensors below
+            check_bound(sibling, text)
     weights = _read_tensors(weights_path(path))
     feeds = _read_tensors(inputs or inputs_path(path))
     missing = [n for n in schedule["inputs"] if n not in feeds]

@@ -85,6 +85,7 @@ class _Stitcher:
 
 def _lower_part(module: torch.nn.Module, inputs: tuple, pipeline: Pipeline) -> Program:
     """One part exported, lowered and run through the per-function passes (up to tiling)."""
+    module.eval()  # coec's own part modules: inference, never trained
     program = lower_program(export_module(module, inputs), pipeline.options.dtype)
     pipeline.run(program.module, until="tile")
     return program

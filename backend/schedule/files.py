@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from coec.backend.schedule.model import Schedule
@@ -40,8 +41,9 @@ def load(path: str | Path) -> dict:
     return validate(data, str(path))
 
 
-def write_files_atomic(files: dict[Path, bytes | str]) -> None:
-    """Write every file to a temporary beside it, then rename them all.
+def write_files_atomic(files: dict[Path, bytes | str], remove: Sequence[Path] = ()) -> None:
+    """Write every file to a temporary beside it, then rename them all (and delete ``remove``:
+    stale files the new ones make wrong, such as an earlier run's weights).
 
     A failure before the renames leaves every existing file as it was. A new file gets the
     mode ``open()`` would give it (0666 less the umask), a replaced file keeps its mode:
@@ -59,6 +61,9 @@ def write_files_atomic(files: dict[Path, bytes | str]) -> None:
                 os.fchmod(f.fileno(), _mode_for(path))
         for tmp, path in temps:
             os.replace(tmp, path)
+        for path in remove:
+            if path not in files:
+                Path(path).unlink(missing_ok=True)
     except OSError as e:
         where = e.filename or next(iter(files), "")
         raise ConfigError(f"{where}: cannot write ({e.strerror})") from e

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import contextmanager
 
 import torch
 from torch.export import ExportedProgram
 
-from coec.ir.errors import UnsupportedOpError
+from coec.ir.errors import ConfigError, UnsupportedOpError
 
 aten = torch.ops.aten
 
@@ -41,8 +42,40 @@ def decomposition_table() -> dict:
 
 
 def export_module(module: torch.nn.Module, example_inputs: tuple) -> ExportedProgram:
-    """Export (non-strict) and decompose; a failure is one UnsupportedOpError line."""
+    """Export (non-strict) and decompose; a failure is one UnsupportedOpError line.
+
+    A module in train mode is exported in eval mode (inference: dropout off, batch norm on
+    its running statistics) with a warning, and every submodule's mode is restored after,
+    so the caller's module is left as it was.
+    """
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(
+            f"coec compiles a torch.nn.Module, not a {type(module).__name__}; "
+            "wrap a function in an nn.Module whose forward calls it"
+        )
+    if module.training:
+        warnings.warn(
+            f"{type(module).__name__} is in train mode: coec compiles it in eval mode "
+            "(call .eval() first to silence this); your module's mode is left unchanged",
+            stacklevel=3,
+        )
+    with eval_mode(module):
+        return _export(module, example_inputs)
+
+
+@contextmanager
+def eval_mode(module: torch.nn.Module):
+    """``module`` in eval mode for the block, every submodule's own mode restored after."""
+    modes = {m: m.training for m in module.modules()}
     module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def _export(module: torch.nn.Module, example_inputs: tuple) -> ExportedProgram:
     torch_log = logging.getLogger("torch")
     level = torch_log.level
     torch_log.setLevel(logging.CRITICAL)  # torch logs whole tracebacks before raising

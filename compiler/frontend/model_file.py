@@ -37,6 +37,11 @@ def _load_namespace(path: Path) -> dict:
     sys.path.insert(0, str(path.parent))
     try:
         exec(code, module.__dict__)
+    except SystemExit as e:
+        raise ConfigError(
+            f"{path}: the model file called sys.exit({e.code!r}) while loading; "
+            "a MODEL.py defines model() and example_inputs() and runs nothing at import"
+        ) from e
     except Exception as e:
         raise ConfigError(
             f"{_user_line(e, path)}: error while loading the model file: {type(e).__name__}: {e}"
@@ -53,6 +58,8 @@ def _call(ns: dict, name: str, path: Path):
         raise ConfigError(f"{path}: defines no {name}() function{hint}")
     try:
         return fn()
+    except SystemExit as e:
+        raise ConfigError(f"{path}: {name}() called sys.exit({e.code!r})") from e
     except Exception as e:
         raise ConfigError(f"{_user_line(e, path)}: {name}() raised {type(e).__name__}: {e}") from e
 

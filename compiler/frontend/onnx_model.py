@@ -23,6 +23,10 @@ def load_onnx(source: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, st
     """The model and a label naming it (its path) for messages."""
     if isinstance(source, onnx.ModelProto):
         return source, f"<onnx {source.graph.name or 'model'}>"
+    if not isinstance(source, str | Path):
+        raise ConfigError(
+            f"an ONNX model is a path or an onnx.ModelProto, not a {type(source).__name__}"
+        )
     path = Path(source)
     if not path.is_file():
         raise ConfigError(f"{path}: no such ONNX file")

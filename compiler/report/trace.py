@@ -139,7 +139,17 @@ def trace_events(report: dict, sockets: int = 1, label: str = "") -> dict:
     }
 
 
+def trace_text(report: dict, sockets: int = 1, label: str = "") -> str:
+    """``report``'s trace as the JSON text a trace file holds."""
+    return json.dumps(trace_events(report, sockets, label), separators=(",", ":")) + "\n"
+
+
+def schedule_trace(report: dict, schedule: dict) -> str:
+    """The trace of a run of ``schedule`` (a process per socket)."""
+    target = schedule["target"]
+    return trace_text(report, target["sockets"], target["name"])
+
+
 def write_trace(path: str | Path, report: dict, sockets: int = 1, label: str = "") -> None:
     """Write ``report``'s trace to ``path`` atomically."""
-    text = json.dumps(trace_events(report, sockets, label), separators=(",", ":"))
-    write_files_atomic({Path(path): text + "\n"})
+    write_files_atomic({Path(path): trace_text(report, sockets, label)})

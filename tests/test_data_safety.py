@@ -1,0 +1,153 @@
+"""Nothing lost, nothing hidden: outputs never overwrite inputs, are written as one
+transaction, are bound to their schedule; NaN is never an error of 0; the caller's module
+is left as it was; bad input to the API is one typed error."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import EXAMPLES
+
+import coec
+from coec.cli import main
+from coec.commands import compare, run_schedule_file
+from coec.ir.errors import ConfigError, ExecutionError
+from coec.outputs import inputs_path, weights_path
+
+MLP = EXAMPLES / "mlp.py"
+
+
+def _fails(capsys, argv: list[str], code: int = 2) -> str:
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+    assert e.value.code == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_an_output_that_is_an_input_is_refused(tmp_path, capsys):
+    model = tmp_path / "m.py"
+    shutil.copy(MLP, model)
+    before = model.read_bytes()
+    assert "is an input of this command" in _fails(capsys, ["compile", model, "-o", model])
+    link = tmp_path / "link.json"
+    link.symlink_to(model)
+    assert "is an input of this command" in _fails(capsys, ["compile", model, "-o", link])
+    err = _fails(capsys, ["compile", model, "--trace", model])
+    assert "refusing to overwrite" in err
+    assert model.read_bytes() == before
+
+
+def test_a_failed_command_leaves_earlier_outputs_untouched(tmp_path, capsys):
+    out = tmp_path / "out" / "m.json"
+    main(["compile", str(MLP), "-o", str(out)])
+    saved = {p: p.read_bytes() for p in (out, weights_path(out), inputs_path(out))}
+    (tmp_path / "adir").mkdir()
+    err = _fails(
+        capsys,
+        ["compile", EXAMPLES / "gpt_block.py", "-o", out, "--trace", tmp_path / "adir"],
+    )
+    assert "is a directory" in err
+    assert {p: p.read_bytes() for p in saved} == saved
+
+
+def test_schedule_and_trace_are_written_together(tmp_path, capsys):
+    out, trace = tmp_path / "m.json", tmp_path / "new" / "t.json"
+    main(["compile", str(MLP), "-o", str(out), "--trace", str(trace)])
+    assert out.is_file() and trace.is_file()
+
+
+def test_a_count_only_save_removes_stale_data_files(tmp_path, capsys):
+    out = tmp_path / "z.json"
+    main(["compile", "--zoo", "tiny-llama", "--run", "-o", str(out)])
+    assert weights_path(out).is_file() and inputs_path(out).is_file()
+    main(["compile", "--zoo", "tiny-llama", "-o", str(out)])  # meta device: no data
+    assert not weights_path(out).exists() and not inputs_path(out).exists()
+
+
+def test_data_files_are_bound_to_their_schedule(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    main(["compile", str(MLP), "-o", str(a)])
+    main(["compile", str(MLP), "--fusion", "none", "-o", str(b)])
+    report, _ = run_schedule_file(a)  # its own data: runs
+    assert report["kernels"] >= 1
+    shutil.copy(weights_path(b), weights_path(a))  # another schedule's weights, same names
+    with pytest.raises(ConfigError, match="written with another schedule than a.json"):
+        run_schedule_file(a)
+    err = _fails(capsys, ["run", a])
+    assert "a.weights.safetensors: written with another schedule" in err
+
+
+def test_nan_is_never_an_error_of_zero():
+    with pytest.raises(ExecutionError, match=r"output 0 is nan at \(1,\) where the reference"):
+        compare([np.array([1.0, np.nan])], [torch.tensor([1.0, 2.0])])
+    with pytest.raises(ExecutionError, match="is inf"):
+        compare([np.array([np.inf])], [torch.tensor([3.0])])
+    # NaN and inf in the same places on both sides compare equal; the rest as usual
+    same = compare(
+        [np.array([np.nan, np.inf, 1.5])], [torch.tensor([float("nan"), float("inf"), 1.0])]
+    )
+    assert same == (0.5, 0.5)  # relative to the largest finite reference value, 1.0
+
+
+class _Dropout(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 8)
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(self.fc(x))
+
+
+def test_a_train_mode_module_is_compiled_in_eval_mode_and_left_as_it_was():
+    m = _Dropout().train()
+    x = torch.randn(4, 8)
+    with pytest.warns(UserWarning, match="_Dropout is in train mode: coec compiles it in eval"):
+        cm = coec.compile(m, (x,))
+    assert m.training and m.drop.training and m.fc.training  # the caller's modes
+    with torch.no_grad():
+        expected = m.eval()(x)
+    torch.testing.assert_close(cm(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_train_mode_model_file_runs_against_its_eval_reference(tmp_path):
+    src = tmp_path / "d.py"
+    src.write_text(
+        "import torch\n"
+        "def model():\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Dropout(0.9)).train()\n"
+        "def example_inputs():\n"
+        "    return (torch.randn(4, 8),)\n"
+    )
+    from coec.commands import compile_model_file
+
+    with pytest.warns(UserWarning, match="train mode"):
+        r = compile_model_file(src, execute=True)
+    assert r.report["max_rel_err"] < 1e-5
+
+
+def test_a_model_file_that_exits_is_one_line(tmp_path, capsys):
+    src = tmp_path / "exits.py"
+    src.write_text("import sys\nsys.exit(0)\n")
+    err = _fails(capsys, ["compile", src])
+    assert "called sys.exit(0) while loading" in err
+
+
+def test_the_api_refuses_what_is_not_a_model():
+    x = torch.randn(2, 2)
+    with pytest.raises(ConfigError, match="compiles a torch.nn.Module, not a function"):
+        coec.compile(lambda t: t * 2, (x,))
+    with pytest.raises(ConfigError, match="a path or an onnx.ModelProto, not a int"):
+        coec.compile_onnx(12345)
+
+
+def test_coec_opt_refuses_to_overwrite_its_input(tmp_path, capsys):
+    src = tmp_path / "m.mlir"
+    main(["compile", str(MLP), "--dump-ir=frontend"])
+    src.write_text(capsys.readouterr().out)
+    assert "is an input of this command" in _fails(capsys, ["opt", src, "-p", "fuse", "-o", src])
