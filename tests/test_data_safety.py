@@ -151,3 +151,25 @@ def test_coec_opt_refuses_to_overwrite_its_input(tmp_path, capsys):
     main(["compile", str(MLP), "--dump-ir=frontend"])
     src.write_text(capsys.readouterr().out)
     assert "is an input of this command" in _fails(capsys, ["opt", src, "-p", "fuse", "-o", src])
+
+
+class _TensorClampLinearVector(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 4)
+
+    def forward(self, x, lo, hi, v):
+        return torch.clamp(x, lo, hi), self.fc(v)
+
+
+@pytest.mark.parametrize("fusion", ["none", "dataflow"])
+def test_clamp_with_tensor_bounds_and_linear_on_a_vector(fusion):
+    """Both used to fail inside coec (an internal TypeError, an IR verification error)."""
+    m = _TensorClampLinearVector().eval()
+    args = (torch.randn(3, 4), -torch.rand(4) * 0.5, torch.rand(3, 1) * 0.5, torch.randn(6))
+    got = coec.compile(m, args, fusion=fusion)(*args)
+    with torch.no_grad():
+        want = m(*args)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)

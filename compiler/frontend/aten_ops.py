@@ -117,10 +117,12 @@ def _masked_fill(lw: Lowering, node, a):
 @lowers("clamp", "clamp_min", "clamp_max")
 def _clamp(lw: Lowering, node, a):
     x = lw.value(a["self"])
-    if a.get("min") is not None:
-        x = lw.ew("maximum", x, lw.scalar(a["min"], x))
-    if a.get("max") is not None:
-        x = lw.ew("minimum", x, lw.scalar(a["max"], x))
+    for bound, kind in ((a.get("min"), "maximum"), (a.get("max"), "minimum")):
+        if bound is None:
+            continue
+        # a number or a tensor bound (clamp.Tensor), broadcast against x
+        b = lw.value(bound) if isinstance(bound, torch.fx.Node) else lw.scalar(bound, x)
+        x = lw.ew(kind, x, b, type_=lw.type_of(node))
     return x
 
 
@@ -155,7 +157,16 @@ def _hard_gates(lw: Lowering, node, a):
 @lowers("linear")
 def _linear(lw: Lowering, node, a):
     out = lw.type_of(node)
-    y = lw.emit(df.MatmulOp(lw.value(a["input"]), lw.value(a["weight"]), True, out))
+    x = lw.value(a["input"])
+    t = df.tensor_type(x)
+    if len(t.shape_tuple) == 1:  # a vector: one row, then back to a vector
+        row = lw.emit(df.ReshapeOp(x, lw.like(x, (1, *t.shape_tuple))), f"{node.name}_row")
+        y = lw.emit(
+            df.MatmulOp(row, lw.value(a["weight"]), True, lw.like(row, (1, *out.shape_tuple)))
+        )
+        y = lw.emit(df.ReshapeOp(y, out))
+    else:
+        y = lw.emit(df.MatmulOp(x, lw.value(a["weight"]), True, out))
     if a["bias"] is None:
         return y
     return lw.ew("add", y, lw.value(a["bias"]), type_=out)
