@@ -135,7 +135,8 @@ def compile_onnx_file(
     if inputs is not None:
         feeds = check_inputs(model, _read_tensors(Path(inputs)), str(inputs))
     else:
-        feeds = random_inputs(model)
+        # count-only needs shapes, not data (unless the inputs are saved with the schedule)
+        feeds = random_inputs(model, data=execute or output is not None)
     options = Options.of(options, **overrides)
     shapes = {k: v.shape for k, v in feeds.items()}
     compiled = compile_onnx_model(model, options, dump_points, shapes, source)
@@ -146,7 +147,9 @@ def compile_onnx_file(
         outs, report = cm.executor.run(ordered)
         report["max_abs_err"], report["max_rel_err"] = compare(outs, run_onnxruntime(model, feeds))
         report["reference"] = "onnxruntime"
-    data = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in ordered)
+    data = None
+    if output is not None:
+        data = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in ordered)
     write_outputs(cm, report, output, data, trace)
     return CompileResult(report, compiled.dumps, compiled.target.name, cm)
 

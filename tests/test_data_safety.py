@@ -173,3 +173,24 @@ def test_clamp_with_tensor_bounds_and_linear_on_a_vector(fusion):
     for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_a_count_only_onnx_compile_needs_no_input_data(tmp_path):
+    """A ReduceSum over a 100000x100000 input: count-only builds no 37 GiB of random data."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from coec.commands import compile_onnx_file
+
+    n = 100_000
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)],
+        "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, 1])],
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
+    )
+    path = tmp_path / "big.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    r = compile_onnx_file(path)
+    assert r.report["bytes"]["hbm->sram"] == n * n * 2  # the input read once, in bf16

@@ -59,8 +59,14 @@ def _index_bounds(model: onnx.ModelProto) -> dict[str, int]:
     return bounds
 
 
-def random_inputs(model: onnx.ModelProto, seed: int = SEED) -> dict[str, np.ndarray]:
-    """Deterministic data of every graph input's static shape."""
+def random_inputs(
+    model: onnx.ModelProto, seed: int = SEED, data: bool = True
+) -> dict[str, np.ndarray]:
+    """Deterministic data of every graph input's static shape.
+
+    ``data=False``: zero-stride views of one zero instead (shapes and dtypes, no memory), for
+    a count-only compile of a model whose inputs may be far larger than memory.
+    """
     rng = np.random.default_rng(seed)
     bounds = _index_bounds(model)
     feeds = {}
@@ -72,7 +78,9 @@ def random_inputs(model: onnx.ModelProto, seed: int = SEED) -> dict[str, np.ndar
                 f"input {inp.name!r} has symbolic dim {free[0]!r}: give data with --inputs FILE.npz"
             )
         shape, dtype = tuple(d.dim_value for d in dims), _np_dtype(inp)
-        if dtype.kind == "f":
+        if not data:
+            feeds[inp.name] = np.broadcast_to(np.zeros((), dtype), shape)
+        elif dtype.kind == "f":
             feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b":
             feeds[inp.name] = rng.integers(0, 2, shape).astype(bool)
