@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -859,8 +860,16 @@ def _normalize(argv: list[str]) -> list[str]:
     return out
 
 
+def _warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as the CLI says anything: one line on stderr, no source excerpt."""
+    first = str(message).splitlines()[0] if str(message) else category.__name__
+    click.echo(f"coec: warning: {first}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = _normalize([str(a) for a in (sys.argv[1:] if argv is None else argv)])
+    shown = warnings.showwarning
+    warnings.showwarning = _warn_in_one_line
     try:
         cli.main(args=argv, prog_name="coec", standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -880,6 +889,8 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("COEC_TRACEBACK"):
             raise
         _fail(f"internal error: {type(e).__name__}: {e} (set COEC_TRACEBACK=1 for details)", 70)
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

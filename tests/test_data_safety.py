@@ -194,3 +194,36 @@ def test_a_count_only_onnx_compile_needs_no_input_data(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     r = compile_onnx_file(path)
     assert r.report["bytes"]["hbm->sram"] == n * n * 2  # the input read once, in bf16
+
+
+def test_control_flow_on_data_is_one_line_without_torchs_graph_dump(tmp_path, capsys):
+    src = tmp_path / "cf.py"
+    src.write_text(
+        "import torch\n"
+        "class M(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return x * 2 if x.sum() > 0 else x - 1\n"
+        "def model():\n"
+        "    return M().eval()\n"
+        "def example_inputs():\n"
+        "    return (torch.randn(4),)\n"
+    )
+    err = _fails(capsys, ["compile", src], code=3)
+    assert err.startswith("coec: error: torch.export failed: Could not guard on data-dependent")
+
+
+def test_cli_warnings_are_one_line(tmp_path, capsys):
+    src = tmp_path / "train.py"
+    src.write_text(
+        "import torch\n"
+        "def model():\n"
+        "    return torch.nn.Linear(4, 4)\n"  # train mode, as nn.Modules are made
+        "def example_inputs():\n"
+        "    return (torch.randn(2, 4),)\n"
+    )
+    main(["compile", str(src)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "coec: warning: Linear is in train mode: coec compiles it in eval mode "
+        "(call .eval() first to silence this); your module's mode is left unchanged"
+    ]

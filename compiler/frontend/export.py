@@ -7,7 +7,10 @@ other op lowers to Core ATen.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import sys
 import warnings
 from contextlib import contextmanager
 
@@ -79,13 +82,16 @@ def _export(module: torch.nn.Module, example_inputs: tuple) -> ExportedProgram:
     torch_log = logging.getLogger("torch")
     level = torch_log.level
     torch_log.setLevel(logging.CRITICAL)  # torch logs whole tracebacks before raising
+    said = io.StringIO()  # and prints the graph it gave up on: kept unless export succeeds
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stderr(said):
             warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecations
             program = torch.export.export(module, tuple(example_inputs), strict=False)
-            return program.run_decompositions(decomposition_table())
+            program = program.run_decompositions(decomposition_table())
     except Exception as e:  # torch raises many types here; the user needs the first line
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise UnsupportedOpError(f"torch.export failed: {first}") from e
     finally:
         torch_log.setLevel(level)
+    sys.stderr.write(said.getvalue())
+    return program
