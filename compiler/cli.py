@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 
-from coec.backend.target import FUSION_POLICIES
+from coec.backend.target import FUSION_POLICIES, LAUNCH_MODES
 from coec.ir.errors import CoecError, ConfigError
 
 
@@ -181,9 +181,10 @@ def cli() -> None:
 )
 @click.option(
     "--launch",
-    type=click.Choice(["software", "hardware"]),
+    type=click.Choice(list(LAUNCH_MODES)),
     default=None,
-    help="Kernel launch orchestration (default: the target's).",
+    help="Kernel launch: software (host, serial), hardware (on-chip), async (queued, GPU "
+    "streams), graph (queued, CUDA Graphs). Default: the target's.",
 )
 @click.option(
     "--max-tile",

@@ -135,7 +135,9 @@ def assumptions(target: Target) -> list[str]:
         f"launch: host-orchestrated {la.software_s * 1e6:g} µs, hardware-orchestrated "
         f"{la.hardware_s * 1e6:g} µs per kernel ({target.sources.get('launch.software_us', '')})",
         f"P2P link: {net.p2p_bandwidth_Bps / 1e9:g} GB/s per socket "
-        f"({target.sources.get('network.p2p_bandwidth_GBps', '')})",
+        f"({target.sources.get('network.p2p_bandwidth_GBps', '')}), "
+        f"{net.p2p_latency_s * 1e6:g} µs per ring step "
+        f"({target.sources.get('network.p2p_latency_us', '')})",
         f"pipeline: {la.fill_cycles_per_stage} fill cycles and {la.tile_cycles_per_stage} cycles "
         "of control per tile per stage (assumptions)",
         "LLMs: batch 1, tensor parallel over the node's sockets, bf16, count-only",
