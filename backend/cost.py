@@ -7,13 +7,23 @@ Per kernel (DESIGN.md §7), in whole cycles of the target clock::
 
     cycles = launch + max(compute, hbm, ddr, p2p) + fill
 
+where, by the target's launch mode,
+
+- serial (``software``: host-launched, ``hardware``: on-chip orchestrated): launch is the
+  mode's per-kernel launch cost, paid before the body;
+- queued (``async``: the host enqueues kernels ahead of the device, ``graph``: a CUDA Graph
+  replayed): a kernel takes ``max(body + fill, issue) + gap``, so launch is the exposed part,
+  ``max(0, issue - body - fill) + gap``: a kernel shorter than the host's issue interval
+  waits for the next issue, and the device idles ``gap`` between kernels.
+
 - compute: the slowest pipeline stage; each op with work is a stage, and stages
   get PCUs in proportion to their work (a one-op kernel gets the whole chip);
 - hbm / ddr: bytes that cross the tier over its bandwidth (SRAM is not a limit);
 - p2p: bytes each socket sends to its peers (``sram->p2p``) over the link bandwidth
-  (ring collectives: ``allreduce_bytes``, ``allgather_bytes``);
+  (ring collectives: ``allreduce_bytes``, ``allgather_bytes``), plus the link latency per
+  ring step (``collective_steps``: 2(N−1) for an all-reduce, N−1 for an all-gather);
 - fill: one tile's latency through the pipeline, ``fill_cycles_per_stage`` per op;
-- launch: software- or hardware-orchestrated, a target setting.
+- launch: serial (software, hardware) or queued (async, graph), a target setting.
 
 A kernel is *bound* by the largest term: launch, fill, or the body's largest part.
 """
@@ -139,12 +149,28 @@ def tier_bytes(bytes_by_pair: Mapping[str, int], tier: str) -> int:
 TileWork = Mapping[Work, int]
 
 
+def launch_cycles(target: Target, device_cycles: int) -> int:
+    """The launch cycles a kernel whose body and fill take ``device_cycles`` adds.
+
+    Serial modes pay the launch cost in full before the body. Queued modes (the host
+    enqueues ahead of the device) pay what the issue interval exceeds the kernel by, plus
+    the inter-kernel gap: the kernel takes ``max(device_cycles, issue) + gap``.
+    """
+    la, clock = target.launch, target.compute.clock_hz
+    if not la.queued:
+        return round(la.seconds * clock)
+    issue, gap = round(la.seconds * clock), round(la.gap_s * clock)
+    return max(0, issue - device_cycles) + gap
+
+
 def kernel_cost(
     target: Target,
     phases: Sequence[Sequence[TileWork]],
     bytes_by_pair: Mapping[str, int],
+    p2p_steps: int = 0,
 ) -> KernelCost:
-    """Cycles of one kernel from its ops' per-tile work, phase by phase, and its DMA bytes.
+    """Cycles of one kernel from its ops' per-tile work, phase by phase, its DMA bytes, and
+    the ring steps of its collectives (each pays the link latency).
 
     Each op is a pipeline stage with PCUs in proportion to its work over the whole
     kernel. A phase takes as long as its slowest stage (tile by tile, so tiles too
@@ -188,11 +214,11 @@ def kernel_cost(
     )
     p2p = _cycles_for_bytes(
         tier_bytes(bytes_by_pair, "p2p"), target.network.p2p_bandwidth_Bps, clock
-    )
-    launch = round(target.launch.seconds * clock)
+    ) + round(p2p_steps * target.network.p2p_latency_s * clock)
     parts = {"compute": compute, "hbm": hbm, "ddr": ddr, "p2p": p2p}
     body = max(parts.values())
     bound = max(parts, key=lambda k: parts[k]) if body else "launch"
+    launch = launch_cycles(target, body + fill)
     if launch > body:
         bound = "launch"
     if fill > max(launch, body):  # a deep pipeline over few tiles: latency, not throughput
@@ -245,11 +271,19 @@ def allgather_bytes(nbytes: int, sockets: int) -> int:
 
 #: collective op name -> bytes one socket sends for a result (tile) of that many bytes
 COLLECTIVE_BYTES = {"allreduce": allreduce_bytes, "allgather": allgather_bytes}
+#: collective op name -> ring steps over N sockets: an all-reduce is a reduce-scatter and
+#: an all-gather of N−1 steps each, an all-gather N−1 steps
+COLLECTIVE_STEPS = {"allreduce": lambda n: 2 * (n - 1), "allgather": lambda n: n - 1}
 
 
 def collective_bytes(op: str, nbytes: int, sockets: int) -> int:
     """What one socket sends its peers for collective ``op`` producing ``nbytes``."""
     return COLLECTIVE_BYTES[op](nbytes, sockets) if sockets > 1 else 0
+
+
+def collective_steps(op: str, sockets: int) -> int:
+    """Ring steps of one collective ``op`` over ``sockets``: each pays the link latency."""
+    return COLLECTIVE_STEPS[op](sockets) if sockets > 1 else 0
 
 
 def tile_sizes(extent: int, tile: int) -> dict[int, int]:

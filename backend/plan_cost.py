@@ -11,6 +11,7 @@ from coec.backend.cost import (
     KernelCost,
     Work,
     collective_bytes,
+    collective_steps,
     kernel_cost,
     op_work,
     tile_shape,
@@ -65,6 +66,17 @@ def traffic(
     return dict(sorted(pairs.items()))
 
 
+def ring_steps(plan: KernelPlan, sockets: int) -> int:
+    """Ring steps of the kernel's collectives: each tile's collective is one ring."""
+    steps = 0
+    for op in plan.ops:
+        if isinstance(op, df.AllReduceOp | df.AllGatherOp) and sockets > 1:
+            s = plan.streams[op]
+            tiles = sum(tile_sizes(plan.extents[s.phase], plan.tile(s.phase)).values())
+            steps += collective_steps(op.name.removeprefix("df."), sockets) * tiles
+    return steps
+
+
 def estimate(
     plan: KernelPlan, lay: Layout, target: Target, tier_of: Callable[[SSAValue], str]
 ) -> tuple[KernelCost, dict[str, int], int]:
@@ -72,4 +84,5 @@ def estimate(
     pairs = traffic(plan, lay, tier_of, target.sockets)
     works = phase_works(plan)
     flops = sum(w.total * n for phase in works for op in phase for w, n in op.items())
-    return kernel_cost(target, works, pairs), pairs, flops
+    steps = ring_steps(plan, target.sockets)
+    return kernel_cost(target, works, pairs, steps), pairs, flops

@@ -19,7 +19,13 @@ from pathlib import Path
 from coec.ir.errors import ConfigError
 
 FORMAT = "coec.target/1"
-LAUNCH_MODES = ("software", "hardware")
+#: how kernels are launched: ``software`` (the host launches each kernel and waits: launch +
+#: body, in series), ``hardware`` (the chip orchestrates itself: the same formula with its own
+#: launch cost), ``async`` (the host enqueues kernels ahead of the device, as a GPU stream:
+#: max(body, issue interval) + gap) and ``graph`` (the same with a CUDA Graph's issue interval)
+LAUNCH_MODES = ("software", "hardware", "async", "graph")
+#: the modes in which the host runs ahead of the device (a queue): launch overlaps the body
+QUEUED_MODES = ("async", "graph")
 #: fusion policies, weakest first: the baseline, GPU-style epilogues, SN40L streaming
 FUSION_POLICIES = ("none", "epilogue", "dataflow")
 _CAPACITY_KEYS = ("capacity_MiB", "capacity_GiB", "capacity_TiB")
@@ -53,22 +59,52 @@ class Memory:
 
 @dataclass(frozen=True)
 class Network:
+    """The peer-to-peer link: bandwidth per socket and latency per ring step."""
+
     p2p_bandwidth_Bps: float
+    p2p_latency_s: float = 0.0
 
 
 @dataclass(frozen=True)
 class Launch:
-    """Per-kernel launch cost: host (software) or on-chip (hardware) orchestrated."""
+    """Per-kernel launch cost: serial (``software``: host, ``hardware``: on-chip orchestrated)
+    or queued (``async``, ``graph``: the host issues kernels ahead of the device).
+
+    The queued modes' keys are optional: a target without them cannot run in that mode.
+    """
 
     mode: str
     software_s: float
     hardware_s: float
     fill_cycles_per_stage: int
     tile_cycles_per_stage: int = 0
+    #: queued modes: seconds between two kernel issues by the host (asynchronous stream)
+    async_issue_s: float | None = None
+    #: the same when a CUDA Graph is replayed
+    graph_issue_s: float | None = None
+    #: queued modes: idle device time between one kernel's end and the next's start
+    gap_s: float | None = None
+
+    @property
+    def queued(self) -> bool:
+        """Whether the host runs ahead of the device, so launch overlaps the kernel body."""
+        return self.mode in QUEUED_MODES
 
     @property
     def seconds(self) -> float:
-        return self.software_s if self.mode == "software" else self.hardware_s
+        """Serial modes: the launch cost paid before every kernel. Queued modes: the issue
+        interval (what a kernel costs at least, before the gap)."""
+        return {
+            "software": self.software_s,
+            "hardware": self.hardware_s,
+            "async": self.async_issue_s,
+            "graph": self.graph_issue_s,
+        }[self.mode]
+
+    def missing(self, mode: str) -> list[str]:
+        """The TOML keys ``mode`` needs that this target does not give."""
+        need = {"async": ("async_issue", "gap"), "graph": ("graph_issue", "gap")}.get(mode, ())
+        return [f"{k}_us" for k in need if getattr(self, f"{k}_s") is None]
 
 
 @dataclass(frozen=True)
@@ -89,6 +125,11 @@ class Target:
     def with_launch(self, mode: str) -> Target:
         if mode not in LAUNCH_MODES:
             raise ConfigError(f"launch mode {mode!r}: expected one of {', '.join(LAUNCH_MODES)}")
+        missing = self.launch.missing(mode)
+        if missing:
+            raise ConfigError(
+                f"launch mode {mode!r}: target {self.name} gives no [launch] {', '.join(missing)}"
+            )
         return replace(self, launch=replace(self.launch, mode=mode))
 
     def to_json(self) -> dict:
@@ -109,13 +150,21 @@ class Target:
                 t: {"capacity_bytes": m.capacity_bytes, "bandwidth_Bps": m.bandwidth_Bps}
                 for t, m in self.memory.items()
             },
-            "network": {"p2p_bandwidth_Bps": n.p2p_bandwidth_Bps},
+            "network": {
+                "p2p_bandwidth_Bps": n.p2p_bandwidth_Bps,
+                "p2p_latency_s": n.p2p_latency_s,
+            },
             "launch": {
                 "mode": la.mode,
                 "software_s": la.software_s,
                 "hardware_s": la.hardware_s,
                 "fill_cycles_per_stage": la.fill_cycles_per_stage,
                 "tile_cycles_per_stage": la.tile_cycles_per_stage,
+                **{
+                    k: getattr(la, k)
+                    for k in ("async_issue_s", "graph_issue_s", "gap_s")
+                    if getattr(la, k) is not None
+                },
             },
             "fusion_policies": list(self.fusion_policies),
             "host_copy_Bps": self.host_copy_Bps,
@@ -256,7 +305,10 @@ def parse_target(data: dict, file: str) -> Target:
     mem.done()
 
     n = top.table("network")
-    network = Network(p2p_bandwidth_Bps=n.number("p2p_bandwidth_GBps"))
+    network = Network(
+        p2p_bandwidth_Bps=n.number("p2p_bandwidth_GBps"),
+        p2p_latency_s=n.number("p2p_latency_us", positive=False),
+    )
     n.done()
 
     la = top.table("launch")
@@ -266,7 +318,15 @@ def parse_target(data: dict, file: str) -> Target:
         hardware_s=la.number("hardware_us", positive=False),
         fill_cycles_per_stage=int(la.number("fill_cycles_per_stage", integer=True, positive=False)),
         tile_cycles_per_stage=int(la.number("tile_cycles_per_stage", integer=True, positive=False)),
+        **{
+            f"{k}_s": la.number(f"{k}_us", positive=False)
+            for k in ("async_issue", "graph_issue", "gap")
+            if f"{k}_us" in la.data
+        },
     )
+    missing = launch.missing(launch.mode)
+    if missing:
+        raise la._fail(f"mode = {launch.mode!r} needs '{missing[0]}'")
     la.done()
     fusion = top.texts("fusion", ("none", "epilogue", "dataflow"), ("none", "epilogue", "dataflow"))
     host_copy = 0.0

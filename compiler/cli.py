@@ -15,7 +15,7 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 
-from coec.backend.target import FUSION_POLICIES
+from coec.backend.target import FUSION_POLICIES, LAUNCH_MODES
 from coec.ir.errors import CoecError, ConfigError
 
 
@@ -182,9 +182,10 @@ def cli() -> None:
 )
 @click.option(
     "--launch",
-    type=click.Choice(["software", "hardware"]),
+    type=click.Choice(list(LAUNCH_MODES)),
     default=None,
-    help="Kernel launch orchestration (default: the target's).",
+    help="Kernel launch: software (host, serial), hardware (on-chip), async (queued, GPU "
+    "streams), graph (queued, CUDA Graphs). Default: the target's.",
 )
 @click.option(
     "--max-tile",
@@ -531,18 +532,22 @@ def bench_group() -> None:
     "--layers", type=click.IntRange(min=1), default=None, help="Override layer counts (quick runs)."
 )
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--no-sweep", is_flag=True, help="Skip the launch-overhead sweep.")
+@click.option(
+    "--no-sweep", is_flag=True, help="Skip the sensitivity sweeps (launch overhead, P2P latency)."
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
     """The SN40L paper's fusion experiment (Table III set): unfused vs fused vs fused+HO."""
     from coec.backend.target import load_target
     from coec.bench.fusion import (
         CONFIGS,
+        P2P_SWEEP_US,
         SWEEP_US,
         TABLE_III,
         assumptions,
         bench_fusion,
         launch_sweep,
+        p2p_latency_sweep,
         write_outputs,
     )
     from coec.report import tables
@@ -556,9 +561,9 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
                 f"unknown benchmark {unknown[0]!r}; known: {', '.join(dict.fromkeys(b.name for b in TABLE_III))}"
             )
         benches = tuple(b for b in TABLE_III if b.name in wanted)
-    # the launch sweep runs on the first LLM decode benchmark, when there is one
+    # the sweeps run on the first LLM decode benchmark, when there is one
     first = None if no_sweep else next((b for b in benches if b.phase == "decode"), None)
-    steps = len(benches) * len(CONFIGS) + (2 * len(SWEEP_US) if first else 0)
+    steps = len(benches) * len(CONFIGS) + (2 * (len(SWEEP_US) + len(P2P_SWEEP_US)) if first else 0)
     with _progress_bar(quiet) as bar:
         task = bar.add_task("compiling", total=steps)
 
@@ -567,8 +572,9 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
 
         rows = bench_fusion(benches, batch, layers, step)
         sweep = launch_sweep(first, layers=layers, progress=step) if first else []
-    _show(tables.bench_fusion(rows, sweep, first, assumptions(load_target("sn40l-node"))))
-    _show(tables.written(write_outputs(rows, sweep, out)))
+        p2p = p2p_latency_sweep(first, layers=layers, progress=step) if first else []
+    _show(tables.bench_fusion(rows, sweep, first, assumptions(load_target("sn40l-node")), p2p))
+    _show(tables.written(write_outputs(rows, sweep, out, p2p)))
 
 
 @bench_group.command("coe")

@@ -35,6 +35,7 @@ import numpy as np
 from coec.backend.cost import (
     buffers_per_tile,
     collective_bytes,
+    collective_steps,
     kernel_cost,
     op_work,
     pmus_for,
@@ -111,6 +112,8 @@ class Walk:
     whole: dict[str, np.ndarray | None] = field(default_factory=dict)
     #: the kernel's bytes by tier pair (``hbm->sram``)
     pairs: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: ring steps of the kernel's collectives (each tile's collective is one ring)
+    p2p_steps: int = 0
     phase: int = -1
     ops: list[Op] = field(default_factory=list)
     loads: list[Dma] = field(default_factory=list)
@@ -275,7 +278,7 @@ class Executor:
 
         works = [self.run_phase(walk, p) for p in range(len(kernel.phases))]
 
-        cost = kernel_cost(self.target, works, walk.pairs)
+        cost = kernel_cost(self.target, works, walk.pairs, walk.p2p_steps)
         ops = [
             op.attrs.get("kind", op.op) if op.op == "elementwise" else op.op for op in kernel.ops
         ]
@@ -385,6 +388,7 @@ class Executor:
         if op.op in ("allreduce", "allgather") and self.target.sockets > 1:
             sent = collective_bytes(op.op, out_bytes, self.target.sockets)
             walk.pairs["sram->p2p"] += sent * tile.mult
+            walk.p2p_steps += collective_steps(op.op, self.target.sockets) * tile.mult
 
     def count_transfer(
         self, walk: Walk, dma: Dma, axis: int | None, start: int, size: int, mult: int = 1

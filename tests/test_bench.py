@@ -9,7 +9,8 @@ import torch
 from test_numerics import check
 
 import coec
-from coec.bench.fusion import Bench, bench_fusion, launch_sweep, write_outputs
+from coec.backend.target import load_target
+from coec.bench.fusion import Bench, bench_fusion, launch_sweep, p2p_latency_sweep, write_outputs
 from coec.models.fftconv import MonarchFFTConv
 
 
@@ -47,6 +48,18 @@ def test_bench_fusion_rows_and_files(tmp_path):
     assert (tmp_path / "speedups.png").read_bytes()[:4] == b"\x89PNG"
     with open(tmp_path / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == 6
+
+
+def test_p2p_latency_sweep_slows_a_tensor_parallel_decode(tmp_path):
+    two = load_target("sn40l-node")
+    two = type(two)(**{**two.__dict__, "sockets": 2})
+    sweep = p2p_latency_sweep(Bench("tiny-llama", "decode", 16, two), latencies_us=(0, 5))
+    assert [s["p2p_latency_us"] for s in sweep] == [0, 5]
+    assert sweep[0]["seconds"] < sweep[1]["seconds"]  # every all-reduce pays its steps
+    write_outputs(
+        [{"model": "m", "phase": "p", "config": "fused", "speedup": 1}], [], tmp_path, sweep
+    )
+    assert '"p2p_latency_sweep"' in (tmp_path / "results.json").read_text()
 
 
 def test_bench_rejects_unknown_models(capsys):

@@ -29,7 +29,7 @@ KernelIndex = Annotated[int, AtLeast(-1)]
 NonNegative = Annotated[float, AtLeast(0)]
 Positive = Annotated[float, Above(0)]
 
-Format = Literal["coec.schedule/1"]
+Format = Literal["coec.schedule/2"]
 Dtype = Literal["bf16", "f16", "f32", "f64", "i64", "i32", "i8", "i1"]
 Tier = Literal["sram", "hbm", "ddr"]
 OffChipTier = Literal["hbm", "ddr"]
@@ -53,7 +53,7 @@ OpName = Literal[
     "allgather",
 ]
 Bound = Literal["launch", "compute", "hbm", "ddr", "p2p", "fill"]
-LaunchMode = Literal["software", "hardware"]
+LaunchMode = Literal["software", "hardware", "async", "graph"]
 FusionPolicy = Literal["none", "epilogue", "dataflow"]
 #: a non-finite scalar constant (a ``-inf`` mask): strict JSON has no such number
 NonFinite = Literal["inf", "-inf", "nan"]
@@ -121,20 +121,25 @@ class MemorySection:
 
 @dataclass(frozen=True)
 class NetworkSection:
-    """The peer-to-peer link between sockets."""
+    """The peer-to-peer link between sockets: bandwidth, and latency per ring step."""
 
     p2p_bandwidth_Bps: Positive
+    p2p_latency_s: NonNegative
 
 
 @dataclass(frozen=True)
 class LaunchSection:
-    """Per-kernel launch cost: host (software) or on-chip (hardware) orchestrated."""
+    """Per-kernel launch cost: serial, host (software) or on-chip (hardware) orchestrated, or
+    queued (async, graph: the host issues ahead of the device; their keys are optional)."""
 
     mode: LaunchMode
     software_s: NonNegative
     hardware_s: NonNegative
     fill_cycles_per_stage: Count
     tile_cycles_per_stage: Count = 0
+    async_issue_s: NonNegative | None = optional()
+    graph_issue_s: NonNegative | None = optional()
+    gap_s: NonNegative | None = optional()
 
 
 @dataclass(frozen=True)
@@ -363,6 +368,11 @@ def _plain(x):
 
 def check_schedule(s: Schedule) -> None:
     """Cross-field rules: names resolve, sizes agree, boxes fit, phases exist."""
+    la = s.target.launch
+    need = {"async": ("async_issue_s", "gap_s"), "graph": ("graph_issue_s", "gap_s")}
+    for key in need.get(la.mode, ()):
+        if getattr(la, key) is None:
+            raise Invalid("target.launch", f"mode {la.mode!r} needs {key!r}")
     for name, b in s.buffers.items():
         where = f"buffer {name}"
         if b.bytes != math.prod(b.shape) * DTYPE_BYTES[b.dtype]:

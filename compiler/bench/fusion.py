@@ -129,13 +129,44 @@ def launch_sweep(bench: Bench, overheads_us=SWEEP_US, layers=None, progress=None
     return rows
 
 
+#: per-step P2P latencies (µs) of the second sweep: the SN40L's is not published
+P2P_SWEEP_US = (0, 0.6, 2, 5)
+
+
+def p2p_latency_sweep(
+    bench: Bench, latencies_us=P2P_SWEEP_US, layers=None, progress=None
+) -> list[dict]:
+    """Fused+HO time, and its speedup over unfused, as the P2P link's latency per ring step
+    varies (sensitivity to an unpublished figure). ``progress(step)`` after each compile."""
+    rows = []
+    for us in latencies_us:
+        base = load_target(bench.target)
+        target = replace(base, network=replace(base.network, p2p_latency_s=us * 1e-6))
+        unfused = _run(bench, target.with_launch("software"), "none", 1, layers)
+        if progress:
+            progress(f"P2P latency sweep {us:g} µs unfused")
+        fused = _run(bench, target.with_launch("hardware"), "dataflow", 1, layers)
+        if progress:
+            progress(f"P2P latency sweep {us:g} µs fused+HO")
+        rows.append(
+            {
+                "p2p_latency_us": us,
+                "seconds": fused["seconds"],
+                "speedup": unfused["seconds"] / fused["seconds"],
+            }
+        )
+    return rows
+
+
 def assumptions(target: Target) -> list[str]:
     la, net = target.launch, target.network
     return [
         f"launch: host-orchestrated {la.software_s * 1e6:g} µs, hardware-orchestrated "
         f"{la.hardware_s * 1e6:g} µs per kernel ({target.sources.get('launch.software_us', '')})",
         f"P2P link: {net.p2p_bandwidth_Bps / 1e9:g} GB/s per socket "
-        f"({target.sources.get('network.p2p_bandwidth_GBps', '')})",
+        f"({target.sources.get('network.p2p_bandwidth_GBps', '')}), "
+        f"{net.p2p_latency_s * 1e6:g} µs per ring step "
+        f"({target.sources.get('network.p2p_latency_us', '')})",
         f"pipeline: {la.fill_cycles_per_stage} fill cycles and {la.tile_cycles_per_stage} cycles "
         "of control per tile per stage (assumptions)",
         "LLMs: batch 1, tensor parallel over the node's sockets, bf16, count-only",
@@ -155,7 +186,9 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def write_outputs(rows: list[dict], sweep: list[dict], out: Path) -> list[Path]:
+def write_outputs(
+    rows: list[dict], sweep: list[dict], out: Path, p2p_sweep: list[dict] = ()
+) -> list[Path]:
     """results.csv, results.json, speedups.png, launch_sweep.png — written atomically."""
     import io
 
@@ -170,7 +203,9 @@ def write_outputs(rows: list[dict], sweep: list[dict], out: Path) -> list[Path]:
     writer.writeheader()
     writer.writerows(rows)
     files[out / "results.csv"] = buf.getvalue()
-    files[out / "results.json"] = json.dumps({"rows": rows, "launch_sweep": sweep}, indent=1)
+    files[out / "results.json"] = json.dumps(
+        {"rows": rows, "launch_sweep": sweep, "p2p_latency_sweep": list(p2p_sweep)}, indent=1
+    )
 
     names = list(dict.fromkeys(f"{r['model']}\n{r['phase']}" for r in rows))
     fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.9), 4))

@@ -77,8 +77,11 @@ def target_lines(targets) -> list[str]:
 
 
 # -- coec bench fusion ------------------------------------------------------------------------
-def bench_fusion(rows: list[dict], sweep: list[dict], first, assumptions: list[str]) -> Rendered:
-    """The fusion benchmark's table, its launch-overhead sweep and its assumptions."""
+def bench_fusion(
+    rows: list[dict], sweep: list[dict], first, assumptions: list[str], p2p_sweep=()
+) -> Rendered:
+    """The fusion benchmark's table, its launch-overhead and P2P-latency sweeps and its
+    assumptions."""
     table = _table(
         (
             "model",
@@ -116,6 +119,15 @@ def bench_fusion(rows: list[dict], sweep: list[dict], first, assumptions: list[s
             "launch-overhead sweep ("
             + f"{first.name} {first.phase}): "
             + ", ".join(f"{s['software_launch_us']:g} µs → {s['speedup']:.2f}x" for s in sweep)
+        )
+    if p2p_sweep:
+        out.append(
+            "P2P latency sweep ("
+            + f"{first.name} {first.phase}, fused+HO time and speedup over unfused, per ring step): "
+            + ", ".join(
+                f"{s['p2p_latency_us']:g} µs → {s['seconds'] * 1e3:.3f} ms, {s['speedup']:.2f}x"
+                for s in p2p_sweep
+            )
         )
     return out + _assumptions(assumptions)
 
