@@ -75,7 +75,12 @@ def _as_inputs(value, path: Path, what: str) -> tuple:
 
 
 def load_model_file(path: str | Path, entry: str | None = None) -> tuple[torch.nn.Module, tuple]:
-    """The module and example inputs a MODEL.py defines."""
+    """The module and example inputs a MODEL.py defines, the module in eval mode.
+
+    The module is made here for this compile (no caller holds it), and coec compiles
+    inference, so it is put in eval mode rather than warned about: a fresh ``nn.Module``
+    is in train mode, as nearly every MODEL.py leaves it.
+    """
     path = Path(path).resolve() if Path(path).exists() else Path(path)
     ns = _load_namespace(path)
     if entry:
@@ -91,4 +96,4 @@ def load_model_file(path: str | Path, entry: str | None = None) -> tuple[torch.n
         raise ConfigError(
             f"{path}: model() must return a torch.nn.Module, got {type(module).__name__}"
         )
-    return module, inputs
+    return module.eval(), inputs
