@@ -89,11 +89,13 @@ def bench_fusion(rows: list[dict], sweep: list[dict], first, assumptions: list[s
             "kernels",
             "time",
             "speedup",
+            "step",
             "launches÷",
+            "GFLOP",
             "HBM GB",
             "HBM BW used",
         ),
-        left=("model", "phase", "config"),
+        left=("model", "phase", "config", "step"),
         title="SN40L fusion benchmark (modeled, count-only)",
     )
     for r in rows:
@@ -106,7 +108,9 @@ def bench_fusion(rows: list[dict], sweep: list[dict], first, assumptions: list[s
             f"{r['kernels']:,}",
             f"{r['seconds'] * 1e3:.3f} ms",
             f"{r['speedup']:.2f}x",
+            "" if r["step"] == "baseline" else f"{r['step']} {r['step_speedup']:.2f}x",
             f"{r['launch_ratio']:.1f}",
+            f"{r['flops'] / 1e9:,.2f}",
             f"{r['hbm_bytes'] / 1e9:.2f}",
             f"{r['hbm_bw_fraction']:.0%}",
         )
