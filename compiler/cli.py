@@ -537,7 +537,11 @@ def bench_group() -> None:
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
-    """The SN40L paper's fusion experiment (Table III set): unfused vs fused vs fused+HO."""
+    """The SN40L paper's fusion experiment (Table III set): unfused, fused, fused+HO.
+
+    fused+HO twice: on the fused kernels (launch alone) and compiled for hardware launch
+    (the fusion may re-split the partition when launches are cheap).
+    """
     from coec.backend.target import load_target
     from coec.bench.fusion import (
         CONFIGS,

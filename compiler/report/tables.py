@@ -92,11 +92,13 @@ def bench_fusion(
             "kernels",
             "time",
             "speedup",
+            "step",
             "launches÷",
+            "GFLOP",
             "HBM GB",
             "HBM BW used",
         ),
-        left=("model", "phase", "config"),
+        left=("model", "phase", "config", "step"),
         title="SN40L fusion benchmark (modeled, count-only)",
     )
     for r in rows:
@@ -109,7 +111,9 @@ def bench_fusion(
             f"{r['kernels']:,}",
             f"{r['seconds'] * 1e3:.3f} ms",
             f"{r['speedup']:.2f}x",
+            "" if r["step"] == "baseline" else f"{r['step']} {r['step_speedup']:.2f}x",
             f"{r['launch_ratio']:.1f}",
+            f"{r['flops'] / 1e9:,.2f}",
             f"{r['hbm_bytes'] / 1e9:.2f}",
             f"{r['hbm_bw_fraction']:.0%}",
         )
