@@ -20,6 +20,7 @@ report is ``{"ran": "eager", "reason": ...}``, a compiled one's has ``"ran": "co
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 from collections.abc import Callable
@@ -109,14 +110,47 @@ class _Binding:
             nodes = [None] * len(example_inputs)
         self.example = list(example_inputs)
         self.weights = [i for i, x in enumerate(example_inputs) if _is_weight(nodes[i], x)]
-        self.scalars = [i for i, x in enumerate(example_inputs) if not isinstance(x, torch.Tensor)]
+        # Python numbers dynamo did not specialise (dynamic=True makes BatchNorm's eps one)
+        # arrive as 0-d tensors the graph reads with ``.item()``: bound per call as scalars
+        self.numbers = [
+            i
+            for i, node in enumerate(nodes)
+            if node is not None and getattr(node.meta.get("grapharg"), "pass_arg_as_tensor", False)
+        ]
+        self.scalars = [
+            i
+            for i, x in enumerate(example_inputs)
+            if not isinstance(x, torch.Tensor) or i in self.numbers
+        ]
         taken = set(self.weights) | set(self.scalars)
         self.users = [i for i in range(len(example_inputs)) if i not in taken]
 
     def key(self, args) -> tuple:
         """What a compiled variant is specialised on: user tensors' shapes/dtypes, scalars."""
         tensors = tuple((tuple(args[i].shape), args[i].dtype) for i in self.users)
-        return tensors, tuple(int(args[i]) if _is_int(args[i]) else args[i] for i in self.scalars)
+        return tensors, tuple(_value(args[i]) for i in self.scalars)
+
+    def specialised(self, gm: torch.fx.GraphModule, scalars: dict) -> torch.fx.GraphModule:
+        """``gm`` with each ``.item()`` of a number input replaced by this call's value."""
+        if not self.numbers:
+            return gm
+        graph = copy.deepcopy(gm.graph)
+        nodes = [n for n in graph.nodes if n.op == "placeholder"]
+        for i in self.numbers:
+            for item in [u for u in nodes[i].users if u.op == "call_method" and u.target == "item"]:
+                for user in list(item.users):
+                    swap = lambda a, item=item, v=scalars[i]: v if a is item else a  # noqa: E731
+                    user.args = torch.fx.node.map_aggregate(user.args, swap)
+                    user.kwargs = torch.fx.node.map_aggregate(user.kwargs, swap)
+                graph.erase_node(item)
+        return torch.fx.GraphModule(gm, graph)
+
+
+def _value(x):
+    """A scalar input's value: an int for a size, a Python number for a 0-d number tensor."""
+    if isinstance(x, torch.Tensor):
+        return x.item()
+    return int(x) if _is_int(x) else x
 
 
 def _is_int(x) -> bool:
@@ -207,6 +241,11 @@ def backend(gm: torch.fx.GraphModule, example_inputs: list, options: dict | None
 def _compile(gm, binding: _Binding, scalars: dict, args, options: Options, runtime: dict):
     from coec.api import CompiledModel, to_numpy
 
+    gm = binding.specialised(gm, scalars)
+    scalars = {
+        i: torch.tensor(v, dtype=binding.example[i].dtype) if i in binding.numbers else v
+        for i, v in scalars.items()
+    }
     lifted = _Lifted(gm, binding, scalars).eval()
     user_inputs = tuple(args[i].detach() for i in binding.users)
     with torch.no_grad():  # the output's structure and dtypes, to hand back alike
