@@ -92,3 +92,89 @@ def test_outputs_carry_no_gradient_and_say_so():
     with pytest.warns(UserWarning, match="inference only"):
         out = compiled(*inputs)
     assert not out.requires_grad
+
+
+class ConvBN(torch.nn.Module):
+    """Conv + BatchNorm2d + ReLU: BatchNorm's running statistics are buffers."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
+
+
+def _conv_bn() -> ConvBN:
+    torch.manual_seed(0)
+    model = ConvBN()
+    with torch.no_grad():  # running statistics far from their defaults (0 and 1)
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2)
+    return model.eval()
+
+
+def test_batchnorm_buffers_are_bound_as_weights():
+    model, x = _conv_bn(), torch.randn(2, 3, 8, 8)
+    compiled = torch.compile(model, backend="coec", options={"dtype": "fp32"})
+    with torch.no_grad():
+        out, ref = compiled(x), model(x)
+    assert rel_err(out, ref) <= 1e-5
+    assert coec.last_report()["ran"] == "coec"
+
+
+@pytest.mark.parametrize("dynamic", [None, True])
+def test_a_new_input_shape_recompiles_for_that_shape(dynamic):
+    # dynamic=None: dynamo hands a dynamic graph (SymInt sizes) after the shape changes;
+    # dynamic=True: from the start, BatchNorm's eps and momentum as 0-d tensors read by .item()
+    model = _conv_bn()
+    compiled = torch.compile(model, backend="coec", dynamic=dynamic, options={"dtype": "fp32"})
+    for batch in (2, 3, 2):
+        x = torch.randn(batch, 3, 8, 8)
+        with torch.no_grad():
+            out, ref = compiled(x), model(x)
+        assert out.shape == ref.shape and rel_err(out, ref) <= 1e-5
+        report = coec.last_report()
+        assert report["ran"] == "coec"
+        # the conv's MACs scale with the batch: the report is the new shape's
+        assert report["flops"] >= 2 * batch * 8 * 8 * 8 * 3 * 9
+    # one report per compiled variant: batch 2, batch 3 (then batch 2 again for the
+    # dynamic graph, when dynamo first compiled a static one)
+    flops = [r["flops"] for r in dynamo.reports()]
+    assert flops[1] > flops[0] and set(flops) == {flops[0], flops[1]}
+    assert len(flops) == (2 if dynamic else 3)
+
+
+class Sorty(torch.nn.Module):
+    """``torch.sort`` (unsupported by coec) between two supported ops."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return torch.sort(self.lin(x), dim=-1).values * 2
+
+
+def test_an_unsupported_op_falls_back_to_eager_with_one_warning():
+    torch.manual_seed(0)
+    model, x = Sorty().eval(), torch.randn(4, 8)
+    compiled = torch.compile(model, backend="coec", options={"dtype": "fp32"})
+    warned = pytest.warns(UserWarning, match=r"sort.*test_dynamo\.py:\d+.*eager")
+    with warned as caught, torch.no_grad():
+        out = compiled(x)
+        again = compiled(x)
+    assert len([w for w in caught if "coec backend" in str(w.message)]) == 1
+    with torch.no_grad():
+        ref = model(x)
+    assert torch.equal(out, ref) and torch.equal(again, ref)
+    assert coec.last_report()["ran"] == "eager"
+    assert "sort" in coec.last_report()["reason"]
+
+
+def test_strict_makes_an_unsupported_op_an_error():
+    model, x = Sorty().eval(), torch.randn(4, 8)
+    compiled = torch.compile(model, backend="coec", options={"strict": True})
+    failed = pytest.raises(Exception, match=r"unsupported op aten.sort at .*test_dynamo\.py:\d+")
+    with failed, torch.no_grad():
+        compiled(x)
