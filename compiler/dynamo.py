@@ -228,8 +228,8 @@ def backend(gm: torch.fx.GraphModule, example_inputs: list, options: dict | None
                 variants[key] = _compile(gm, binding, scalars, args, pipeline_options, runtime)
             except ConfigError:
                 raise
-            except Exception as error:  # noqa: BLE001 - any failure falls back, as Inductor's
-                variants[key] = _fall_back(gm, error, strict)
+            except CoecError as error:  # what coec cannot compile runs eagerly; a coec bug
+                variants[key] = _fall_back(gm, error, strict)  # (any other error) surfaces
         return variants[key]
 
     if not binding.scalars:  # static: compile now, on dynamo's example inputs
