@@ -12,13 +12,13 @@ compiled, count-only llama2-7b (prefill and decode) and MiniLM router.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from pathlib import Path
 
 from coec.backend.schedule import write_files_atomic
 from coec.backend.target import load_target
+from coec.bench.common import csv_text
 from coec.coe.config import CoE, Expert, Serving
 from coec.coe.profile import Node, nodes_to_hold, place, profile_expert, router_profile
 from coec.coe.serve import simulate, synthetic_experts
@@ -147,11 +147,7 @@ def write_outputs(out: Path, rows: list[dict], curve: list[dict], ratios: list[d
     import matplotlib.pyplot as plt
 
     files: dict[Path, bytes | str] = {}
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    files[out / "results.csv"] = buf.getvalue()
+    files[out / "results.csv"] = csv_text(rows)
     files[out / "results.json"] = (
         json.dumps(
             {

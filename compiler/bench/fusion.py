@@ -16,7 +16,6 @@ unfused, ``step_speedup`` over the row before (fusion, launch, re-split).
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from coec.backend.cost import tier_bytes
 from coec.backend.schedule import Schedule, TargetSection, as_schedule, write_files_atomic
 from coec.backend.target import Target, load_target
+from coec.bench.common import csv_text
 from coec.pipeline import Options, compile_program
 from coec.runtime.executor import Executor
 
@@ -252,7 +252,6 @@ def write_outputs(
     rows: list[dict], sweep: list[dict], out: Path, p2p_sweep: list[dict] = ()
 ) -> list[Path]:
     """results.csv, results.json, speedups.png, launch_sweep.png — written atomically."""
-    import io
 
     import matplotlib
 
@@ -260,11 +259,7 @@ def write_outputs(
     import matplotlib.pyplot as plt
 
     files: dict[Path, bytes | str] = {}
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    files[out / "results.csv"] = buf.getvalue()
+    files[out / "results.csv"] = csv_text(rows)
     configs = [asdict(c) for c in CONFIGS]
     files[out / "results.json"] = json.dumps(
         {
