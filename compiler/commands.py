@@ -314,7 +314,7 @@ def run_schedule_file(
     siblings = [weights_path(path)] + ([inputs_path(path)] if inputs is None else [])
     for sibling in siblings:
         if sibling.is_file():  # a missing one is named by _read_tensors below
-            check_bound(sibling, text)
+            check_bound(sibling, text, path)
     weights = _read_tensors(weights_path(path))
     feeds = _read_tensors(inputs or inputs_path(path))
     missing = [n for n in schedule["inputs"] if n not in feeds]

@@ -64,8 +64,8 @@ def check_outputs(outputs: Iterable[Path | None], inputs: Iterable[Path | str | 
                 raise ConfigError(f"{a}: two outputs of this command would share this path")
 
 
-def check_bound(data_file: Path, schedule_text: str) -> None:
-    """Refuse ``data_file`` unless it was written with this exact schedule."""
+def check_bound(data_file: Path, schedule_text: str, schedule: Path) -> None:
+    """Refuse ``data_file`` unless it was written with this exact schedule (``schedule``)."""
     from safetensors import safe_open
 
     try:
@@ -75,6 +75,6 @@ def check_bound(data_file: Path, schedule_text: str) -> None:
         raise ConfigError(f"{data_file}: cannot read tensors ({type(e).__name__}: {e})") from e
     if recorded != text_hash(schedule_text):
         raise ConfigError(
-            f"{data_file}: written with another schedule than {data_file.name.split('.')[0]}"
-            ".json (a stale file from an earlier compile); compile again with -o"
+            f"{data_file}: written with another schedule than {Path(schedule).name} "
+            "(a stale file from an earlier compile); compile again with -o"
         )
