@@ -118,16 +118,11 @@ class CompiledModel:
             )
         return files, [p for p in schedule_files(path) if p not in files]
 
-    def save(
-        self,
-        path: str | Path,
-        example_inputs: tuple | None = None,
-        extra: dict[Path, bytes | str] | None = None,
-    ) -> Path:
-        """Write the schedule JSON, its weights and inputs beside it (and ``extra`` files) as
-        one transaction; stale weights or inputs of an earlier save are removed."""
+    def save(self, path: str | Path, example_inputs: tuple | None = None) -> Path:
+        """Write the schedule JSON, its weights and inputs beside it as one transaction;
+        stale weights or inputs of an earlier save are removed."""
         files, stale = self.files(path, example_inputs)
-        write_files_atomic({**files, **(extra or {})}, remove=stale)
+        write_files_atomic(files, remove=stale)
         return Path(path)
 
 

@@ -453,7 +453,6 @@ def opt_cmd(ir_file, pipeline, target, output):
 @click.pass_context
 def run_cmd(ctx, schedule_file, inputs, count_only, emulate_bf16, as_json, trace_file):
     """Execute a saved schedule on the NumPy runtime."""
-    from coec.backend.schedule import load as load_schedule
     from coec.commands import run_schedule_file
     from coec.outputs import check_outputs, schedule_files
     from coec.report.tables import run_outputs
@@ -462,10 +461,8 @@ def run_cmd(ctx, schedule_file, inputs, count_only, emulate_bf16, as_json, trace
     if count_only:
         _refuse(ctx, ("inputs", "emulate_bf16"), "needs data: not with --count-only")
     check_outputs([trace_file], [*schedule_files(schedule_file), inputs])
-    report, outputs = run_schedule_file(
-        schedule_file, inputs, count_only=count_only, emulate_bf16=emulate_bf16
-    )
-    schedule = load_schedule(schedule_file)
+    ran = run_schedule_file(schedule_file, inputs, count_only=count_only, emulate_bf16=emulate_bf16)
+    report, outputs, schedule = ran.report, ran.outputs, ran.schedule
     if trace_file:
         _write_trace(trace_file, report, schedule)
     if as_json:
@@ -498,13 +495,12 @@ def report_cmd(schedule_file, plot_dir, execute):
 
     SCHEDULE.json as written by coec compile -o; count-only unless --run.
     """
-    from coec.backend.schedule import load as load_schedule
     from coec.backend.target import Target
     from coec.commands import run_schedule_file
     from coec.report.plots import summary, write_plots
 
-    report, _ = run_schedule_file(schedule_file, count_only=not execute)
-    schedule = load_schedule(schedule_file)
+    ran = run_schedule_file(schedule_file, count_only=not execute)
+    report, schedule = ran.report, ran.schedule
     target = Target.from_json(schedule["target"])
     name = Path(schedule_file).stem
     if plot_dir:

@@ -9,8 +9,7 @@ import numpy as np
 import torch
 
 from coec.api import CompiledModel, flatten_outputs, to_numpy
-from coec.backend.schedule import load as load_schedule
-from coec.backend.schedule import write_files_atomic
+from coec.backend.schedule import read_schedule, write_files_atomic
 from coec.frontend.export import eval_mode
 from coec.frontend.model_file import load_model_file
 from coec.ir.errors import ConfigError, ExecutionError
@@ -77,7 +76,6 @@ def compile_model_file(
     ``options`` (or ``Options()``) with ``overrides`` (``Options`` fields) applied.
     """
     options = Options.of(options, **overrides)
-    check_outputs([*schedule_files(output), trace], [path, inputs, _target_file(options)])
     suffix = Path(path).suffix.lower()
     if suffix in (".onnx", ".mlir") and entry:
         raise ConfigError(f"--entry names a function of a MODEL.py, not of a {suffix} file")
@@ -98,6 +96,7 @@ def compile_model_file(
         if dump_points:
             raise ConfigError("--dump-ir on df IR text: run coec opt on it instead")
         return compile_ir_file(path, options, execute=execute, output=output, trace=trace)
+    _check_outputs(output, trace, options, path)
     module, inputs = load_model_file(path, entry)
     compiled = compile_program(module, inputs, options, dump_points)
     cm = CompiledModel(compiled, emulate_bf16=emulate_bf16)
@@ -130,14 +129,14 @@ def compile_onnx_file(
     """
     from coec.frontend.onnx_model import check_inputs, load_onnx, random_inputs, run_onnxruntime
 
-    check_outputs([*schedule_files(output), trace], [path, inputs])
+    options = Options.of(options, **overrides)
+    _check_outputs(output, trace, options, path, inputs)
     model, source = load_onnx(path)
     if inputs is not None:
         feeds = check_inputs(model, _read_tensors(Path(inputs)), str(inputs))
     else:
         # count-only needs shapes, not data (unless the inputs are saved with the schedule)
         feeds = random_inputs(model, data=execute or output is not None)
-    options = Options.of(options, **overrides)
     shapes = {k: v.shape for k, v in feeds.items()}
     compiled = compile_onnx_model(model, options, dump_points, shapes, source)
     cm = CompiledModel(compiled, emulate_bf16=emulate_bf16)
@@ -171,8 +170,9 @@ def compile_ir_file(
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    check_outputs([*schedule_files(output), trace], [path])
-    compiled = compile_ir(path.read_text(), Options.of(options, **overrides), str(path))
+    options = Options.of(options, **overrides)
+    _check_outputs(output, trace, options, path)
+    compiled = compile_ir(path.read_text(), options, str(path))
     cm = CompiledModel(compiled)
     report = dict(cm.report)
     write_outputs(cm, report, output, None, trace, with_weights=False)
@@ -204,7 +204,7 @@ def compile_zoo_model(
     from coec.runtime.node import run_node
 
     options = Options.of(options, **overrides)
-    check_outputs([*schedule_files(output), trace], [_target_file(options)])
+    _check_outputs(output, trace, options)
     arch = ZOO.get(name)
     # before the model exists its layer count is the zoo's (or --layers)
     extra = 2 + (2 if execute else 0)  # build, count (+ reference, execute)
@@ -218,11 +218,7 @@ def compile_zoo_model(
     step(0, f"building {name}")
     inst = instantiate(name, phase, seq, batch, layers, device=device)
     total = extra + zoo_steps(inst)
-    compiled = compile_zoo(
-        inst,
-        Options.of(options, **overrides),
-        lambda done, _, what: step(1 + done, f"{name}: {what}"),
-    )
+    compiled = compile_zoo(inst, options, lambda done, _, what: step(1 + done, f"{name}: {what}"))
     done = 1 + zoo_steps(inst)
     step(done, f"{name}: counting")
     cm = CompiledModel(compiled)
@@ -277,10 +273,11 @@ def write_outputs(
         write_files_atomic(files, remove=stale)
 
 
-def _target_file(options: Options) -> Path | None:
-    """The target .toml file a compile reads, if it names one."""
+def _check_outputs(output: Path | None, trace: Path | None, options: Options, *inputs) -> None:
+    """Before any work: no file a compile writes may be one it reads (model, data, target)."""
     t = options.target
-    return Path(t) if isinstance(t, str | Path) and str(t).endswith(".toml") else None
+    target = Path(t) if isinstance(t, str | Path) and str(t).endswith(".toml") else None
+    check_outputs([*schedule_files(output), trace], [*inputs, target])
 
 
 def _read_tensors(path: Path) -> dict[str, np.ndarray]:
@@ -297,29 +294,36 @@ def _read_tensors(path: Path) -> dict[str, np.ndarray]:
         raise ConfigError(f"{path}: cannot read tensors ({type(e).__name__}: {e})") from e
 
 
+@dataclass
+class RunResult:
+    report: dict
+    outputs: dict[str, np.ndarray]
+    schedule: dict  # the schedule file's JSON, as read
+
+
 def run_schedule_file(
     path: Path, inputs: Path | None = None, *, count_only: bool = False, emulate_bf16: bool = False
-) -> tuple[dict, dict[str, np.ndarray]]:
-    schedule = load_schedule(path)
+) -> RunResult:
+    """Run a saved schedule (read and checked once) on its weights and inputs, or count-only."""
+    text, data, schedule = read_schedule(path)
     if count_only:
         _, report = Executor(schedule, count_only=True).run()
-        return report, {}
-    sockets = schedule["target"]["sockets"]
+        return RunResult(report, {}, data)
+    sockets = schedule.target.sockets
     if sockets > 1:  # one executor has one socket's weights and no peers to all-reduce with
         raise ConfigError(
             f"{path}: a schedule for {sockets} sockets runs from a file count-only "
             "(--count-only); compile it with --run to execute it on every socket"
         )
-    text = Path(path).read_text()
     siblings = [weights_path(path)] + ([inputs_path(path)] if inputs is None else [])
     for sibling in siblings:
         if sibling.is_file():  # a missing one is named by _read_tensors below
             check_bound(sibling, text, path)
     weights = _read_tensors(weights_path(path))
     feeds = _read_tensors(inputs or inputs_path(path))
-    missing = [n for n in schedule["inputs"] if n not in feeds]
+    missing = [n for n in schedule.inputs if n not in feeds]
     if missing:
         raise ConfigError(f"input {missing[0]!r} is not in {inputs or inputs_path(path)}")
     executor = Executor(schedule, weights, emulate_bf16=emulate_bf16)
-    outs, report = executor.run([feeds[n] for n in schedule["inputs"]])
-    return report, dict(zip(schedule["outputs"], outs, strict=True))
+    outs, report = executor.run([feeds[n] for n in schedule.inputs])
+    return RunResult(report, dict(zip(schedule.outputs, outs, strict=True)), data)

@@ -426,7 +426,7 @@ def test_an_infinite_mask_saves_as_strict_json_and_runs_from_disk(tmp_path):
         raise AssertionError(f"{name} in the schedule")
 
     json.loads((tmp_path / "s.json").read_text(), parse_constant=refuse)
-    _, outputs = run_schedule_file(tmp_path / "s.json", None)
+    outputs = run_schedule_file(tmp_path / "s.json", None).outputs
     (out,) = outputs.values()
     torch.testing.assert_close(torch.from_numpy(out), Masked()(x))
 

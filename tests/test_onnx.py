@@ -537,7 +537,7 @@ def test_cli_inputs_file_output_and_run(tmp_path, capsys):
     argv = ["compile", path, "--inputs", tmp_path / "in.npz", "--run", "--json", "-o", schedule]
     report = json.loads(run_ok(argv, capsys))
     assert report["max_abs_err"] < ATOL
-    saved = run_schedule_file(schedule)[1]
+    saved = run_schedule_file(schedule).outputs
     refs = run_onnxruntime(model, {"ids": ids})
     for out, ref in zip(saved.values(), refs, strict=True):
         np.testing.assert_allclose(out, ref, rtol=RTOL, atol=ATOL)

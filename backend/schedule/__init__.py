@@ -23,7 +23,13 @@ This package imports neither xDSL nor torch: the runtime reads it.
 """
 
 from coec.backend.schedule.analysis import peak_occupancy, resident_bytes, summarize
-from coec.backend.schedule.files import dumps, load, validate, write_files_atomic
+from coec.backend.schedule.files import (
+    dumps,
+    load,
+    read_schedule,
+    validate,
+    write_files_atomic,
+)
 from coec.backend.schedule.model import (
     FORMAT,
     OP_NAMES,
@@ -65,6 +71,7 @@ __all__ = [
     "as_schedule",
     "dumps",
     "load",
+    "read_schedule",
     "peak_occupancy",
     "resident_bytes",
     "schedule_json_schema",

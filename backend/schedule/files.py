@@ -29,16 +29,27 @@ def validate(schedule: object, source: str = "<schedule>") -> dict:
 
 def load(path: str | Path) -> dict:
     """A schedule file's JSON, checked (``Schedule.from_json`` of it cannot fail)."""
+    _, data = _read(path)
+    return validate(data, str(path))
+
+
+def read_schedule(path: str | Path) -> tuple[str, dict, Schedule]:
+    """A schedule file read and checked once: its text, its JSON and its typed form."""
+    text, data = _read(path)
+    return text, data, Schedule.from_json(data, str(path))
+
+
+def _read(path: str | Path) -> tuple[str, object]:
+    """The file's text and parsed JSON; one ScheduleFormatError if either fails."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:
         raise ScheduleFormatError(f"{path}: cannot read schedule ({e.strerror})") from e
     try:
-        data = json.loads(text)
+        return text, json.loads(text)
     except json.JSONDecodeError as e:
         raise ScheduleFormatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
-    return validate(data, str(path))
 
 
 def write_files_atomic(files: dict[Path, bytes | str], remove: Sequence[Path] = ()) -> None:
