@@ -81,11 +81,11 @@ def compile_ir(text: str, options: Options, source: str = "<ir>") -> Compiled:
     """
     pipeline = Pipeline(options)
     module = parse_module(text, source)
-    verify(module)
     stage = ir_stage(module)
-    if stage != "placed":
-        start = NEXT_PASS[stage] if stage else pipeline.passes[0].name
-        pipeline.run(module, start=start)
+    if stage == "placed":
+        verify(module)
+    else:  # verifies the module first
+        pipeline.run(module, start=NEXT_PASS[stage] if stage else pipeline.passes[0].name)
     fn = next(op for op in module.ops if isinstance(op, func.FuncOp))
     names = [a.name_hint or f"arg{i}" for i, a in enumerate(fn.body.block.args)]
     program = Program(module, {}, names, pipeline.options.dtype, source=source)

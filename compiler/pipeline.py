@@ -101,8 +101,9 @@ class Compiled:
     dumps: dict[str, str] = field(default_factory=dict)
 
 
-#: ``dump(stage, text)``: called with the printed IR at each stage asked for
-Dump = Callable[[str, str], None]
+#: ``dump(stage, module)``: called at each stage with the module as it then is (a dump that
+#: prints only the stages it wants costs nothing at the others)
+Dump = Callable[[str, "ModuleOp"], None]
 
 
 class Pipeline:
@@ -142,14 +143,14 @@ class Pipeline:
         per-function passes regional compilation runs on each part; ``start="place"``:
         the rest). The module's stage must be what the first pass needs.
         """
-        from coec.ir import print_module, verify
+        from coec.ir import verify
 
         names = [p.name for p in self.passes]
         first = names.index(start) if start else 0
         last = names.index(until) + 1 if until else len(names)
         verify(module)
         if dump and first == 0:
-            dump("frontend", print_module(module))
+            dump("frontend", module)
         run_passes(module, self.passes[first:last], dump)
 
     def emit(self, module: ModuleOp, meta: dict | None = None) -> dict:
@@ -164,11 +165,13 @@ class Pipeline:
         unknown = [p for p in dump_points if p not in self.stages]
         if unknown:
             raise ConfigError(f"IR stage {unknown[0]!r}: choose from {', '.join(self.stages)}")
+        from coec.ir import print_module
+
         dumps: dict[str, str] = {}
 
-        def dump(stage: str, text: str) -> None:
+        def dump(stage: str, module: ModuleOp) -> None:
             if stage in dump_points:
-                dumps[stage] = text
+                dumps[stage] = print_module(module)
 
         self.run(program.module, dump)
         return Compiled(program, self.target, self.emit(program.module), dumps)
@@ -176,7 +179,7 @@ class Pipeline:
 
 def run_passes(module: ModuleOp, passes: Sequence[ModulePass], dump: Dump | None = None) -> None:
     """Apply ``passes`` in order, each after checking the IR is at the stage it needs."""
-    from coec.ir import make_context, print_module, verify
+    from coec.ir import make_context, verify
     from coec.passes.stage import check_stage
 
     ctx = make_context()
@@ -185,7 +188,7 @@ def run_passes(module: ModuleOp, passes: Sequence[ModulePass], dump: Dump | None
         p.apply(ctx, module)
         verify(module)
         if dump:
-            dump(f"after-{p.name}", print_module(module))
+            dump(f"after-{p.name}", module)
 
 
 def stage_names() -> tuple[str, ...]:
