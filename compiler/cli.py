@@ -103,10 +103,10 @@ def _progress_bar(quiet: bool):
 
 
 def _write_trace(path: Path, report: dict, schedule: dict) -> None:
-    from coec.report.trace import write_trace
+    from coec.backend.schedule import write_files_atomic
+    from coec.report.trace import schedule_trace
 
-    target = schedule["target"]
-    write_trace(path, report, target["sockets"], target["name"])
+    write_files_atomic({path: schedule_trace(report, schedule)})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -183,15 +183,13 @@ def _where(gm: torch.fx.GraphModule, error: Exception) -> str:
     return ""
 
 
-def _fall_back(gm: torch.fx.GraphModule, error: Exception, strict: bool):
+def _fall_back(gm: torch.fx.GraphModule, error: CoecError, strict: bool):
     """Run ``gm`` eagerly (one warning naming the op and line), or raise under strict."""
     where = _where(gm, error)
     # the export's own location is inside this backend's wrapper: name dynamo's instead
     reason = f"{str(error).split(' at ')[0]} at {where}" if where else str(error)
     if strict:
-        if isinstance(error, CoecError):
-            raise type(error)(reason) from error
-        raise error
+        raise type(error)(reason) from error
     warnings.warn(
         f"coec backend: {reason}; this graph runs in eager PyTorch "
         "(options={'strict': True} makes this an error)",
@@ -233,8 +231,7 @@ def backend(gm: torch.fx.GraphModule, example_inputs: list, options: dict | None
         return variants[key]
 
     if not binding.scalars:  # static: compile now, on dynamo's example inputs
-        run = variant(example_inputs)
-        return run
+        return variant(example_inputs)
     return lambda *args: variant(args)(*args)
 
 

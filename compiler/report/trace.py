@@ -13,10 +13,8 @@ into microseconds, so the PCU track adds up to the report's total time.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from coec.backend.cost import tier_bytes
-from coec.backend.schedule import write_files_atomic
 
 FORMAT = "coec.trace/1"
 #: the tracks of every socket's process, by thread id
@@ -148,8 +146,3 @@ def schedule_trace(report: dict, schedule: dict) -> str:
     """The trace of a run of ``schedule`` (a process per socket)."""
     target = schedule["target"]
     return trace_text(report, target["sockets"], target["name"])
-
-
-def write_trace(path: str | Path, report: dict, sockets: int = 1, label: str = "") -> None:
-    """Write ``report``'s trace to ``path`` atomically."""
-    write_files_atomic({Path(path): trace_text(report, sockets, label)})
