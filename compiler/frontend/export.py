@@ -12,7 +12,6 @@ import io
 import logging
 import sys
 import warnings
-from contextlib import contextmanager
 
 import torch
 from torch.export import ExportedProgram
@@ -66,7 +65,7 @@ def export_module(module: torch.nn.Module, example_inputs: tuple) -> ExportedPro
         return _export(module, example_inputs)
 
 
-@contextmanager
+@contextlib.contextmanager
 def eval_mode(module: torch.nn.Module):
     """``module`` in eval mode for the block, every submodule's own mode restored after."""
     modes = {m: m.training for m in module.modules()}
