@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import Builtin, ModuleOp
@@ -11,12 +12,21 @@ from xdsl.ir import Dialect
 from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError, VerifyException
+from xdsl.utils.mlir_lexer import MLIRLexer
 
 from coec.ir.errors import VerifyError
 from coec.ir.ops import ALL_OPS
 from coec.ir.types import TensorType
 
 DF = Dialect("df", list(ALL_OPS), [TensorType])
+
+# xDSL 0.75's string-literal pattern nests a `+` inside a `*`, so an unterminated literal
+# (a stray `"` in a line of text: a Python file given as IR) backtracks exponentially and
+# the parse never ends. The same language without the nesting: its two alternatives cannot
+# both match, so a failed match is linear and an unterminated literal is a ParseError.
+MLIRLexer._unescaped_characters_regex = re.compile(
+    r'"(?:[^"\\\n\v\f]|\\(?:["nt\\]|[0-9A-Fa-f]{2}))*"'
+)
 
 
 def make_context() -> Context:

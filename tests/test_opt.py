@@ -116,3 +116,20 @@ def test_cli_opt_bad_ir_names_the_line(tmp_path, capsys):
     assert e.value.code == 4
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{src}:3:1" in err and "df.nonsense" in err
+
+
+def test_an_unterminated_string_in_ir_text_is_an_error_not_a_hang(tmp_path, capsys):
+    """xDSL's string-literal pattern backtracked exponentially on a stray quote (a Python
+    file given as IR never finished parsing); coec.ir patches it to a linear one."""
+    src = tmp_path / "model.py"
+    src.write_text('"""Two-layer MLP: Linear(64->128) -> ReLU -> Linear(128->32) on a batch.\n')
+    with pytest.raises(SystemExit) as e:
+        main(["opt", str(src), "-p", "place"])
+    assert e.value.code == 4
+    err = capsys.readouterr().err.strip()
+    assert err == f"coec: error: {src}:1:3: End of file reached before closing string literal."
+
+
+def test_string_literals_still_parse():
+    text = VIEWS.replace('{kind = "relu"}', '{kind = "relu", note = "a \\"quoted\\" \\41 x"}')
+    assert "note" in run_opt(text, "")
