@@ -10,7 +10,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import SSAValue
 
 from coec.backend.cost import pmus_for
-from coec.backend.plan import b_axis, kernel_layout, read_plan
+from coec.backend.plan import b_axis, inplace_results, kernel_layout, read_plan
 from coec.backend.plan_cost import estimate
 from coec.backend.schedule import (
     FORMAT,
@@ -113,7 +113,14 @@ def emit_schedule(module: ModuleOp, target: Target, options: dict) -> Schedule:
             add_buffer(op.result, base.kind, base.offset, alias_of=root)
         elif isinstance(op, df.KernelOp):
             index = len(kernels)
-            for r, off in zip(op.outputs, op.attributes["offsets"].get_values(), strict=True):
+            inplace = inplace_results(op)
+            offsets = op.attributes["offsets"].get_values()
+            for i, (r, off) in enumerate(zip(op.outputs, offsets, strict=True)):
+                if i in inplace:  # updated where its input lives: a view of that buffer
+                    base = buffers[name(op.inputs[inplace[i]])]
+                    root = base.alias_of or name(op.inputs[inplace[i]])
+                    add_buffer(r, base.kind, base.offset, alias_of=root)
+                    continue
                 add_buffer(r, "activation", off)
                 buffers[name(r)] = replace(buffers[name(r)], live=(index, index))
             kernels.append(_kernel(op, name, buffers, target))
@@ -152,7 +159,7 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target) -> Ker
         s = plan.streams[inner]
         out = name(inner.results[0])
         values[out] = _value(_type(inner.results[0]))
-        b_stream = gather_from = None
+        b_stream = gather_from = update_in = None
         if inner in lay.b_streams:
             arg = lay.b_streams[inner]
             ntiles = plan.ntiles(s.phase)
@@ -179,6 +186,10 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target) -> Ker
                 axis=None,
             )
             gather_from = replace(gather_from, bytes=_type(inner.results[0]).nbytes)
+        if inner in lay.updates:  # written where the dest lives: it moves nothing itself
+            dest = lay.updates[inner]
+            update_in = _dma(name(dest), name(dest), tier_of(dest), "sram", _type(dest))
+            update_in = replace(update_in, bytes=0)
         ops.append(
             Op(
                 op=inner.name.removeprefix("df."),
@@ -190,6 +201,7 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target) -> Ker
                 axis=s.out_axis,
                 b_stream=b_stream,
                 gather_from=gather_from,
+                update_in=update_in,
             )
         )
     loads = [
@@ -205,14 +217,17 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target) -> Ker
         for ld in lay.loads
     ]
     stores = [
-        _dma(
-            name(st.value),
-            name(st.result),
-            "sram",
-            tier_of(st.result),
-            _type(st.result),
-            phase=st.phase,
-            axis=st.axis,
+        _store(
+            _dma(
+                name(st.value),
+                name(st.result),
+                "sram",
+                tier_of(st.result),
+                _type(st.result),
+                phase=st.phase,
+                axis=st.axis,
+            ),
+            st,
         )
         for st in lay.stores
     ]
@@ -232,6 +247,15 @@ def _kernel(op: df.KernelOp, name: _Namer, buffers: dict, target: Target) -> Ker
     )
 
 
+def _store(dma: Dma, st) -> Dma:
+    """A store's DMA; an update written in place stores only its region's rows."""
+    if st.region is None:
+        return dma
+    axis, start, stop = st.region
+    box = tuple((start, stop) if i == axis else r for i, r in enumerate(dma.box))
+    return replace(dma, box=box, bytes=st.nbytes)
+
+
 def _liveness(
     buffers: dict[str, Buffer], kernels: list[Kernel], outputs: list[str]
 ) -> dict[str, Buffer]:
@@ -242,8 +266,10 @@ def _liveness(
         return buffers[b].alias_of or b
 
     for i, k in enumerate(kernels):
-        streams = [d for op in k.ops for d in (op.b_stream, op.gather_from) if d is not None]
-        for dma in list(k.loads) + streams:
+        streams = [
+            d for op in k.ops for d in (op.b_stream, op.gather_from, op.update_in) if d is not None
+        ]
+        for dma in list(k.loads) + list(k.stores) + streams:
             for b in {dma.buffer, root(dma.buffer)}:
                 live[b][1] = max(live[b][1], i)
     end = len(kernels)

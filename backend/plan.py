@@ -142,6 +142,17 @@ class Store:
     result: SSAValue  # the kernel result it becomes
     phase: int
     axis: int | None  # None: stored whole once its phase ends
+    #: an update written in place: (axis, start, stop), the only rows that leave SRAM
+    region: tuple[int, int, int] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the store writes: the value, or only its updated region."""
+        t = df.tensor_type(self.result)
+        if self.region is None:
+            return t.nbytes
+        axis, start, stop = self.region
+        return t.nbytes // t.shape_tuple[axis] * (stop - start) if t.shape_tuple[axis] else 0
 
 
 @dataclass
@@ -153,6 +164,9 @@ class Layout:
     b_streams: dict[df.DfOp, SSAValue]  # matmul -> its weight streamed in chunks
     gathers: dict[df.DfOp, SSAValue]  # gather -> its table, read row by row where it lives
     sram_by_phase: list[int]
+    #: update written in place -> its dest, when nothing in the kernel reads the result:
+    #: the dest is never loaded and only the update's rows are stored
+    updates: dict[df.DfOp, SSAValue] = field(default_factory=dict)
 
     @property
     def sram_bytes(self) -> int:
@@ -169,6 +183,40 @@ def kernel_layout(kernel: df.KernelOp, plan: KernelPlan) -> Layout:
     return layout(list(kernel.block.args), outputs, plan)
 
 
+def _outer(v: SSAValue) -> SSAValue:
+    """``v``, or the value a kernel was given for its block argument ``v``."""
+    if isinstance(v, BlockArgument) and isinstance(v.owner.parent_op(), df.KernelOp):
+        return v.owner.parent_op().operands[v.index]
+    return v
+
+
+def writes_in_place(op: df.DfOp, inputs: Sequence[SSAValue], yielded: Sequence[SSAValue]) -> bool:
+    """Whether update ``op`` of a group may write its rows straight into its dest's buffer:
+    the dest comes from outside the group, nothing else reads it (inside the group or out),
+    it is a model input or an activation (never a weight, which the next run reads again),
+    and the updated tensor leaves the group (so it lives on in the dest's buffer)."""
+    if not isinstance(op, df.UpdateOp) or op.dest not in inputs or op.dest in yielded:
+        return False
+    if op.results[0] not in yielded or op.dest.uses.get_length() != 1:
+        return False
+    outer = _outer(op.dest)
+    source = outer.owner
+    from_function = isinstance(outer, BlockArgument) and not isinstance(
+        source.parent_op(), df.KernelOp
+    )
+    return outer.uses.get_length() == 1 and (from_function or isinstance(source, df.KernelOp))
+
+
+def inplace_results(kernel: df.KernelOp) -> dict[int, int]:
+    """Result index -> input index, for the kernel's results written in place into an input."""
+    args, yielded = list(kernel.block.args), list(kernel.block.last_op.operands)
+    found = {}
+    for op in kernel.compute_ops():
+        if writes_in_place(op, args, yielded):
+            found[yielded.index(op.results[0])] = args.index(op.dest)
+    return found
+
+
 def layout(
     inputs: Sequence[SSAValue], outputs: Sequence[tuple[SSAValue, SSAValue]], plan: KernelPlan
 ) -> Layout:
@@ -180,12 +228,17 @@ def layout(
         for v, a in zip(op.operands, s.in_axes, strict=True):
             uses.setdefault(v, []).append((op, a))
     yielded = [inner for inner, _ in outputs]
+    inplace = [op for op in plan.ops if writes_in_place(op, inputs, yielded)]
+    # a dest no op of the kernel reads after the update: written where it lives, never loaded
+    updates = {op: op.dest for op in inplace if op.results[0] not in uses}
 
     loads, b_streams, gathers = [], {}, {}
     for arg in inputs:
         users = uses.get(arg, [])
         phases = {(plan.streams[o].phase, a) for o, a in users}
         only = users[0][0] if len(users) == 1 else None
+        if only in updates and updates[only] == arg:
+            continue
         if (  # an embedding-style lookup reads only the rows it needs (an indirect DMA)
             isinstance(only, df.GatherOp)
             and only.operands[0] == arg
@@ -227,23 +280,30 @@ def layout(
             continue
         s = plan.streams[owner]
         axis = s.out_axis if inner in streamed else None
-        stores.append(Store(inner, result, s.phase, axis))
+        region = None
+        if owner in inplace:
+            p = owner.props()
+            size = df.tensor_type(owner.src).shape_tuple[p["axis"]]
+            region = (p["axis"], p["start"], p["start"] + size)
+        stores.append(Store(inner, result, s.phase, axis, region))
 
+    # an update written where it lives holds only its source rows in SRAM
+    direct = {op.results[0] for op in updates}
     resident = sum(df.tensor_type(ld.value).nbytes for ld in loads if ld.phase is None)
-    resident += sum(df.tensor_type(v).nbytes for v in whole)
+    resident += sum(df.tensor_type(v).nbytes for v in whole if v not in direct)
     sram = []
     for p in range(len(plan.extents)):
         per = buffers_per_tile(plan.extents[p], plan.tile(p))
         phase_bytes = sum(
             per * tile_bytes(df.tensor_type(v), a, plan.tile(p))
             for v, (q, a) in streamed.items()
-            if q == p
+            if q == p and v not in direct
         )
         for op in b_streams:
             if plan.streams[op].phase == p:
                 phase_bytes += per * b_chunk_bytes(op, plan.b_tiles[op])
         sram.append(resident + phase_bytes)
-    return Layout(loads, stores, whole, streamed, b_streams, gathers, sram)
+    return Layout(loads, stores, whole, streamed, b_streams, gathers, sram, updates)
 
 
 def b_axis(op: df.MatmulOp) -> int:

@@ -54,7 +54,7 @@ def traffic(
     for op, table in lay.gathers.items():  # the rows looked up, not the table
         pairs[f"{tier_of(table)}->sram"] += df.tensor_type(op.results[0]).nbytes
     for st in lay.stores:
-        pairs[f"sram->{tier_of(st.result)}"] += df.tensor_type(st.result).nbytes
+        pairs[f"sram->{tier_of(st.result)}"] += st.nbytes
     for op in plan.ops:
         if isinstance(op, df.AllReduceOp | df.AllGatherOp) and sockets > 1:
             s = plan.streams[op]

@@ -95,6 +95,8 @@ def input_axes(op: df.DfOp, j: int) -> Axes | None:
         return None if j == op.props()["axis"] else [j]
     if isinstance(op, df.AllGatherOp):
         return None if j == op.props()["axis"] else [j]
+    if isinstance(op, df.UpdateOp):
+        return None if j == op.props()["axis"] else [j, j]
     if isinstance(op, df.ConcatOp):
         return None if j == op.props()["axis"] else [j] * len(op.operands)
     if isinstance(op, df.GatherOp):

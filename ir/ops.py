@@ -554,6 +554,43 @@ class GatherOp(DfOp):
         self.check_shape(table[:axis] + idx + table[axis + 1 :])
 
 
+@irdl_op_definition
+class UpdateOp(DfOp):
+    """``dest`` with ``src`` written over ``[start, start + len)`` along ``axis`` (a KV-cache
+    append: ``slice_scatter``). Functional here; the backend writes it in place, moving only
+    ``src``'s bytes, when nothing else reads ``dest`` (``inplace_dest``)."""
+
+    name = "df.update"
+    FAMILY: ClassVar[str] = "movement"
+    dest = operand_def(TensorType)
+    src = operand_def(TensorType)
+    axis = prop_def(IntegerAttr)
+    start = prop_def(IntegerAttr)
+    result = result_def(TensorType)
+    assembly_format = "$dest `,` $src attr-dict `:` type($dest) `,` type($src) `->` type($result)"
+
+    def __init__(self, dest: SSAValue, src: SSAValue, axis: int, start: int):
+        super().__init__(
+            operands=[dest, src],
+            properties={"axis": _int(axis), "start": _int(start)},
+            result_types=[dest.type],
+        )
+
+    def verify_(self) -> None:
+        dest, src = (t.shape_tuple for t in self.in_types())
+        axis, start = self.props()["axis"], self.props()["start"]
+        if not 0 <= axis < len(dest) or len(src) != len(dest):
+            raise self.fail(f"cannot write {src} into {dest} along axis {axis}")
+        others = [d for i, d in enumerate(dest) if i != axis]
+        if [d for i, d in enumerate(src) if i != axis] != others:
+            raise self.fail(f"{src} differs from {dest} off axis {axis}")
+        if not 0 <= start <= dest[axis] - src[axis]:
+            raise self.fail(f"{src[axis]} rows from {start} overrun {dest[axis]} along {axis}")
+        if self.in_types()[0].dtype != self.in_types()[1].dtype:
+            raise self.fail("dest and src dtypes differ")
+        self.check_shape(dest)
+
+
 # -- collectives -----------------------------------------------------------------------------
 @irdl_op_definition
 class AllReduceOp(_SameShapeOp):
@@ -675,6 +712,7 @@ COMPUTE_OPS: tuple[type[DfOp], ...] = (
     ConcatOp,
     BroadcastOp,
     GatherOp,
+    UpdateOp,
     AllReduceOp,
     AllGatherOp,
 )

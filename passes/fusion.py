@@ -187,7 +187,7 @@ def kernel_cycles(ops: Sequence[df.DfOp], target: Target) -> int:
 #: ops that only move or view data: no work of their own, so fusing them is judged together
 #: with the next op that has work (each judged alone, a long chain of them re-plans the
 #: growing kernel once per op, quadratic in the model's size)
-_MOVEMENT = (df.ReshapeOp, df.PermuteOp, df.SliceOp, df.ConcatOp, df.BroadcastOp)
+_MOVEMENT = (df.ReshapeOp, df.PermuteOp, df.SliceOp, df.ConcatOp, df.BroadcastOp, df.UpdateOp)
 
 
 def partition_dataflow(ops: Sequence[df.DfOp], target: Target) -> list[list[df.DfOp]]:

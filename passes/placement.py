@@ -9,7 +9,8 @@
   to or from the buffer per byte it occupies (ties: larger buffers first).
 - A model that fits in neither is one CapacityError naming tier, bytes needed and
   bytes available.
-- Reshapes outside kernels are views: they share their source's storage.
+- Reshapes outside kernels are views: they share their source's storage; so does a
+  kernel result written in place into the input it updates (a KV-cache append).
 
 Offsets are written into the IR as discardable attributes: ``offset`` on
 ``df.weight``, ``offsets`` on ``df.kernel`` (one per result) and ``arg_offsets``
@@ -28,7 +29,7 @@ from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
-from coec.backend.plan import kernel_layout, read_plan
+from coec.backend.plan import inplace_results, kernel_layout, read_plan
 from coec.backend.target import Target, load_target
 from coec.ir import ops as df
 from coec.ir.errors import CapacityError
@@ -111,8 +112,13 @@ def _collect(fn: func.FuncOp) -> list[Buffer]:
         if isinstance(op, df.WeightOp):
             add(op.result, -1, end)
         elif isinstance(op, df.KernelOp):
-            for r in op.outputs:
-                add(r, kernel_index[op], kernel_index[op])
+            inplace = inplace_results(op)
+            for i, r in enumerate(op.outputs):
+                if i in inplace:  # written in place: a view of the input it updates
+                    dest = op.inputs[inplace[i]]
+                    root[r] = root.get(dest, dest)
+                else:
+                    add(r, kernel_index[op], kernel_index[op])
         elif isinstance(op, df.ReshapeOp):
             root[op.result] = root.get(op.input, op.input)
 
@@ -129,15 +135,18 @@ def _collect(fn: func.FuncOp) -> list[Buffer]:
             b.last = max(b.last, i)
             b.traffic += df.tensor_type(outer).nbytes * streamed.get(arg, 1)
         for r in k.outputs:
-            buffers[r].traffic += buffers[r].nbytes
+            b = buffers[base(r)]
+            b.last = max(b.last, i)
+            b.traffic += df.tensor_type(r).nbytes
     for v in block.last_op.operands:
         buffers[base(v)].last = end
-    return list(buffers.values())
+    return list(buffers.values()), root
 
 
-def plan_memory(fn: func.FuncOp, target: Target) -> list[Buffer]:
-    """Tiers and offsets for ``fn``'s buffers: HBM first, DDR for the least-needed."""
-    buffers = _collect(fn)
+def plan_memory(fn: func.FuncOp, target: Target) -> tuple[list[Buffer], dict]:
+    """Tiers and offsets for ``fn``'s buffers (HBM first, DDR for the least-needed), and
+    the views: value -> the value whose storage it shares."""
+    buffers, views = _collect(fn)
     hbm_cap = target.memory["hbm"].capacity_bytes
     ddr_cap = target.memory["ddr"].capacity_bytes
     spill_order = sorted(buffers, key=lambda b: (b.need, -b.nbytes, b.order))
@@ -164,7 +173,7 @@ def plan_memory(fn: func.FuncOp, target: Target) -> list[Buffer]:
         raise CapacityError(
             "ddr", ddr_peak, ddr_cap, f"what does not fit in HBM ({hbm_cap:,} bytes)"
         )
-    return buffers
+    return buffers, views
 
 
 @dataclass(frozen=True)
@@ -190,8 +199,9 @@ class PlacePass(ModulePass):
 
 
 def _place_function(fn: func.FuncOp, target: Target) -> None:
-    buffers = plan_memory(fn, target)
+    buffers, views = plan_memory(fn, target)
     where = {b.value: b for b in buffers}
+    where.update({v: where[r] for v, r in views.items()})
     block = fn.body.block
     arg_offsets = []
     for arg in list(block.args):

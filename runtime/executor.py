@@ -217,6 +217,8 @@ class Executor:
                 if self.mode is Mode.EXECUTE:
                     src = feeds[name] if b.kind == "input" else self.weights[name]
                     data = self.store_dtype(src, b.dtype)
+                    if b.kind == "input":  # a kernel may update it in place: never the caller's
+                        data = np.array(data, copy=True)
                 self.tiers[b.tier].alloc(name, b.bytes, data, b.offset)
 
         frees = defaultdict(list)  # activations, freed after the last kernel reading them
@@ -270,8 +272,10 @@ class Executor:
                 walk.whole[dma.value] = None
                 if self.mode is Mode.EXECUTE:
                     walk.whole[dma.value] = self.load(dma, None, 0, 0)
+        direct = {op.output for op in kernel.ops if op.update_in is not None}
         for name in kernel.whole:
-            self.sram.alloc(name, _nbytes(walk.value(name)))
+            if name not in direct:  # an update written where it lives takes no SRAM
+                self.sram.alloc(name, _nbytes(walk.value(name)))
             walk.whole[name] = None
         for name, value in kernel.constants.items():
             walk.whole[name] = np.float32(value)
@@ -298,7 +302,9 @@ class Executor:
         extent, tile = phase.extent, phase.tile
         per = buffers_per_tile(extent, tile)
         streamed = [(d.value, d.axis) for d in walk.loads] + [
-            (op.output, op.axis) for op in walk.ops if op.output not in walk.whole
+            (op.output, op.axis)
+            for op in walk.ops
+            if op.output not in walk.whole and op.update_in is None
         ]
         buffers = []
         for name, axis in streamed:
@@ -431,6 +437,8 @@ class Executor:
                 ins.append(None)  # arrives chunk by chunk inside the matmul
             elif op.gather_from is not None and name == op.gather_from.value:
                 ins.append(self.array(op.gather_from.buffer))  # read where it lives
+            elif op.update_in is not None and name == op.update_in.value:
+                ins.append(tile.cut(self.array(op.update_in.buffer), axis))  # updated there
             elif name in tile.values:  # a tile of this phase
                 ins.append(tile.values[name])
             else:  # whole in SRAM (resident, an earlier phase's, or a constant)
@@ -479,6 +487,11 @@ class Executor:
 
     def run_gather(self, op: Op, ins: list, tile: Tile) -> np.ndarray:
         """Rows of a table; with ``gather_from`` the table is read in its tier, not SRAM."""
+        return self.compute(op, ins, tile)
+
+    def run_update(self, op: Op, ins: list, tile: Tile) -> np.ndarray:
+        """``dest`` with ``src``'s rows written in; with ``update_in``, dest is read where it
+        lives and the kernel's store writes only the rows."""
         return self.compute(op, ins, tile)
 
     def run_attention(self, op: Op, ins: list, tile: Tile) -> np.ndarray:
@@ -533,11 +546,18 @@ class Executor:
         return data if self.buffers[dma.buffer].kind == "weight" else data.copy()
 
     def store(self, dma: Dma, axis: int | None, start: int, size: int, array: np.ndarray) -> None:
-        """Copy one tile of an SRAM value out to ``dma``'s box in its tier."""
-        dst = self.tiers[dma.dst].arrays
-        if dst.get(dma.buffer) is None:
-            dst[dma.buffer] = np.empty(self.buffers[dma.buffer].shape, dtype=array.dtype)
-        dst[dma.buffer][_index(_box(dma, axis, start, size))] = array
+        """Copy one tile of an SRAM value out to ``dma``'s box in its tier (a view's box in
+        its root's storage). The value is cut to the box along every axis but the
+        streamed one, which ``array`` (a tile) already is: an in-place update stores
+        only its rows."""
+        root = self.schedule.root(dma.buffer)
+        dst = self.tiers[self.buffers[root].tier].arrays
+        if dst.get(root) is None:
+            dst[root] = np.empty(self.buffers[root].shape, dtype=array.dtype)
+        box = _box(dma, axis, start, size)
+        part = tuple(slice(None) if i == axis else slice(a, b) for i, (a, b) in enumerate(box))
+        view = dst[root].reshape(self.buffers[dma.buffer].shape)  # a view: writes through
+        view[_index(box)] = array[part] if np.ndim(array) else array
 
 
 def tile_classes(extent: int, tile: int) -> Iterator[tuple[int, int, int]]:

@@ -236,6 +236,16 @@ def gather(xs, attrs, shape):
     return np.take(table, idx.astype(np.int64), axis=attrs["axis"])
 
 
+@handles("update")
+def update(xs, attrs, shape):
+    dest, src = xs
+    out = np.array(dest, copy=True)
+    index = [slice(None)] * out.ndim
+    index[attrs["axis"]] = slice(attrs["start"], attrs["start"] + src.shape[attrs["axis"]])
+    out[tuple(index)] = src
+    return out
+
+
 def run_op(name: str, inputs: list[np.ndarray], attrs: dict, shape, dtype: str) -> np.ndarray:
     """Compute one op; the result is brought to its compute dtype and shape."""
     out = HANDLERS[name](inputs, attrs, tuple(shape))

@@ -284,14 +284,19 @@ def test_llama_family_zoo_models_are_transformers_models(name, phase):
     inst = instantiate(name, phase, seq=8, batch=2, device="cpu")
     lm = hf_causal_lm(inst.model, inst.arch)
     cache = DynamicCache(config=lm.config) if inst.caches else None
-    for i in range(len(inst.caches) // 2):
-        cache.update(inst.caches[2 * i], inst.caches[2 * i + 1], i)
+    for i in range(len(inst.caches) // 2):  # HF's cache holds the S filled positions
+        cache.update(inst.caches[2 * i][:, :, :-1], inst.caches[2 * i + 1][:, :, :-1], i)
     with torch.no_grad():
         ref = lm(inst.ids, cache=cache).logits
     cm = CompiledModel(compile_zoo(inst, Options(fusion="dataflow", dtype="fp32")))
-    logits = cm(inst.ids, *inst.caches)[0]
+    logits, *kv = cm(inst.ids, *inst.caches)
     assert logits.shape == ref.shape
     assert (logits - ref).abs().max() <= 1e-4 * ref.abs().max()
+    if cache is not None:  # the step wrote the new K/V in place: HF's S + 1 positions
+        for i, layer in enumerate(cache.layers):
+            for mine, hf in ((kv[2 * i], layer.keys), (kv[2 * i + 1], layer.values)):
+                assert mine.shape == hf.shape
+                assert (mine - hf).abs().max() <= 1e-5 * hf.abs().max()
 
 
 def test_tensor_parallel_schedule_is_identical_across_processes():

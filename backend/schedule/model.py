@@ -29,7 +29,7 @@ KernelIndex = Annotated[int, AtLeast(-1)]
 NonNegative = Annotated[float, AtLeast(0)]
 Positive = Annotated[float, Above(0)]
 
-Format = Literal["coec.schedule/2"]
+Format = Literal["coec.schedule/3"]
 Dtype = Literal["bf16", "f16", "f32", "f64", "i64", "i32", "i8", "i1"]
 Tier = Literal["sram", "hbm", "ddr"]
 OffChipTier = Literal["hbm", "ddr"]
@@ -49,6 +49,7 @@ OpName = Literal[
     "concat",
     "broadcast",
     "gather",
+    "update",
     "allreduce",
     "allgather",
 ]
@@ -257,6 +258,9 @@ class Op:
     b_stream: Dma | None = optional()
     #: a table whose rows a gather reads straight from its tier
     gather_from: Dma | None = optional()
+    #: an update's dest, written in place where it lives: never loaded, and only the
+    #: update's rows are stored (the store's box)
+    update_in: Dma | None = optional()
 
 
 @dataclass(frozen=True)
@@ -412,7 +416,7 @@ def _check_kernel(s: Schedule, k: Kernel) -> None:
             raise Invalid(at, f"has {len(op.axes)} axes for {len(op.inputs)} inputs")
         if op.phase >= len(k.phases):
             raise Invalid(at, f"unknown phase {op.phase}")
-        for key in ("b_stream", "gather_from"):
+        for key in ("b_stream", "gather_from", "update_in"):
             dma = getattr(op, key)
             if dma is not None:
                 _check_dma(s, k, dma, f"{at}.{key}")

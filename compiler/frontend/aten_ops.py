@@ -289,6 +289,23 @@ def _slice_op(lw: Lowering, node, a):
     return slice_value(lw, x, axis, a["start"], a["end"], a["step"])
 
 
+@lowers("slice_scatter")
+def _slice_scatter(lw: Lowering, node, a):
+    """``x[..., start:end] = src`` as a new tensor: a ``df.update`` (a KV-cache append)."""
+    x, src = lw.value(a["self"]), lw.value(a["src"])
+    shape = df.tensor_type(x).shape_tuple
+    axis = norm_dim(a.get("dim", 0), len(shape))
+    start, end, step = slice(a.get("start"), a.get("end"), a.get("step", 1)).indices(shape[axis])
+    if step != 1:
+        raise lw.unsupported(f"slice_scatter with step {step} (only contiguous slices)")
+    if df.tensor_type(src).shape_tuple[axis] != end - start:
+        raise lw.unsupported(f"slice_scatter of {end - start} rows from a source of another size")
+    want = df.tensor_type(x).dtype
+    if df.tensor_type(src).dtype != want:
+        src = lw.emit(df.ElementwiseOp("cast", [src], lw.like(src, dtype=want)))
+    return lw.emit(df.UpdateOp(x, src, axis, start))
+
+
 @lowers("select")
 def _select(lw: Lowering, node, a):
     x = lw.value(a["self"])

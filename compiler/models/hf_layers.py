@@ -9,9 +9,10 @@ layer's contract: ``(hidden, past_k, past_v) -> (hidden, keys, values)``.
 Two small adapters make a HF layer fit:
 
 - ``_CaptureCache`` stands in for transformers' ``Cache``: the attention calls
-  ``cache.update(k, v, ...)`` with the new token's K/V; it keeps them (they are the
-  layer's K/V outputs) and returns the past concatenated with them, so decode
-  attends over the KV cache held in HBM;
+  ``cache.update(k, v, ...)`` with the new token's K/V. In prefill it keeps them (the
+  layer's K/V outputs); in decode it writes them into the free slot of the
+  preallocated cache (``slice_scatter``, which coec writes in place: one position per
+  step) and returns the whole cache, so decode attends over the KV cache held in HBM;
 - under tensor parallelism the layer is built with its socket's share of heads and
   FFN columns, and a forward hook all-reduces the output of the row-parallel
   projections (``o_proj``, ``down_proj``), Megatron-style.
@@ -50,18 +51,20 @@ def hf_config(arch, tp: int = 1):
 
 
 class _CaptureCache:
-    """A one-layer stand-in for transformers' Cache: keeps the new K/V, returns past + new."""
+    """A one-layer stand-in for transformers' Cache: the new K/V written at ``position`` of
+    the preallocated cache (kept as the layer's K/V outputs), or kept alone in prefill."""
 
-    def __init__(self, past_k: torch.Tensor | None, past_v: torch.Tensor | None):
-        self.past = (past_k, past_v)
+    def __init__(self, past_k: torch.Tensor | None, past_v: torch.Tensor | None, position: int):
+        self.past, self.position = (past_k, past_v), position
         self.k = self.v = None
 
     def update(self, k, v, layer_idx=0, *args, **kwargs):
         self.k, self.v = k, v
         past_k, past_v = self.past
-        if past_k is None:
-            return k, v
-        return torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        if past_k is not None:
+            self.k = torch.slice_scatter(past_k, k, dim=2, start=self.position)
+            self.v = torch.slice_scatter(past_v, v, dim=2, start=self.position)
+        return self.k, self.v
 
 
 def _all_reduce_output(module, inputs, output):
@@ -110,7 +113,7 @@ class HFLayer(torch.nn.Module):
     def forward(self, h, past_k=None, past_v=None):
         s = h.shape[1]
         positions = torch.arange(self.past, self.past + s, device=h.device)[None]
-        cache = _CaptureCache(past_k, past_v)
+        cache = _CaptureCache(past_k, past_v, self.past)
         out = self.block(
             h,
             attention_mask=None,  # causal in prefill (SDPA's is_causal), all keys in decode

@@ -9,8 +9,10 @@ vocabulary (``VocabParallelEmbed``, ``VocabParallelHead``), so no socket holds a
 whole vocabulary-sized table.
 
 Phases: ``prefill`` runs S prompt tokens (causal attention) and writes the layer's
-K/V; ``decode`` runs one new token per sequence against a KV cache of S tokens
-held in HBM (cache in, the new token's K/V out).
+K/V; ``decode`` runs one new token per sequence against a KV cache held in HBM,
+preallocated with S + 1 positions of which the first S are filled: the step writes
+the new token's K/V into position S (``slice_scatter``: coec writes it in place, one
+position's bytes, as serving stacks' static caches do) and attends over all S + 1.
 
 Llama 2, Llama 3.1 and Mistral are built of transformers' own decoder layers
 (``coec.models.hf_layers.HFLayer``; tests check their logits against the HF CausalLM).
@@ -254,7 +256,8 @@ def make_head(arch: Arch, tp: int = 1) -> torch.nn.Module:
 
 
 class Layer(torch.nn.Module):
-    """One decoder layer; returns (hidden, keys, values) — the K/V the cache keeps.
+    """One decoder layer; returns (hidden, keys, values): in prefill the prompt's K/V, in
+    decode the cache with the new token's K/V written into position ``past``.
 
     With ``tp`` > 1 it is one socket's shard under tensor parallelism (Megatron-style):
     q/k/v and the MLP's up/gate projections split by output (heads, FFN columns), the
@@ -317,8 +320,8 @@ class Layer(torch.nn.Module):
         v = self.v(y).view(b, s, kvh, hd).transpose(1, 2)
         if a.position == "rope":
             q, k = self._rope(q, self.past), self._rope(k, self.past)
-        keys = k if past_k is None else torch.cat([past_k, k], dim=2)
-        values = v if past_v is None else torch.cat([past_v, v], dim=2)
+        keys = k if past_k is None else torch.slice_scatter(past_k, k, dim=2, start=self.past)
+        values = v if past_v is None else torch.slice_scatter(past_v, v, dim=2, start=self.past)
         total, rep = keys.shape[2], heads // kvh
         kk = keys[:, :, None].expand(b, kvh, rep, total, hd).reshape(b, heads, total, hd)
         vv = values[:, :, None].expand(b, kvh, rep, total, hd).reshape(b, heads, total, hd)
@@ -334,9 +337,9 @@ class Layer(torch.nn.Module):
         att = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, is_causal=causal)
         att = self.o(att.transpose(1, 2).reshape(b, s, heads * hd))
         if a.parallel:
-            return h + self._reduce(att + self._mlp(y)), k, v
+            return h + self._reduce(att + self._mlp(y)), keys, values
         h = h + self._reduce(att)
-        return h + self._reduce(self._mlp(self.norm2(h))), k, v
+        return h + self._reduce(self._mlp(self.norm2(h))), keys, values
 
     def _reduce(self, x):
         return all_reduce(x) if self.tp > 1 else x
@@ -426,7 +429,7 @@ def instantiate(
             ids = torch.empty(batch, tokens, dtype=torch.long)
             caches = (
                 [
-                    torch.empty(batch, arch.kv_heads, past, arch.head_dim)
+                    torch.empty(batch, arch.kv_heads, past + 1, arch.head_dim)
                     for _ in range(2 * arch.layers)
                 ]
                 if past
@@ -434,9 +437,13 @@ def instantiate(
             )
     if device != "meta":
         ids = torch.randint(0, arch.vocab, (batch, tokens), generator=gen)
+        # S filled positions and the free one the step writes (zero until then)
         caches = (
             [
-                torch.randn(batch, arch.kv_heads, past, arch.head_dim, generator=gen)
+                F.pad(
+                    torch.randn(batch, arch.kv_heads, past, arch.head_dim, generator=gen),
+                    (0, 0, 0, 1),
+                )
                 for _ in range(2 * arch.layers)
             ]
             if past
