@@ -17,8 +17,11 @@ where, by the target's launch mode,
   waits for the next issue, and the device idles ``gap`` between kernels.
 
 - compute: the slowest pipeline stage; each op with work is a stage, and stages
-  get PCUs in proportion to their work (a one-op kernel gets the whole chip);
-- hbm / ddr: bytes that cross the tier over its bandwidth (SRAM is not a limit);
+  get PCUs in proportion to their work (a one-op kernel gets the whole chip); a
+  matmul's output tiles go to its PCUs in waves, the last one partly idle
+  (``wave_efficiency``);
+- hbm / ddr: bytes that cross the tier, at what a stream achieves of its bandwidth:
+  the tier's latency, then the bytes at ``efficiency`` of peak (SRAM is not a limit);
 - p2p: bytes each socket sends to its peers (``sram->p2p``) over the link bandwidth
   (ring collectives: ``allreduce_bytes``, ``allgather_bytes``), plus the link latency per
   ring step (``collective_steps``: 2(N−1) for an all-reduce, N−1 for an all-gather);
@@ -54,6 +57,7 @@ class Work:
     matmul: int = 0
     vector: int = 0
     rows: int = 0  # output rows of a matmul tile: fewer than the PCU's lanes leave lanes idle
+    cols: int = 0  # output columns of a matmul tile (with rows: its output tiles, in waves)
 
     @property
     def total(self) -> int:
@@ -65,7 +69,7 @@ def op_work(op: str, attrs: Mapping, in_shapes: Sequence[Sequence[int]], out_sha
     out = _numel(out_shape)
     if op == "matmul":
         k = in_shapes[0][-1]
-        return Work(matmul=2 * out * k, rows=math.prod(out_shape[:-1]))
+        return Work(matmul=2 * out * k, rows=math.prod(out_shape[:-1]), cols=out_shape[-1])
     if op == "attention":
         q, k, v = in_shapes[:3]
         scores = _numel(q[:-1]) * k[-2]  # batch*heads*L*S
@@ -140,6 +144,27 @@ def _cycles_for_bytes(nbytes: int, bandwidth_Bps: float, clock_hz: float) -> int
     return math.ceil(nbytes * clock_hz / bandwidth_Bps)
 
 
+def stream_cycles(nbytes: int, memory, clock_hz: float) -> int:
+    """Cycles a kernel's ``nbytes`` to or from ``memory`` take (Hockney's model): the tier's
+    latency before the first bytes, then the bytes at its achievable bandwidth."""
+    if nbytes == 0:
+        return 0
+    return round(memory.latency_s * clock_hz) + _cycles_for_bytes(
+        nbytes, memory.achievable_Bps, clock_hz
+    )
+
+
+def wave_efficiency(w: Work, pcus: int, tile_rows: int, tile_cols: int) -> float:
+    """The share of ``pcus`` a matmul keeps busy when its output tiles are dealt to them in
+    waves: ``tiles / (waves · pcus)``. Fewer tiles than PCUs are split along K (split-K)
+    into as many pieces as fill the PCUs, so only the last wave's remainder idles."""
+    if not w.matmul or not w.rows or not w.cols:
+        return 1.0
+    tiles = math.ceil(w.rows / tile_rows) * math.ceil(w.cols / tile_cols)
+    units = tiles * max(1, pcus // tiles)  # split-K pieces when tiles are few
+    return units / (math.ceil(units / pcus) * pcus)
+
+
 def tier_bytes(bytes_by_pair: Mapping[str, int], tier: str) -> int:
     """Bytes of every transfer that reads or writes ``tier`` ('hbm->sram' counts for hbm)."""
     return sum(n for pair, n in bytes_by_pair.items() if tier in pair.split("->"))
@@ -199,19 +224,18 @@ def kernel_cost(
         for (q, op), n_pcus in zip(stages, pcus, strict=True):
             if q != p:
                 continue
-            per_stage.append(
-                sum((math.ceil(pcu_cycles(w) / n_pcus) + tile_overhead) * n for w, n in op.items())
-            )
-            first_tile.append(max(math.ceil(pcu_cycles(w) / n_pcus) for w in op) + tile_overhead)
+
+            def cycles(w: Work, n_pcus: int = n_pcus) -> int:
+                waves = wave_efficiency(w, n_pcus, c.matmul_tile_rows, c.matmul_tile_cols)
+                return math.ceil(pcu_cycles(w) / (n_pcus * waves))
+
+            per_stage.append(sum((cycles(w) + tile_overhead) * n for w, n in op.items()))
+            first_tile.append(max(cycles(w) for w in op) + tile_overhead)
         compute += max(per_stage, default=0)
         fill += sum(first_tile) - max(first_tile, default=0)
         fill += max(len(ops), 1) * target.launch.fill_cycles_per_stage
-    hbm = _cycles_for_bytes(
-        tier_bytes(bytes_by_pair, "hbm"), target.memory["hbm"].bandwidth_Bps, clock
-    )
-    ddr = _cycles_for_bytes(
-        tier_bytes(bytes_by_pair, "ddr"), target.memory["ddr"].bandwidth_Bps, clock
-    )
+    hbm = stream_cycles(tier_bytes(bytes_by_pair, "hbm"), target.memory["hbm"], clock)
+    ddr = stream_cycles(tier_bytes(bytes_by_pair, "ddr"), target.memory["ddr"], clock)
     p2p = _cycles_for_bytes(
         tier_bytes(bytes_by_pair, "p2p"), target.network.p2p_bandwidth_Bps, clock
     ) + round(p2p_steps * target.network.p2p_latency_s * clock)

@@ -42,6 +42,10 @@ class Compute:
     matmul_flop_per_cycle_per_pcu: float
     vector_flop_per_cycle_per_pcu: float
     simd_lanes: int = 1
+    #: a matmul's output is cut into tiles of these rows x cols, dealt to the PCUs in waves
+    #: (1 x 1: no wave quantization)
+    matmul_tile_rows: int = 1
+    matmul_tile_cols: int = 1
 
     @property
     def peak_matmul_flops(self) -> float:
@@ -50,11 +54,23 @@ class Compute:
 
 @dataclass(frozen=True)
 class Memory:
-    """One memory tier: capacity in bytes and bandwidth in bytes/s (0: not a limit)."""
+    """One memory tier: capacity in bytes and bandwidth in bytes/s (0: not a limit).
+
+    What a kernel's stream achieves (Hockney's model): ``latency_s`` before the first
+    bytes arrive, then ``efficiency`` of the datasheet bandwidth — so small transfers
+    fall short of peak and long ones approach ``efficiency`` of it.
+    """
 
     tier: str
     capacity_bytes: int
     bandwidth_Bps: float
+    efficiency: float = 1.0
+    latency_s: float = 0.0
+
+    @property
+    def achievable_Bps(self) -> float:
+        """The bandwidth a long stream sustains."""
+        return self.bandwidth_Bps * self.efficiency
 
 
 @dataclass(frozen=True)
@@ -145,9 +161,19 @@ class Target:
                 "matmul_flop_per_cycle_per_pcu": c.matmul_flop_per_cycle_per_pcu,
                 "vector_flop_per_cycle_per_pcu": c.vector_flop_per_cycle_per_pcu,
                 "simd_lanes": c.simd_lanes,
+                "matmul_tile_rows": c.matmul_tile_rows,
+                "matmul_tile_cols": c.matmul_tile_cols,
             },
             "memory": {
-                t: {"capacity_bytes": m.capacity_bytes, "bandwidth_Bps": m.bandwidth_Bps}
+                t: {
+                    "capacity_bytes": m.capacity_bytes,
+                    "bandwidth_Bps": m.bandwidth_Bps,
+                    **(
+                        {"efficiency": m.efficiency, "latency_s": m.latency_s}
+                        if t != "sram"
+                        else {}
+                    ),
+                }
                 for t, m in self.memory.items()
             },
             "network": {
@@ -272,6 +298,14 @@ def _memory(t: _Table, tier: str, *, bandwidth: bool) -> Memory:
         capacity_bytes=int(m.number(cap_key)),
         bandwidth_Bps=m.number("bandwidth_GBps") if bandwidth else 0.0,
     )
+    if bandwidth:  # optional: what a stream achieves (default: the datasheet, at once)
+        if "efficiency" in m.data:
+            eff = m.number("efficiency")
+            if eff > 1:
+                raise m._fail(f"'efficiency' is a fraction of the bandwidth, got {eff}")
+            mem = replace(mem, efficiency=eff)
+        if "latency_us" in m.data:
+            mem = replace(mem, latency_s=m.number("latency_us", positive=False))
     m.done()
     return mem
 
@@ -293,6 +327,11 @@ def parse_target(data: dict, file: str) -> Target:
         matmul_flop_per_cycle_per_pcu=c.number("matmul_flop_per_cycle_per_pcu"),
         vector_flop_per_cycle_per_pcu=c.number("vector_flop_per_cycle_per_pcu"),
         simd_lanes=int(c.number("simd_lanes", integer=True)),
+        **{
+            k: int(c.number(k, integer=True))
+            for k in ("matmul_tile_rows", "matmul_tile_cols")
+            if k in c.data
+        },
     )
     c.done()
 

@@ -71,9 +71,18 @@ def test_first_kernel_cycles_follow_the_cost_model():
     clock = t.compute.clock_hz
     (phase,) = cm.schedule["kernels"][0]["phases"]
     tiles = math.ceil(phase["extent"] / phase["tile"])
-    per_tile = 2 * phase["tile"] * IN * HID / t.compute.matmul_flop_per_cycle_per_pcu
-    compute = tiles * (math.ceil(per_tile / t.compute.pcus) + t.launch.tile_cycles_per_stage)
-    hbm = math.ceil((B * IN + HID * IN + B * HID) * BF16 * clock / t.memory["hbm"].bandwidth_Bps)
+    c, hbm_tier = t.compute, t.memory["hbm"]
+    lanes = min(1.0, phase["tile"] / c.simd_lanes)
+    per_tile = 2 * phase["tile"] * IN * HID / (c.matmul_flop_per_cycle_per_pcu * lanes)
+    # output tiles of 32 x 32 dealt to the PCUs in waves (split along K when too few)
+    out_tiles = math.ceil(phase["tile"] / c.matmul_tile_rows) * math.ceil(HID / c.matmul_tile_cols)
+    units = out_tiles * max(1, c.pcus // out_tiles)
+    waves = units / (math.ceil(units / c.pcus) * c.pcus)
+    compute = tiles * (math.ceil(per_tile / (c.pcus * waves)) + t.launch.tile_cycles_per_stage)
+    nbytes = (B * IN + HID * IN + B * HID) * BF16
+    hbm = round(hbm_tier.latency_s * clock) + math.ceil(
+        nbytes * clock / (hbm_tier.bandwidth_Bps * hbm_tier.efficiency)
+    )
     launch = round(t.launch.software_s * clock)
     assert k0["cycles"] == launch + max(compute, hbm) + t.launch.fill_cycles_per_stage
     assert k0["bound"] == "launch"

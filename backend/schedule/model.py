@@ -93,6 +93,8 @@ class ComputeSection:
     matmul_flop_per_cycle_per_pcu: Positive
     vector_flop_per_cycle_per_pcu: Positive
     simd_lanes: PositiveInt = 1
+    matmul_tile_rows: PositiveInt = 1
+    matmul_tile_cols: PositiveInt = 1
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,13 @@ class SramSection:
 
 @dataclass(frozen=True)
 class OffChipSection:
-    """HBM or DDR: capacity and bandwidth."""
+    """HBM or DDR: capacity, bandwidth, and what a stream achieves of it (the fraction a
+    long one sustains, the latency before the first bytes)."""
 
     capacity_bytes: PositiveInt
     bandwidth_Bps: Positive
+    efficiency: Annotated[float, Above(0)] = 1.0
+    latency_s: NonNegative = 0.0
 
 
 @dataclass(frozen=True)

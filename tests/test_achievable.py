@@ -1,0 +1,77 @@
+"""Achievable, not datasheet, rates: HBM streams (latency, then efficiency of peak) and
+matmul output tiles dealt to the PCUs in waves. Figures computed by hand."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+from test_target import SN40L, variant
+
+from coec.backend.cost import Work, kernel_cost, op_work, stream_cycles, wave_efficiency
+from coec.backend.target import load_target
+from coec.ir.errors import ConfigError
+
+H100_CLOCK = 1.83e9
+
+
+def test_a_stream_pays_the_latency_then_the_achievable_bandwidth():
+    hbm = load_target("dgx-h100").memory["hbm"]  # 3.35 TB/s at 0.84, 0.4 µs
+    assert hbm.achievable_Bps == pytest.approx(2.814e12)
+    # 1 MB: 0.4 µs × 1.83 GHz = 732 cycles, then ⌈1e6 × 1.83e9 / 2.814e12⌉ = 651
+    assert stream_cycles(10**6, hbm, H100_CLOCK) == 732 + 651
+    # 1 KB takes about as long as the latency alone: ~2.5 GB/s, 0.07% of peak
+    small = stream_cycles(1000, hbm, H100_CLOCK)
+    assert small == 732 + 1
+    assert 1000 / (small / H100_CLOCK) < 0.001 * hbm.bandwidth_Bps
+    assert stream_cycles(0, hbm, H100_CLOCK) == 0  # no bytes: no latency either
+
+
+@pytest.mark.parametrize(
+    "rows, cols, pcus, expected",
+    [
+        (4096, 1376, 132, 352 / 396),  # 32 x 11 = 352 tiles: 3 waves of 132, the last 88
+        (4096, 512, 132, 128 / 132),  # 128 tiles: one wave, 4 SMs idle
+        (4096, 4224, 132, 1.0),  # 32 x 33 = 1056 tiles: exactly 8 waves
+        (4096, 4352, 132, 1088 / 1188),  # 32 x 34 = 1088 tiles: 9 waves, the last 32
+        (1, 512, 132, 1.0),  # decode: 4 tiles, split along K 33 ways, one full wave
+        (1, 17024, 132, 133 / 264),  # 133 tiles: two waves, the second one tile
+    ],
+)
+def test_wave_quantization_by_hand(rows, cols, pcus, expected):
+    w = Work(matmul=2 * rows * cols * 64, rows=rows, cols=cols)
+    assert wave_efficiency(w, pcus, 128, 128) == pytest.approx(expected)
+
+
+def test_wave_quantization_slows_a_matmul_in_the_kernel_cost():
+    """A 4096 x 4096 x 1376 matmul on the H100: 3 waves where 2.67 would do."""
+    t = load_target("dgx-h100")
+    w = op_work("matmul", {}, [(4096, 4096), (4096, 1376)], (4096, 1376))
+    assert (w.rows, w.cols) == (4096, 1376)
+    c = t.compute
+    ideal = math.ceil(w.matmul / c.matmul_flop_per_cycle_per_pcu / c.pcus)
+    waved = math.ceil(w.matmul / c.matmul_flop_per_cycle_per_pcu / (c.pcus * 352 / 396))
+    cost = kernel_cost(t, [[{w: 1}]], {})
+    assert cost.compute_cycles == waved + t.launch.tile_cycles_per_stage
+    assert waved == pytest.approx(ideal * 396 / 352, rel=1e-4)
+    flat = replace(t, compute=replace(c, matmul_tile_rows=1, matmul_tile_cols=1))
+    assert kernel_cost(flat, [[{w: 1}]], {}).compute_cycles == ideal + 16
+
+
+def test_targets_without_the_keys_stream_at_peak(tmp_path):
+    """The keys are optional: a user's older target file streams at the datasheet rate."""
+    text = (tmp_path / "t.toml").parent / "old.toml"
+    lines = SN40L.splitlines()
+    dropped = ("efficiency", "latency_us", "matmul_tile_")
+    text.write_text("\n".join(x for x in lines if not x.startswith(dropped)))
+    t = load_target(text)
+    assert (t.memory["hbm"].efficiency, t.memory["hbm"].latency_s) == (1.0, 0.0)
+    assert (t.compute.matmul_tile_rows, t.compute.matmul_tile_cols) == (1, 1)
+    assert stream_cycles(1_800_000, t.memory["hbm"], 1.6e9) == 1600  # 1 µs at 1.8 TB/s
+
+
+def test_an_efficiency_above_one_is_refused(tmp_path):
+    bad = variant(tmp_path, "efficiency = { value = 0.84", "efficiency = { value = 1.2")
+    with pytest.raises(ConfigError, match="'efficiency' is a fraction"):
+        load_target(bad)
