@@ -25,7 +25,10 @@ where, by the target's launch mode,
 - p2p: bytes each socket sends to its peers (``sram->p2p``) over the link bandwidth
   (ring collectives: ``allreduce_bytes``, ``allgather_bytes``), plus the link latency per
   ring step (``collective_steps``: 2(N−1) for an all-reduce, N−1 for an all-gather);
-- fill: one tile's latency through the pipeline, ``fill_cycles_per_stage`` per op;
+- fill: the pipeline's fill and drain: the first piece of a tile through every stage but
+  the slowest, plus ``fill_cycles_per_stage`` per op. A matmul hands its tile on a block
+  of ``matmul_tile_cols`` output columns at a time (``first_chunks``), so a whole-layer
+  decode kernel pays one block's trip through its stages, not the whole tile's;
 - launch: serial (software, hardware) or queued (async, graph), a target setting.
 
 A kernel is *bound* by the largest term: launch, fill, or the body's largest part.
@@ -154,6 +157,14 @@ def stream_cycles(nbytes: int, memory, clock_hz: float) -> int:
     )
 
 
+def first_chunks(w: Work, tile_cols: int) -> int:
+    """The pieces a stage hands its tile on in: a matmul emits its output a block of
+    ``tile_cols`` columns at a time (each needs only that chunk of the weight), so the next
+    stage starts after the first block, and the fill a stage adds is one block's time.
+    Other ops hand on the tile whole."""
+    return max(1, math.ceil(w.cols / tile_cols)) if w.matmul and w.cols else 1
+
+
 def wave_efficiency(w: Work, pcus: int, tile_rows: int, tile_cols: int) -> float:
     """The share of ``pcus`` a matmul keeps busy when its output tiles are dealt to them in
     waves: ``tiles / (waves · pcus)``. Fewer tiles than PCUs are split along K (split-K)
@@ -200,8 +211,9 @@ def kernel_cost(
     Each op is a pipeline stage with PCUs in proportion to its work over the whole
     kernel. A phase takes as long as its slowest stage (tile by tile, so tiles too
     small for their PCUs waste cycles, and every tile costs each stage
-    ``tile_cycles_per_stage`` of control) plus the pipeline fill: the first tile's
-    trip through the other stages and ``fill_cycles_per_stage`` per stage.
+    ``tile_cycles_per_stage`` of control) plus the pipeline fill and drain: the first
+    piece of a tile (a matmul's first block of output columns, another op's whole tile)
+    through the other stages, and ``fill_cycles_per_stage`` per stage.
     """
     c = target.compute
     clock = c.clock_hz
@@ -230,7 +242,10 @@ def kernel_cost(
                 return math.ceil(pcu_cycles(w) / (n_pcus * waves))
 
             per_stage.append(sum((cycles(w) + tile_overhead) * n for w, n in op.items()))
-            first_tile.append(max(cycles(w) for w in op) + tile_overhead)
+            first_tile.append(
+                max(math.ceil(cycles(w) / first_chunks(w, c.matmul_tile_cols)) for w in op)
+                + tile_overhead
+            )
         compute += max(per_stage, default=0)
         fill += sum(first_tile) - max(first_tile, default=0)
         fill += max(len(ops), 1) * target.launch.fill_cycles_per_stage

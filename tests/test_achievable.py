@@ -75,3 +75,37 @@ def test_an_efficiency_above_one_is_refused(tmp_path):
     bad = variant(tmp_path, "efficiency = { value = 0.84", "efficiency = { value = 1.2")
     with pytest.raises(ConfigError, match="'efficiency' is a fraction"):
         load_target(bad)
+
+
+# -- a streaming pipeline fills and drains a block of output columns at a time -------------
+def test_a_matmul_hands_on_its_output_a_block_of_columns_at_a_time():
+    """Two decode matmuls (one row) in one phase on the SN40L: the second starts after the
+    first's first 32-column block, so the fill is one block of the first, not all of it."""
+    t = load_target("sn40l")
+    up = Work(matmul=2 * 4096 * 512, rows=1, cols=512)  # 16 blocks of 32 columns
+    down = Work(matmul=2 * 512 * 4096, rows=1, cols=4096)  # 128 blocks
+    cost = kernel_cost(t, [[{up: 1}, {down: 1}]], {})
+    c, overhead = t.compute, t.launch.tile_cycles_per_stage
+    assert cost.stage_pcus == (520, 520)  # equal work, equal PCUs
+
+    def cycles(w):  # one stage's whole tile: 1 of 32 lanes busy, output tiles in waves
+        rate = c.matmul_flop_per_cycle_per_pcu / c.simd_lanes
+        return math.ceil(w.matmul / rate / (520 * wave_efficiency(w, 520, 32, 32)))
+
+    first = [math.ceil(cycles(up) / 16) + overhead, math.ceil(cycles(down) / 128) + overhead]
+    assert cost.compute_cycles == max(cycles(up), cycles(down)) + overhead
+    assert cost.fill_cycles == sum(first) - max(first) + 2 * t.launch.fill_cycles_per_stage
+    # the old charge, a whole tile's trip through the first stage, is 16x larger
+    assert cycles(up) + overhead > 10 * (cost.fill_cycles - 2 * t.launch.fill_cycles_per_stage)
+
+
+def test_llama2_7b_decode_with_hardware_launch_keeps_one_kernel_per_layer():
+    """Charged a streaming pipeline's fill, a whole decoder layer beats its pieces: 32 layer
+    kernels plus the embedding and the head (it was 98 kernels: each layer re-split in 3)."""
+    from coec.models.zoo import instantiate
+    from coec.pipeline import Options
+    from coec.regional import compile_zoo
+
+    inst = instantiate("llama2-7b", "decode", seq=4096)
+    options = Options(fusion="dataflow", target="sn40l-node", launch="hardware")
+    assert len(compile_zoo(inst, options).schedule["kernels"]) == 32 + 2
