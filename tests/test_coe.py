@@ -122,8 +122,11 @@ def test_experts_that_do_not_fit_ddr_are_a_capacity_error():
 
 def test_node_copy_rates_follow_the_target_files():
     sn, a100, h100 = (Node.of(load_target(n)) for n in ("sn40l-node", "dgx-a100", "dgx-h100"))
-    assert sn.copy_Bps == 8 * 200e9 and sn.fusion == "dataflow"  # DDR->HBM on every socket
-    assert a100.copy_Bps == 8 * 32e9 and h100.copy_Bps == 8 * 64e9  # PCIe per GPU
+    # DDR->HBM on every socket: min(200, 1600 / 8) x 0.8 = 160 GB/s each
+    assert sn.copy_Bps == pytest.approx(8 * 160e9) and sn.fusion == "dataflow"
+    # PCIe: two GPUs share a switch's x16 uplink: min(32, 32 / 2, 409.6 / 8) x 0.8 = 12.8 GB/s
+    assert a100.copy_Bps == pytest.approx(8 * 12.8e9)
+    assert h100.copy_Bps == pytest.approx(8 * 25.6e9)  # min(64, 64 / 2, 614.4 / 8) x 0.8
     assert a100.fusion == h100.fusion == "epilogue"
     assert sn.hbm_bytes == 8 * 64 * 2**30 and sn.ddr_bytes == 8 * 1536 * 2**30
 
@@ -229,8 +232,9 @@ def test_dgx_footprint_for_850_experts_by_hand():
 
 
 def test_switch_time_from_the_node_copy_rate_by_hand():
-    # sn40l-node: 8 sockets x 200 GB/s DDR->HBM = 1.6e12 B/s; dgx-a100: 8 x 32 GB/s PCIe
-    for target, rate in (("sn40l-node", 1.6e12), ("dgx-a100", 2.56e11)):
+    # sn40l-node: 8 sockets x 200 GB/s DDR->HBM x 0.8 = 1.28e12 B/s;
+    # dgx-a100: 8 x (32 GB/s uplink / 2 GPUs) x 0.8 = 1.024e11 B/s
+    for target, rate in (("sn40l-node", 1.28e12), ("dgx-a100", 1.024e11)):
         node = Node.of(load_target(target))
         served = simulate(
             ["a", "a"],
@@ -241,7 +245,7 @@ def test_switch_time_from_the_node_copy_rate_by_hand():
             copy_Bps=node.copy_Bps,
             cache_bytes=node.hbm_bytes,
         )
-        assert [r["switch_s"] for r in served.rows] == [13_476_839_424 / rate, 0.0]
+        assert [r["switch_s"] for r in served.rows] == pytest.approx([13_476_839_424 / rate, 0.0])
 
 
 def test_the_expert_cache_rejects_an_expert_larger_than_itself():
@@ -267,7 +271,8 @@ def test_a_model_file_expert_compiles_once_on_one_socket(tmp_path):
     # fc1 64x128 + 128, fc2 128x32 + 32 in bf16
     assert prof.weight_bytes == 2 * (64 * 128 + 128 + 128 * 32 + 32)
     assert prof.seconds(2, 4) == pytest.approx(2 * 5 * prof.forward_s)
-    assert plan.copy_Bps["mlp-0"] == 200e9  # one socket's DDR, not the node's eight
+    # one socket's DDR (200 GB/s x 0.8), not the node's eight
+    assert plan.copy_Bps["mlp-0"] == pytest.approx(160e9)
 
 
 def test_zoo_layers_option_is_its_own_architecture():
