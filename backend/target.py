@@ -147,13 +147,13 @@ class Host:
     def reading(self, devices: int) -> str:
         """Which reading of the topology this is, in words (the bench reports it)."""
         if self.copy_from == "ddr":
-            return "own DDR per device"
+            return "own DDR"
         share = min(self.devices_per_uplink, devices)
         if self.uplink_Bps and share >= devices:
-            return "one host link for the node"
+            return "one host link"
         if self.uplink_Bps and share > 1 and self.uplink_Bps / share < self.link_Bps:
-            return f"{share} devices per uplink"
-        return "a link per device"
+            return f"{share} per uplink"
+        return "link per device"
 
 
 @dataclass(frozen=True)

@@ -374,23 +374,30 @@ def test_gpu_target_rejects_dataflow_fusion(capsys, argv):
 def test_bench_ratios_follow_the_rows():
     from coec.bench.coe import summary
 
-    def row(system, switch, expert, total):
+    def row(system, switch, expert, total, cold, reading="own DDR"):
         return {
             "system": system,
+            "copy_reading": reading,
             "batch": 1,
             "tokens": 20,
-            "expert_bytes": 64e9,
             "switch_s": switch,
             "expert_per_request_s": expert,
             "per_request_s": total,
+            "cold_per_request_s": cold,
         }
 
-    (r,) = summary([row("sn40l-node", 0.01, 0.04, 0.05), row("dgx-h100", 0.125, 0.05, 0.2)])
-    assert r["vs"] == "dgx-h100"
-    assert (r["switch_ratio"], r["expert_speedup"], r["overall_speedup"]) == pytest.approx(
-        (12.5, 1.25, 4.0)
+    sn = row("sn40l-node", 0.01, 0.04, 0.05, 0.06)
+    one, own = (
+        row("dgx-h100", 0.4, 0.05, 0.3, 0.36, "one host link"),
+        row("dgx-h100", 0.05, 0.05, 0.1, 0.12, "link per device"),
     )
-    assert r["switch_ratio_one_link"] == pytest.approx(64e9 / 64e9 / 0.01)  # one 64 GB/s link
+    r1, r2 = summary([sn, one, own])  # one ratio line per DGX reading
+    assert (r1["vs"], r1["copy_reading"]) == ("dgx-h100", "one host link")
+    assert (r1["switch_ratio"], r1["expert_speedup"], r1["overall_speedup"]) == pytest.approx(
+        (40, 1.25, 6.0)
+    )
+    assert r1["cold_speedup"] == pytest.approx(6.0)
+    assert (r2["switch_ratio"], r2["overall_speedup"]) == pytest.approx((5, 2.0))
 
 
 def test_bench_outputs_written(tmp_path):
@@ -400,6 +407,10 @@ def test_bench_outputs_written(tmp_path):
         k = 1 + SYSTEMS.index(system)
         return {
             "system": system,
+            "copy_reading": "",
+            "topology": "target file",
+            "skew": 0.8,
+            "cold_per_request_s": 0.06,
             "experts": experts,
             "batch": batch,
             "tokens": tokens,
@@ -423,17 +434,18 @@ def test_bench_outputs_written(tmp_path):
         "experts_sweep.png",
     }
     report = json.loads((tmp_path / "results.json").read_text())
-    assert report["format"] == "coec.bench.fusion-coe/1" and report["assumptions"]
+    assert report["format"] == "coec.bench.fusion-coe/2" and report["assumptions"]
     assert report["footprint"] == footprint(curve) and len(report["ratios"]) == 8
     assert (tmp_path / "breakdown.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow
 def test_bench_point_switch_is_bytes_over_copy_rate():
-    from coec.bench.coe import run_config
+    from coec.bench.coe import run_config, system_target
 
-    r = run_config("sn40l-node", 10, 1, 20, 20)
-    assert r["switch_s"] == r["expert_bytes"] / 1.6e12
+    r = run_config(system_target("sn40l-node"), 10, 1, 20, 20)
+    assert r["switch_s"] == pytest.approx(r["expert_bytes"] / 1.28e12)  # 8 x 200 GB/s x 0.8
+    assert r["launch"] == "hardware" and r["copy_reading"] == "own DDR"
     assert r["nodes_all_in_ddr"] == 1 and r["per_request_s"] > r["expert_per_request_s"] > 0
 
 
