@@ -124,6 +124,55 @@ class Launch:
 
 
 @dataclass(frozen=True)
+class Host:
+    """The path an expert's weights take into a device's HBM, as a small topology.
+
+    Each device has its own link (a GPU's PCIe x16; an SN40L socket's DDR->HBM DMA);
+    ``devices_per_uplink`` devices share one uplink of ``uplink_Bps`` (a PCIe switch's
+    link to the CPU; 0: no shared uplink); every copy reads the node's source memory
+    (host DRAM; an SN40L node's DDR) of ``dram_Bps`` in all (0: not a limit); a DMA
+    reaches ``dma_efficiency`` of the slowest of these. "One host link for the node"
+    is ``devices_per_uplink`` = the node's devices; "a link per device" is 1.
+    """
+
+    link_Bps: float
+    devices_per_uplink: int = 1
+    uplink_Bps: float = 0.0
+    dram_Bps: float = 0.0
+    dma_efficiency: float = 1.0
+    copy_from: str = "host"  # host: host memory over PCIe; ddr: the device's own DDR
+
+    def device_Bps(self, copying: int) -> float:
+        """One device's copy rate while ``copying`` devices of the node copy at once.
+
+        min(link, uplink / devices copying through it, DRAM / devices copying) x
+        efficiency; the copying devices fill uplinks in turn (exact for one device
+        and for all of them, the two cases serving has).
+        """
+        rates = [self.link_Bps]
+        if self.uplink_Bps:
+            rates.append(self.uplink_Bps / min(self.devices_per_uplink, copying))
+        if self.dram_Bps:
+            rates.append(self.dram_Bps / copying)
+        return min(rates) * self.dma_efficiency
+
+    def node_Bps(self, copying: int) -> float:
+        """The node's copy rate while ``copying`` devices copy at once (each its shard)."""
+        return copying * self.device_Bps(copying)
+
+    def reading(self, devices: int) -> str:
+        """Which reading of the topology this is, in words (the bench reports it)."""
+        if self.copy_from == "ddr":
+            return "own DDR"
+        share = min(self.devices_per_uplink, devices)
+        if self.uplink_Bps and share >= devices:
+            return "one host link"
+        if self.uplink_Bps and share > 1 and self.uplink_Bps / share < self.link_Bps:
+            return f"{share} per uplink"
+        return "link per device"
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     description: str
@@ -135,8 +184,19 @@ class Target:
     sources: dict[str, str]
     #: fusion policies this hardware can run (GPUs: no cross-SM streaming, so no dataflow)
     fusion_policies: tuple[str, ...] = FUSION_POLICIES
-    #: host->device copy bandwidth per socket, bytes/s (GPUs over PCIe; 0: none declared)
-    host_copy_Bps: float = 0.0
+    #: the expert-copy path into HBM ([host] in the file; None: none declared)
+    host: Host | None = None
+
+    @property
+    def host_copy_Bps(self) -> float:
+        """One device's host->device link, bytes/s (0: none declared, or copies from DDR)."""
+        return self.host.link_Bps if self.host and self.host.copy_from == "host" else 0.0
+
+    def copy_path(self) -> Host:
+        """The expert-copy path: [host], or without it each socket's DDR at its bandwidth."""
+        if self.host:
+            return self.host
+        return Host(self.memory["ddr"].bandwidth_Bps, copy_from="ddr")
 
     def with_launch(self, mode: str) -> Target:
         if mode not in LAUNCH_MODES:
@@ -193,6 +253,7 @@ class Target:
                 },
             },
             "fusion_policies": list(self.fusion_policies),
+            # the runtime needs no copy topology: a schedule keeps the host link alone
             "host_copy_Bps": self.host_copy_Bps,
         }
 
@@ -208,7 +269,7 @@ class Target:
             launch=Launch(**d["launch"]),
             sources={},
             fusion_policies=tuple(d.get("fusion_policies", FUSION_POLICIES)),
-            host_copy_Bps=d.get("host_copy_Bps", 0.0),
+            host=Host(d["host_copy_Bps"]) if d.get("host_copy_Bps") else None,
         )
 
 
@@ -368,15 +429,35 @@ def parse_target(data: dict, file: str) -> Target:
         raise la._fail(f"mode = {launch.mode!r} needs '{missing[0]}'")
     la.done()
     fusion = top.texts("fusion", ("none", "epilogue", "dataflow"), ("none", "epilogue", "dataflow"))
-    host_copy = 0.0
-    if "host" in data:
-        h = top.table("host")
-        host_copy = h.number("copy_GBps")
-        h.done()
+    host = _host(top.table("host"), sockets) if "host" in data else None
     top.done()
     return Target(
-        name, description, sockets, compute, memory, network, launch, sources, fusion, host_copy
+        name, description, sockets, compute, memory, network, launch, sources, fusion, host
     )
+
+
+def _host(h: _Table, sockets: int) -> Host:
+    """[host]: the expert-copy topology, or (older files) ``copy_GBps`` alone: a link each."""
+    if "copy_GBps" in h.data:
+        host = Host(h.number("copy_GBps"))
+        h.done()
+        return host
+    host = Host(
+        link_Bps=h.number("link_GBps"),
+        devices_per_uplink=int(h.number("devices_per_uplink", integer=True)),
+        uplink_Bps=h.number("uplink_GBps", positive=False),
+        dram_Bps=h.number("dram_GBps", positive=False),
+        dma_efficiency=h.number("dma_efficiency"),
+        copy_from=h.text("copy_from", ("host", "ddr")),
+    )
+    if host.dma_efficiency > 1:
+        raise h._fail(f"'dma_efficiency' must be at most 1, got {host.dma_efficiency}")
+    if host.devices_per_uplink > sockets:
+        raise h._fail(
+            f"'devices_per_uplink' = {host.devices_per_uplink}: the node has {sockets} devices"
+        )
+    h.done()
+    return host
 
 
 def builtin_targets() -> list[str]:

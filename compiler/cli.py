@@ -586,9 +586,21 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
     help="Folder for results.csv/json and the plots.",
 )
 @click.option("--experts", type=click.IntRange(min=1), default=150, show_default=True)
+@click.option(
+    "--skew",
+    type=click.FloatRange(min=0),
+    default=0.8,
+    show_default=True,
+    help="Expert popularity: Zipf exponent over the experts, each prompt drawn alone (0: uniform).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def bench_coe_cmd(out, experts, quiet):
-    """The SN40L paper's CoE experiment: many 7B experts on SN40L vs DGX A100/H100."""
+def bench_coe_cmd(out, experts, skew, quiet):
+    """The SN40L paper's CoE experiment: many 7B experts on SN40L vs DGX A100/H100.
+
+    SN40L launched by the chip (hardware), GPUs by their own stream; each prompt routed to
+    its own expert; cold start and steady state apart; DGX copies under the target's PCIe
+    topology and its two bounds.
+    """
     from coec.bench.coe import (
         SYSTEMS,
         assumptions,
@@ -601,9 +613,9 @@ def bench_coe_cmd(out, experts, quiet):
 
     with _progress_bar(quiet) as bar:
         task = bar.add_task("compiling experts and routers", total=4 * len(SYSTEMS) + len(SYSTEMS))
-        rows, curve = bench_coe(experts, progress=lambda: bar.update(task, advance=1))
+        rows, curve = bench_coe(experts, progress=lambda: bar.update(task, advance=1), skew=skew)
     ratios = summary(rows)
-    _show(tables.bench_coe(experts, rows, ratios, footprint(curve), assumptions()))
+    _show(tables.bench_coe(experts, rows, ratios, footprint(curve), assumptions(skew)))
     _show(tables.written(write_outputs(out, rows, curve, ratios)))
 
 

@@ -122,8 +122,11 @@ def test_experts_that_do_not_fit_ddr_are_a_capacity_error():
 
 def test_node_copy_rates_follow_the_target_files():
     sn, a100, h100 = (Node.of(load_target(n)) for n in ("sn40l-node", "dgx-a100", "dgx-h100"))
-    assert sn.copy_Bps == 8 * 200e9 and sn.fusion == "dataflow"  # DDR->HBM on every socket
-    assert a100.copy_Bps == 8 * 32e9 and h100.copy_Bps == 8 * 64e9  # PCIe per GPU
+    # DDR->HBM on every socket: min(200, 1600 / 8) x 0.8 = 160 GB/s each
+    assert sn.copy_Bps == pytest.approx(8 * 160e9) and sn.fusion == "dataflow"
+    # PCIe: two GPUs share a switch's x16 uplink: min(32, 32 / 2, 409.6 / 8) x 0.8 = 12.8 GB/s
+    assert a100.copy_Bps == pytest.approx(8 * 12.8e9)
+    assert h100.copy_Bps == pytest.approx(8 * 25.6e9)  # min(64, 64 / 2, 614.4 / 8) x 0.8
     assert a100.fusion == h100.fusion == "epilogue"
     assert sn.hbm_bytes == 8 * 64 * 2**30 and sn.ddr_bytes == 8 * 1536 * 2**30
 
@@ -229,8 +232,9 @@ def test_dgx_footprint_for_850_experts_by_hand():
 
 
 def test_switch_time_from_the_node_copy_rate_by_hand():
-    # sn40l-node: 8 sockets x 200 GB/s DDR->HBM = 1.6e12 B/s; dgx-a100: 8 x 32 GB/s PCIe
-    for target, rate in (("sn40l-node", 1.6e12), ("dgx-a100", 2.56e11)):
+    # sn40l-node: 8 sockets x 200 GB/s DDR->HBM x 0.8 = 1.28e12 B/s;
+    # dgx-a100: 8 x (32 GB/s uplink / 2 GPUs) x 0.8 = 1.024e11 B/s
+    for target, rate in (("sn40l-node", 1.28e12), ("dgx-a100", 1.024e11)):
         node = Node.of(load_target(target))
         served = simulate(
             ["a", "a"],
@@ -241,7 +245,7 @@ def test_switch_time_from_the_node_copy_rate_by_hand():
             copy_Bps=node.copy_Bps,
             cache_bytes=node.hbm_bytes,
         )
-        assert [r["switch_s"] for r in served.rows] == [13_476_839_424 / rate, 0.0]
+        assert [r["switch_s"] for r in served.rows] == pytest.approx([13_476_839_424 / rate, 0.0])
 
 
 def test_the_expert_cache_rejects_an_expert_larger_than_itself():
@@ -267,7 +271,8 @@ def test_a_model_file_expert_compiles_once_on_one_socket(tmp_path):
     # fc1 64x128 + 128, fc2 128x32 + 32 in bf16
     assert prof.weight_bytes == 2 * (64 * 128 + 128 + 128 * 32 + 32)
     assert prof.seconds(2, 4) == pytest.approx(2 * 5 * prof.forward_s)
-    assert plan.copy_Bps["mlp-0"] == 200e9  # one socket's DDR, not the node's eight
+    # one socket's DDR (200 GB/s x 0.8), not the node's eight
+    assert plan.copy_Bps["mlp-0"] == pytest.approx(160e9)
 
 
 def test_zoo_layers_option_is_its_own_architecture():
@@ -369,23 +374,30 @@ def test_gpu_target_rejects_dataflow_fusion(capsys, argv):
 def test_bench_ratios_follow_the_rows():
     from coec.bench.coe import summary
 
-    def row(system, switch, expert, total):
+    def row(system, switch, expert, total, cold, reading="own DDR"):
         return {
             "system": system,
+            "copy_reading": reading,
             "batch": 1,
             "tokens": 20,
-            "expert_bytes": 64e9,
             "switch_s": switch,
             "expert_per_request_s": expert,
             "per_request_s": total,
+            "cold_per_request_s": cold,
         }
 
-    (r,) = summary([row("sn40l-node", 0.01, 0.04, 0.05), row("dgx-h100", 0.125, 0.05, 0.2)])
-    assert r["vs"] == "dgx-h100"
-    assert (r["switch_ratio"], r["expert_speedup"], r["overall_speedup"]) == pytest.approx(
-        (12.5, 1.25, 4.0)
+    sn = row("sn40l-node", 0.01, 0.04, 0.05, 0.06)
+    one, own = (
+        row("dgx-h100", 0.4, 0.05, 0.3, 0.36, "one host link"),
+        row("dgx-h100", 0.05, 0.05, 0.1, 0.12, "link per device"),
     )
-    assert r["switch_ratio_one_link"] == pytest.approx(64e9 / 64e9 / 0.01)  # one 64 GB/s link
+    r1, r2 = summary([sn, one, own])  # one ratio line per DGX reading
+    assert (r1["vs"], r1["copy_reading"]) == ("dgx-h100", "one host link")
+    assert (r1["switch_ratio"], r1["expert_speedup"], r1["overall_speedup"]) == pytest.approx(
+        (40, 1.25, 6.0)
+    )
+    assert r1["cold_speedup"] == pytest.approx(6.0)
+    assert (r2["switch_ratio"], r2["overall_speedup"]) == pytest.approx((5, 2.0))
 
 
 def test_bench_outputs_written(tmp_path):
@@ -395,6 +407,10 @@ def test_bench_outputs_written(tmp_path):
         k = 1 + SYSTEMS.index(system)
         return {
             "system": system,
+            "copy_reading": "",
+            "topology": "target file",
+            "skew": 0.8,
+            "cold_per_request_s": 0.06,
             "experts": experts,
             "batch": batch,
             "tokens": tokens,
@@ -418,17 +434,18 @@ def test_bench_outputs_written(tmp_path):
         "experts_sweep.png",
     }
     report = json.loads((tmp_path / "results.json").read_text())
-    assert report["format"] == "coec.bench.fusion-coe/1" and report["assumptions"]
+    assert report["format"] == "coec.bench.fusion-coe/2" and report["assumptions"]
     assert report["footprint"] == footprint(curve) and len(report["ratios"]) == 8
     assert (tmp_path / "breakdown.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow
 def test_bench_point_switch_is_bytes_over_copy_rate():
-    from coec.bench.coe import run_config
+    from coec.bench.coe import run_config, system_target
 
-    r = run_config("sn40l-node", 10, 1, 20, 20)
-    assert r["switch_s"] == r["expert_bytes"] / 1.6e12
+    r = run_config(system_target("sn40l-node"), 10, 1, 20, 20)
+    assert r["switch_s"] == pytest.approx(r["expert_bytes"] / 1.28e12)  # 8 x 200 GB/s x 0.8
+    assert r["launch"] == "hardware" and r["copy_reading"] == "own DDR"
     assert r["nodes_all_in_ddr"] == 1 and r["per_request_s"] > r["expert_per_request_s"] > 0
 
 

@@ -283,6 +283,7 @@ def test_gpu_targets_allow_epilogue_fusion_only():
         target = load_target(name)
         assert target.fusion_policies == ("none", "epilogue")
         assert target.host_copy_Bps == copy_gbps * 1e9
+        assert Target.from_json(target.to_json()).host_copy_Bps == copy_gbps * 1e9
         assert Target.from_json(target.to_json()).fusion_policies == ("none", "epilogue")
         Options(target=name, fusion="epilogue").resolve_target()
         with pytest.raises(coec.ConfigError, match="not 'dataflow'"):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from coec.backend.target import Target, load_target
+from coec.backend.target import Host, Target, load_target
 from coec.coe.config import CoE, Expert
 from coec.ir.errors import CapacityError
 
@@ -33,13 +33,22 @@ class Node:
     sockets: int
     hbm_bytes: int
     ddr_bytes: int
-    copy_Bps: float  # expert copy rate into HBM: DDR->HBM (RDU) or host->GPU over PCIe
+    copy_Bps: float  # expert copy rate into HBM, all sockets copying: DDR->HBM or host->GPU
     copy_path: str
     fusion: str
+    launch: str = ""  # the launch mode its experts and router are compiled with
+    host: Host | None = None  # the copy topology (None: ``copy_Bps`` shared evenly)
+
+    def copy_rate(self, devices: int) -> float:
+        """The node's copy rate into HBM while ``devices`` sockets copy at once."""
+        if self.host:
+            return self.host.node_Bps(devices)
+        return self.copy_Bps * devices / self.sockets
 
     @classmethod
     def of(cls, target: Target, fusion: str | None = None) -> Node:
-        """The node of ``target``; ``fusion`` defaults to the best the target runs."""
+        """The node of ``target`` (its launch mode as set); ``fusion`` defaults to the best
+        the target runs."""
         if fusion is not None and fusion not in target.fusion_policies:
             from coec.ir.errors import ConfigError
 
@@ -47,15 +56,8 @@ class Node:
                 f"target {target.name} runs fusion {', '.join(target.fusion_policies)}, "
                 f"not {fusion!r}"
             )
-        n = target.sockets
-        if target.host_copy_Bps:
-            copy, path = (
-                target.host_copy_Bps * n,
-                f"host->GPU PCIe, {n} x {target.host_copy_Bps / 1e9:g} GB/s",
-            )
-        else:
-            bw = target.memory["ddr"].bandwidth_Bps
-            copy, path = bw * n, f"DDR->HBM, {n} sockets x {bw / 1e9:g} GB/s"
+        n, host = target.sockets, target.copy_path()
+        copy, path = host.node_Bps(n), copy_path_text(host, n)
         if fusion is None:
             from coec.pipeline import Options
 
@@ -68,7 +70,25 @@ class Node:
             copy,
             path,
             fusion,
+            target.launch.mode,
+            host,
         )
+
+
+def copy_path_text(host: Host, sockets: int) -> str:
+    """How the copy rate comes about, in words: the terms of ``Host.device_Bps``."""
+    terms = [f"link {host.link_Bps / 1e9:g}"]
+    if host.uplink_Bps:
+        share = min(host.devices_per_uplink, sockets)
+        terms.append(f"uplink {host.uplink_Bps / 1e9:g}/{share}")
+    if host.dram_Bps:
+        terms.append(f"DRAM {host.dram_Bps / 1e9:g}/{sockets}")
+    what = "DDR->HBM" if host.copy_from == "ddr" else "host->GPU PCIe"
+    per = host.device_Bps(sockets) / 1e9
+    return (
+        f"{what} ({host.reading(sockets)}): min({', '.join(terms)}) x {host.dma_efficiency:g} "
+        f"= {per:g} GB/s per device, x {sockets}"
+    )
 
 
 def _weight_bytes(schedule: dict) -> int:
@@ -77,7 +97,14 @@ def _weight_bytes(schedule: dict) -> int:
 
 @functools.cache
 def _compiled(
-    zoo: str, phase: str, seq: int, batch: int, target: str, fusion: str, layers: int | None = None
+    zoo: str,
+    phase: str,
+    seq: int,
+    batch: int,
+    target: str,
+    fusion: str,
+    layers: int | None = None,
+    launch: str | None = None,
 ) -> dict:
     from coec.cache import cached, target_params
     from coec.commands import compile_zoo_model
@@ -86,11 +113,20 @@ def _compiled(
         global compiles
         compiles += 1
         r = compile_zoo_model(
-            zoo, phase=phase, seq=seq, batch=batch, layers=layers, target=target, fusion=fusion
+            zoo,
+            phase=phase,
+            seq=seq,
+            batch=batch,
+            layers=layers,
+            target=target,
+            fusion=fusion,
+            launch=launch,
         )
         return {"seconds": r.report["seconds"], "weight_bytes": _weight_bytes(r.model.schedule)}
 
     key = dict(zoo=zoo, phase=phase, seq=seq, batch=batch, layers=layers, fusion=fusion)
+    if launch:
+        key["launch"] = launch
     return cached("zoo-compile", {**key, "target": target_params(target)}, compile_it)
 
 
@@ -178,7 +214,10 @@ def profile_expert(
     prompt: int,
     tokens: int,
     layers: int | None = None,
+    launch: str | None = None,
 ):
+    """``zoo``'s costs on ``target`` with ``fusion``, launched as ``launch`` (None: the
+    target's own mode)."""
     from coec.models.zoo import get_arch
 
     arch = get_arch(zoo, layers)
@@ -186,7 +225,7 @@ def profile_expert(
     batches = (1, batch) if batch > 1 else (1, 1)
 
     def run(phase, seq, b):
-        return _compiled(zoo, phase, seq, b, target, fusion, layers)
+        return _compiled(zoo, phase, seq, b, target, fusion, layers, launch)
 
     pre = tuple(run("prefill", prompt, b)["seconds"] for b in batches)
     dec = tuple(
@@ -207,9 +246,10 @@ def profile_of(expert: Expert, target: str, fusion: str, batch: int, prompt: int
 
 @functools.cache
 def router_profile(
-    target: str, batch: int, seq: int, fusion: str | None = None
+    target: str, batch: int, seq: int, fusion: str | None = None, launch: str | None = None
 ) -> tuple[float, int]:
-    """(seconds per batch, weight bytes) of the router's encoder on one socket of ``target``."""
+    """(seconds per batch, weight bytes) of the router's encoder on one socket of ``target``,
+    launched as ``launch`` (None: the target's own mode)."""
     from coec.cache import cached, target_params
     from coec.coe.router import embedding_program
     from coec.pipeline import Options, compile_program
@@ -219,12 +259,14 @@ def router_profile(
 
     def compile_it() -> dict:
         module, inputs = embedding_program(batch, seq)
-        options = Options(target=target, fusion=fusion, sockets=1)
+        options = Options(target=target, fusion=fusion, sockets=1, launch=launch)
         compiled = compile_program(module, inputs, options)
         _, report = Executor(compiled.schedule, count_only=True).run()
         return {"seconds": report["seconds"], "weight_bytes": _weight_bytes(compiled.schedule)}
 
     key = {"batch": batch, "seq": seq, "fusion": fusion, "target": target_params(target)}
+    if launch:
+        key["launch"] = launch
     c = cached("router-compile", key, compile_it)
     return c["seconds"], c["weight_bytes"]
 
@@ -305,10 +347,7 @@ def place(coe: CoE, node: Node, profiles: dict[str, ExpertProfile], router_bytes
             node.hbm_bytes,
             "router, KV cache and one active expert",
         )
-    copy = {
-        e.name: node.copy_Bps * (profiles[e.arch].sockets or node.sockets) / node.sockets
-        for e in coe.experts
-    }
+    copy = {e.name: node.copy_rate(profiles[e.arch].sockets or node.sockets) for e in coe.experts}
     in_hbm = nodes_to_hold(list(sizes.values()), cache)
     return Plan(
         node, sizes, router_bytes * node.sockets, kv, cache, ddr_needed, copy, in_hbm, in_ddr
