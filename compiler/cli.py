@@ -529,7 +529,10 @@ def bench_group() -> None:
 )
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(
-    "--no-sweep", is_flag=True, help="Skip the sensitivity sweeps (launch overhead, P2P latency)."
+    "--no-sweep",
+    is_flag=True,
+    help="Skip the sensitivity sweeps (launch overheads, P2P latency and bandwidth, HBM "
+    "efficiency and latency, pipeline fill).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
@@ -541,13 +544,13 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
     from coec.backend.target import load_target
     from coec.bench.fusion import (
         CONFIGS,
-        P2P_SWEEP_US,
         SWEEP_US,
+        SWEEPS,
         TABLE_III,
+        assumption_sweeps,
         assumptions,
         bench_fusion,
         launch_sweep,
-        p2p_latency_sweep,
         write_outputs,
     )
     from coec.report import tables
@@ -563,7 +566,8 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
         benches = tuple(b for b in TABLE_III if b.name in wanted)
     # the sweeps run on the first LLM decode benchmark, when there is one
     first = None if no_sweep else next((b for b in benches if b.phase == "decode"), None)
-    steps = len(benches) * len(CONFIGS) + (2 * (len(SWEEP_US) + len(P2P_SWEEP_US)) if first else 0)
+    swept = len(SWEEP_US) + sum(len(sw.values) for sw in SWEEPS)
+    steps = len(benches) * len(CONFIGS) + (2 * swept if first else 0)
     with _progress_bar(quiet) as bar:
         task = bar.add_task("compiling", total=steps)
 
@@ -572,9 +576,9 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
 
         rows = bench_fusion(benches, batch, layers, step)
         sweep = launch_sweep(first, layers=layers, progress=step) if first else []
-        p2p = p2p_latency_sweep(first, layers=layers, progress=step) if first else []
-    _show(tables.bench_fusion(rows, sweep, first, assumptions(load_target("sn40l-node")), p2p))
-    _show(tables.written(write_outputs(rows, sweep, out, p2p)))
+        sweeps = assumption_sweeps(first, layers=layers, progress=step) if first else {}
+    _show(tables.bench_fusion(rows, sweep, first, assumptions(load_target("sn40l-node")), sweeps))
+    _show(tables.written(write_outputs(rows, sweep, out, sweeps)))
 
 
 @bench_group.command("coe")

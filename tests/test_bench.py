@@ -14,12 +14,13 @@ import coec
 from coec.backend.target import load_target
 from coec.bench.fusion import (
     CONFIGS,
+    SWEEPS,
     Bench,
+    assumption_sweeps,
     bench_fusion,
     compile_bench,
     count,
     launch_sweep,
-    p2p_latency_sweep,
     relaunch,
     write_outputs,
 )
@@ -127,16 +128,45 @@ def test_hardware_launch_on_the_same_kernels_only_changes_launch():
     assert b["seconds"] < a["seconds"]
 
 
-def test_p2p_latency_sweep_slows_a_tensor_parallel_decode(tmp_path):
-    two = load_target("sn40l-node")
-    two = type(two)(**{**two.__dict__, "sockets": 2})
-    sweep = p2p_latency_sweep(Bench("tiny-llama", "decode", 16, two), latencies_us=(0, 5))
-    assert [s["p2p_latency_us"] for s in sweep] == [0, 5]
-    assert sweep[0]["seconds"] < sweep[1]["seconds"]  # every all-reduce pays its steps
-    write_outputs(
-        [{"model": "m", "phase": "p", "config": "fused", "speedup": 1}], [], tmp_path, sweep
+def test_assumption_sweeps_move_a_tensor_parallel_decode(tmp_path):
+    """Slower links, costlier launches, later HBM bytes: each makes fused+HO slower (this
+    tiny model is not HBM-bandwidth bound, so the efficiency sweep is not among them)."""
+    from dataclasses import replace
+
+    two = replace(load_target("sn40l-node"), sockets=2)
+    bench = Bench("tiny-llama", "decode", 16, two)
+    picked = {
+        "network.p2p_latency_us": (0, 5),
+        "network.p2p_bandwidth_GBps": (400, 25),
+        "launch.hardware_us": (0.25, 5),
+        "memory.hbm.latency_us": (0, 2),
+    }
+    sweeps = tuple(replace(sw, values=picked[sw.key]) for sw in SWEEPS if sw.key in picked)
+    results = assumption_sweeps(bench, sweeps)
+    for key, (fast, slow) in results.items():
+        assert fast["value"] == picked[key][0] and slow["value"] == picked[key][1]
+        assert fast["seconds"] < slow["seconds"], key
+    paths = write_outputs(
+        [{"model": "m", "phase": "p", "config": "fused", "speedup": 1}], [], tmp_path, results
     )
-    assert '"p2p_latency_sweep"' in (tmp_path / "results.json").read_text()
+    assert (tmp_path / "sweeps.png").read_bytes()[:4] == b"\x89PNG" and len(paths) == 4
+    assert json.loads((tmp_path / "results.json").read_text())["sweeps"] == results
+
+
+def test_rows_name_the_unpublished_constants_they_rest_on():
+    """The SN40L's P2P link and launch costs are assumptions; the H100's HBM bandwidth is
+    the datasheet's, its efficiency measured: a row says which constants bound it."""
+    from coec.bench.fusion import unpublished
+
+    sn = load_target("sn40l-node")
+    assert unpublished(sn, "p2p") == ["network.p2p_bandwidth_GBps", "network.p2p_latency_us"]
+    assert unpublished(sn.with_launch("hardware"), "launch") == ["launch.hardware_us"]
+    assert unpublished(sn, "hbm") == ["memory.hbm.efficiency", "memory.hbm.latency_us"]
+    assert unpublished(load_target("dgx-h100"), "hbm") == []
+    one = load_target("sn40l").with_launch("software")
+    row = count(compile_bench(Bench("tiny-llama", "decode", 16, "sn40l"), one, "none"), one)
+    assert row["bound"] == "launch" and row["unpublished"] == "launch.software_us"
+    assert 0.5 < row["bound_share"] <= 1
 
 
 def test_bench_rejects_unknown_models(capsys):

@@ -17,6 +17,7 @@ unfused, ``step_speedup`` over the row before (fusion, launch, re-split).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -112,17 +113,53 @@ def relaunch(schedule: Schedule, target: Target) -> Schedule:
     )
 
 
-def count(schedule: Schedule) -> dict:
+#: the target keys each bound's time rests on (besides the kernel's own work and bytes)
+BOUND_KEYS = {
+    "launch": ("launch.{mode}_us",),
+    "p2p": ("network.p2p_bandwidth_GBps", "network.p2p_latency_us"),
+    "fill": ("launch.fill_cycles_per_stage", "launch.tile_cycles_per_stage"),
+    "hbm": ("memory.hbm.bandwidth_GBps", "memory.hbm.efficiency", "memory.hbm.latency_us"),
+    "ddr": ("memory.ddr.bandwidth_GBps", "memory.ddr.efficiency", "memory.ddr.latency_us"),
+    "compute": (
+        "compute.clock_GHz",
+        "compute.matmul_flop_per_cycle_per_pcu",
+        "compute.matmul_tile_rows",
+        "compute.matmul_tile_cols",
+    ),
+}
+
+
+def bound_by(report: dict) -> tuple[str, float]:
+    """The term that bounds most of a run's time, and the share of the time it bounds."""
+    time: dict[str, int] = {}
+    for k in report["per_kernel"]:
+        time[k["bound"]] = time.get(k["bound"], 0) + k["cycles"]
+    bound = max(sorted(time), key=lambda b: time[b]) if time else "launch"
+    return bound, time.get(bound, 0) / max(1, report["cycles"])
+
+
+def unpublished(target: Target, bound: str) -> list[str]:
+    """The target keys ``bound`` rests on whose source is an assumption (not published)."""
+    keys = [k.format(mode=target.launch.mode) for k in BOUND_KEYS.get(bound, ())]
+    return [k for k in keys if target.sources.get(k, "assumption").startswith("assumption")]
+
+
+def count(schedule: Schedule, target: Target | None = None) -> dict:
+    """What a schedule costs when run count-only; with the ``target`` it was compiled for,
+    the term bounding most of its time and the unpublished constants that term rests on."""
     _, report = Executor(schedule, count_only=True).run()
-    target = schedule.target
     hbm = tier_bytes(report["bytes"], "hbm")
+    bound, share = bound_by(report)
     return {
         "kernels": report["kernels"],
         "seconds": report["seconds"],
         "flops": report["flops"],
         "hbm_bytes": hbm,
         "p2p_bytes": report["bytes"].get("sram->p2p", 0),
-        "hbm_bw_fraction": hbm / report["seconds"] / target.memory.hbm.bandwidth_Bps,
+        "hbm_bw_fraction": hbm / report["seconds"] / schedule.target.memory.hbm.bandwidth_Bps,
+        "bound": bound,
+        "bound_share": share,
+        "unpublished": ", ".join(unpublished(target, bound)) if target else "",
     }
 
 
@@ -141,7 +178,7 @@ def bench_fusion(
                 schedules[c.label] = relaunch(schedules[c.recost], target)
             else:
                 schedules[c.label] = compile_bench(bench, target, c.fusion, batch, layers)
-            results[c.label] = count(schedules[c.label])
+            results[c.label] = count(schedules[c.label], target)
             if progress:
                 progress(f"{bench.name} {bench.phase} {c.label}")
         unfused, before = results[CONFIGS[0].label], None
@@ -188,33 +225,106 @@ def launch_sweep(bench: Bench, overheads_us=SWEEP_US, layers=None, progress=None
     return rows
 
 
-#: per-step P2P latencies (µs) of the second sweep: the SN40L's is not published
-P2P_SWEEP_US = (0, 0.6, 2, 5)
+@dataclass(frozen=True)
+class Sweep:
+    """One unpublished (or assumed) target constant, varied: ``key`` as the target file
+    names it, the ``values`` tried (in the key's unit), and how a value makes a target."""
+
+    key: str
+    label: str
+    values: tuple[float, ...]
+    apply: Callable[[Target, float], Target]
 
 
-def p2p_latency_sweep(
-    bench: Bench, latencies_us=P2P_SWEEP_US, layers=None, progress=None
-) -> list[dict]:
-    """Fused+HO time, and its speedup over unfused, as the P2P link's latency per ring step
-    varies (sensitivity to an unpublished figure). ``progress(step)`` after each compile."""
+def _network(**change) -> Callable[[Target, float], Target]:
+    ((field, scale),) = change.items()
+    return lambda t, v: replace(t, network=replace(t.network, **{field: v * scale}))
+
+
+def _launch(field: str, scale: float = 1.0) -> Callable[[Target, float], Target]:
+    def apply(t: Target, v: float) -> Target:
+        value = int(v) if field.endswith("cycles_per_stage") else v * scale
+        return replace(t, launch=replace(t.launch, **{field: value}))
+
+    return apply
+
+
+def _hbm(field: str, scale: float = 1.0) -> Callable[[Target, float], Target]:
+    def apply(t: Target, v: float) -> Target:
+        memory = {**t.memory, "hbm": replace(t.memory["hbm"], **{field: v * scale})}
+        return replace(t, memory=memory)
+
+    return apply
+
+
+#: the sensitivity sweeps beyond launch overhead: each the SN40L's value and around it
+SWEEPS = (
+    Sweep(
+        "network.p2p_latency_us",
+        "P2P latency per ring step (µs)",
+        (0, 0.6, 2, 5),
+        _network(p2p_latency_s=1e-6),
+    ),
+    Sweep(
+        "network.p2p_bandwidth_GBps",
+        "P2P bandwidth per socket (GB/s)",
+        (25, 50, 100, 200, 400),
+        _network(p2p_bandwidth_Bps=1e9),
+    ),
+    Sweep(
+        "launch.hardware_us",
+        "hardware-orchestrated launch (µs)",
+        (0.25, 0.5, 1, 2, 5),
+        _launch("hardware_s", 1e-6),
+    ),
+    Sweep(
+        "memory.hbm.efficiency",
+        "achievable fraction of HBM bandwidth",
+        (0.6, 0.7, 0.84, 0.95, 1.0),
+        _hbm("efficiency"),
+    ),
+    Sweep(
+        "memory.hbm.latency_us",
+        "HBM latency per kernel (µs)",
+        (0, 0.2, 0.4, 1, 2),
+        _hbm("latency_s", 1e-6),
+    ),
+    Sweep(
+        "launch.fill_cycles_per_stage",
+        "pipeline fill cycles per stage",
+        (0, 32, 64, 128, 256),
+        _launch("fill_cycles_per_stage"),
+    ),
+)
+
+
+def assumption_sweep(bench: Bench, sweep: Sweep, layers=None, progress=None) -> list[dict]:
+    """Fused+HO time, and its speedup over unfused, as one target constant varies (each
+    value compiled afresh, so fusion may partition differently). ``progress(step)`` after
+    each compile."""
     rows = []
-    for us in latencies_us:
-        base = load_target(bench.target)
-        target = replace(base, network=replace(base.network, p2p_latency_s=us * 1e-6))
+    for v in sweep.values:
+        target = sweep.apply(load_target(bench.target), v)
         unfused = count(compile_bench(bench, target.with_launch("software"), "none", 1, layers))
         if progress:
-            progress(f"P2P latency sweep {us:g} µs unfused")
+            progress(f"{sweep.key} {v:g} unfused")
         fused = count(compile_bench(bench, target.with_launch("hardware"), "dataflow", 1, layers))
         if progress:
-            progress(f"P2P latency sweep {us:g} µs fused+HO")
+            progress(f"{sweep.key} {v:g} fused+HO")
         rows.append(
             {
-                "p2p_latency_us": us,
+                "value": v,
                 "seconds": fused["seconds"],
+                "kernels": fused["kernels"],
                 "speedup": unfused["seconds"] / fused["seconds"],
             }
         )
     return rows
+
+
+def assumption_sweeps(bench: Bench, sweeps=SWEEPS, layers=None, progress=None) -> dict:
+    """Every sweep of ``sweeps`` on ``bench``: key -> its rows."""
+    return {sw.key: assumption_sweep(bench, sw, layers, progress) for sw in sweeps}
 
 
 def assumptions(target: Target) -> list[str]:
@@ -249,9 +359,10 @@ def _png(fig) -> bytes:
 
 
 def write_outputs(
-    rows: list[dict], sweep: list[dict], out: Path, p2p_sweep: list[dict] = ()
+    rows: list[dict], sweep: list[dict], out: Path, sweeps: dict = None
 ) -> list[Path]:
-    """results.csv, results.json, speedups.png, launch_sweep.png — written atomically."""
+    """results.csv, results.json, speedups.png, launch_sweep.png and, with ``sweeps``,
+    sweeps.png (one panel per swept constant) — written atomically."""
 
     import matplotlib
 
@@ -266,7 +377,7 @@ def write_outputs(
             "configs": configs,
             "rows": rows,
             "launch_sweep": sweep,
-            "p2p_latency_sweep": list(p2p_sweep),
+            "sweeps": sweeps or {},
         },
         indent=1,
     )
@@ -294,5 +405,16 @@ def write_outputs(
         ax.set_ylabel("fused speedup over unfused")
         ax.set_title("sensitivity to launch overhead")
         files[out / "launch_sweep.png"] = _png(fig)
+    if sweeps:
+        labels = {sw.key: sw.label for sw in SWEEPS}
+        fig, axes = plt.subplots(1, len(sweeps), figsize=(3.2 * len(sweeps), 3.2), squeeze=False)
+        for ax, (key, pts) in zip(axes[0], sweeps.items(), strict=True):
+            ax.plot([p["value"] for p in pts], [p["seconds"] * 1e3 for p in pts], "o-")
+            ax.set_xlabel(labels.get(key, key), fontsize=8)
+            ax.set_ylabel("fused+HO time (ms)", fontsize=8)
+            ax.set_title(key, fontsize=8)
+            ax.set_ylim(bottom=0)
+        fig.suptitle("sensitivity to unpublished constants (fused+HO, modeled)")
+        files[out / "sweeps.png"] = _png(fig)
     write_files_atomic(files)
     return list(files)

@@ -78,10 +78,10 @@ def target_lines(targets) -> list[str]:
 
 # -- coec bench fusion ------------------------------------------------------------------------
 def bench_fusion(
-    rows: list[dict], sweep: list[dict], first, assumptions: list[str], p2p_sweep=()
+    rows: list[dict], sweep: list[dict], first, assumptions: list[str], sweeps=None
 ) -> Rendered:
-    """The fusion benchmark's table, its launch-overhead and P2P-latency sweeps and its
-    assumptions."""
+    """The fusion benchmark's table (each row with the term bounding most of its time, and
+    the unpublished constants that term rests on), its sweeps and its assumptions."""
     table = _table(
         (
             "model",
@@ -97,8 +97,10 @@ def bench_fusion(
             "GFLOP",
             "HBM GB",
             "HBM BW used",
+            "bound by",
+            "rests on unpublished",
         ),
-        left=("model", "phase", "config", "step"),
+        left=("model", "phase", "config", "step", "bound by", "rests on unpublished"),
         title="SN40L fusion benchmark (modeled, count-only)",
     )
     for r in rows:
@@ -116,6 +118,8 @@ def bench_fusion(
             f"{r['flops'] / 1e9:,.2f}",
             f"{r['hbm_bytes'] / 1e9:.2f}",
             f"{r['hbm_bw_fraction']:.0%}",
+            f"{r['bound']} {r['bound_share']:.0%}",
+            r["unpublished"] or "-",
         )
     out: Rendered = [table]
     if sweep:
@@ -124,13 +128,11 @@ def bench_fusion(
             + f"{first.name} {first.phase}): "
             + ", ".join(f"{s['software_launch_us']:g} µs → {s['speedup']:.2f}x" for s in sweep)
         )
-    if p2p_sweep:
+    for key, pts in (sweeps or {}).items():
         out.append(
-            "P2P latency sweep ("
-            + f"{first.name} {first.phase}, fused+HO time and speedup over unfused, per ring step): "
+            f"{key} sweep ({first.name} {first.phase}, fused+HO time, speedup over unfused): "
             + ", ".join(
-                f"{s['p2p_latency_us']:g} µs → {s['seconds'] * 1e3:.3f} ms, {s['speedup']:.2f}x"
-                for s in p2p_sweep
+                f"{s['value']:g} → {s['seconds'] * 1e3:.3f} ms, {s['speedup']:.2f}x" for s in pts
             )
         )
     return out + _assumptions(assumptions)
