@@ -391,18 +391,36 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, Sequence[int]]) -
             inp.type.tensor_type.shape.dim.add().dim_value = w
 
 
+def fix_input_values(model: onnx.ModelProto, constants: dict[str, np.ndarray]) -> None:
+    """Make the graph inputs named in ``constants`` initializers of those values (in place)."""
+    inputs = {i.name: i for i in model.graph.input}
+    initializers = {i.name for i in model.graph.initializer}
+    for name, value in constants.items():
+        if name not in inputs or name in initializers:
+            raise ConfigError(f"constants: the model has no graph input {name!r}")
+        tt = inputs[name].type.tensor_type
+        arr = np.asarray(value)
+        if tt.elem_type:
+            arr = arr.astype(helper.tensor_dtype_to_np_dtype(tt.elem_type), copy=False)
+        model.graph.initializer.append(numpy_helper.from_array(arr, name))
+        model.graph.input.remove(inputs[name])
+
+
 def import_onnx(
     model: onnx.ModelProto,
     dtype: str = "bf16",
     input_shapes: dict[str, Sequence[int]] | None = None,
     source: str = "<onnx>",
+    constants: dict[str, np.ndarray] | None = None,
 ) -> Program:
     """The df IR of an ONNX model; raises UnsupportedOpError naming the op type and node.
 
-    ``input_shapes`` fixes graph inputs' shapes (required for symbolic dims). The
-    model is not modified.
+    ``input_shapes`` fixes graph inputs' shapes (required for symbolic dims);
+    ``constants`` fixes graph inputs' values (they become initializers, no longer
+    inputs: a reshape's target shape, reduction axes...). The model is not modified.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
+    fix_input_values(model, dict(constants or {}))
     fix_input_shapes(model, dict(input_shapes or {}))
     initializers = {i.name for i in model.graph.initializer}
     for inp in model.graph.input:

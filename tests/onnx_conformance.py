@@ -1,0 +1,242 @@
+"""ONNX conformance: onnx's own backend node tests, run through coec.
+
+The onnx package ships the generator of its node tests (``onnx.backend.test.case.node``):
+each case is a one-node model with its input and expected output arrays. This module
+picks every case whose op type the coec ONNX frontend claims (``onnx_lowerings()``),
+compiles it with ``coec.compile_onnx`` (fp32 storage, no fusion), runs it on the NumPy
+runtime and compares it with the expected outputs. Each case ends in one of:
+
+- ``pass``: every output has the expected shape, kind and values (tolerances per dtype);
+- ``refused``: a ``CoecError`` with a one-line message (a clean, documented refusal);
+- ``failed``: compiled and ran, but an output is wrong (shape, kind or values);
+- ``crashed``: any other exception, or a ``CoecError`` whose message is not one line.
+
+Inputs coec must know at compile time (a reshape's shape, reduction axes, ...) are passed
+as ``constants`` when the test gives their values (``COMPILE_TIME``): the values are fixed
+for the compiled model, as a torch.export graph fixes its shapes.
+
+Generating the cases takes ~10 s; they are cached (pickled) under the pytest cache dir,
+keyed by the onnx version. ``python tests/onnx_conformance.py [OP ...]`` prints the table.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".pytest_cache" / "d" / "onnx-conformance"
+
+#: op type -> the inputs (by index) coec needs at compile time; the harness passes them
+#: as constants (the test gives their values). Everything else is a run-time input.
+COMPILE_TIME: dict[str, set[int]] = {
+    "Reshape": {1},
+    "Expand": {1},
+    "Pad": {1, 2, 3},
+    "Slice": {1, 2, 3, 4},
+    "Split": {1},
+    "Squeeze": {1},
+    "Unsqueeze": {1},
+    "Trilu": {1},
+    "ReduceMean": {1},
+    "ReduceSum": {1},
+    "ReduceMax": {1},
+    "ReduceMin": {1},
+    "ReduceProd": {1},
+    "BatchNormalization": {1, 2, 3, 4},
+}
+
+#: case name -> (the start of) coec's one-line refusal. A refused case not listed here, a
+#: listed case that no longer refuses, or another message, fails the test: keep this
+#: list the documentation of what coec refuses (docs/onnx.md explains the classes).
+EXPECTED_REFUSALS: dict[str, str] = {}
+
+STATUSES = ("pass", "refused", "failed", "crashed")
+
+
+@dataclass
+class Case:
+    name: str
+    op: str
+    model: onnx.ModelProto
+    inputs: list[np.ndarray]
+    outputs: list[np.ndarray]
+
+
+@dataclass
+class Result:
+    case: str
+    op: str
+    status: str
+    message: str = ""
+
+
+def _array(x) -> np.ndarray:
+    return numpy_helper.to_array(x) if isinstance(x, onnx.TensorProto) else np.asarray(x)
+
+
+def _claimed() -> set[str]:
+    from coec.frontend.registry import onnx_lowerings
+
+    return set(onnx_lowerings())
+
+
+def _generate() -> list[tuple]:
+    """Every single-node case of a claimed op type (not the ``_expanded`` function bodies)."""
+    import onnx.backend.test.case.node as node_cases
+
+    from coec.frontend.onnx_ops import op_key
+
+    claimed = _claimed()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = node_cases.collect_testcases()
+    out = []
+    for c in cases:
+        nodes = c.model.graph.node
+        if "_expanded" in c.name or len(nodes) != 1 or op_key(nodes[0]) not in claimed:
+            continue
+        for inputs, outputs in c.data_sets:
+            out.append(
+                (
+                    c.name,
+                    op_key(nodes[0]),
+                    c.model.SerializeToString(),
+                    [_array(x) for x in inputs],
+                    [_array(x) for x in outputs],
+                )
+            )
+    return out
+
+
+def load_cases(cache: Path = CACHE, ops: set[str] | None = None) -> list[Case]:
+    """The cases (generated once per onnx version and claimed op set, then read from cache)."""
+    key = f"{onnx.__version__}-{len(_claimed())}"
+    path = cache / f"cases-{key}.pkl"
+    if path.is_file():
+        raw = pickle.loads(path.read_bytes())
+    else:
+        raw = _generate()
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps(raw))
+        tmp.replace(path)
+    return [
+        Case(name, op, onnx.ModelProto.FromString(model), inputs, outputs)
+        for name, op, model, inputs, outputs in raw
+        if ops is None or op in ops
+    ]
+
+
+def tolerance(dtype: np.dtype) -> tuple[float, float]:
+    """(rtol, atol) for an expected output of ``dtype``; coec computes floats in fp32."""
+    if dtype.kind in "iub":
+        return 0.0, 0.0
+    if dtype == np.float16:
+        return 1e-3, 1e-3
+    if dtype.name == "bfloat16" or dtype.itemsize == 1:
+        return 1e-2, 1e-2
+    return 1e-4, 1e-5
+
+
+def _kind(dtype: np.dtype) -> str:
+    return "f" if dtype.kind == "V" or dtype.name == "bfloat16" else dtype.kind.replace("u", "i")
+
+
+def compare(got: np.ndarray, want: np.ndarray) -> str | None:
+    """Why ``got`` is not ``want`` (None: it is, within ``tolerance``)."""
+    if got.shape != want.shape:
+        return f"shape {got.shape}, expected {want.shape}"
+    if _kind(got.dtype) != _kind(want.dtype):
+        return f"dtype {got.dtype}, expected {want.dtype}"
+    rtol, atol = tolerance(want.dtype)
+    try:
+        np.testing.assert_allclose(
+            got.astype(np.float64) if got.dtype.kind != "b" else got,
+            want.astype(np.float64) if want.dtype.kind != "b" else want,
+            rtol=rtol,
+            atol=atol,
+            equal_nan=True,
+        )
+    except AssertionError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        return "; ".join(lines[1:4])
+    return None
+
+
+def run_case(case: Case) -> Result:
+    """Compile ``case`` with coec, run it, compare: its ``Result``."""
+    import coec
+    from coec.ir.errors import CoecError
+
+    names = [i.name for i in case.model.graph.input]
+    node = case.model.graph.node[0]
+    fixed = {node.input[k] for k in COMPILE_TIME.get(case.op, ()) if k < len(node.input)}
+    constants = {n: x for n, x in zip(names, case.inputs, strict=True) if n in fixed}
+    feeds = {n: x for n, x in zip(names, case.inputs, strict=True) if n not in fixed}
+    shapes = {n: x.shape for n, x in feeds.items()}
+    try:
+        cm = coec.compile_onnx(
+            case.model, dtype="fp32", fusion="none", input_shapes=shapes, constants=constants
+        )
+        outs = cm(*feeds.values())
+    except CoecError as e:
+        msg = str(e)
+        status = "refused" if msg and "\n" not in msg.strip() else "crashed"
+        return Result(case.name, case.op, status, f"{type(e).__name__}: {msg}")
+    except Exception as e:
+        return Result(case.name, case.op, "crashed", f"{type(e).__name__}: {e}".splitlines()[0])
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    if len(outs) != len(case.outputs):
+        return Result(case.name, case.op, "failed", f"{len(outs)} outputs, expected {len(outs)}")
+    for k, (got, want) in enumerate(zip(outs, case.outputs, strict=True)):
+        why = compare(got.numpy(), want)
+        if why:
+            return Result(case.name, case.op, "failed", f"output {k}: {why}")
+    return Result(case.name, case.op, "pass")
+
+
+def run_cases(cases: list[Case]) -> list[Result]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [run_case(c) for c in cases]
+
+
+def table(results: list[Result]) -> str:
+    """One row per op type: tests, pass, refused, failed, crashed; then the totals."""
+    per: dict[str, Counter] = {}
+    for r in results:
+        per.setdefault(r.op, Counter())[r.status] += 1
+    head = f"{'op type':<30} {'tests':>5} " + " ".join(f"{s:>7}" for s in STATUSES)
+    rows = [head, "-" * len(head)]
+    total: Counter = Counter()
+    for op in sorted(per):
+        c = per[op]
+        total.update(c)
+        rows.append(f"{op:<30} {c.total():>5} " + " ".join(f"{c[s]:>7}" for s in STATUSES))
+    rows.append("-" * len(head))
+    rows.append(f"{'total':<30} {total.total():>5} " + " ".join(f"{total[s]:>7}" for s in STATUSES))
+    return "\n".join(rows)
+
+
+def main(argv: list[str]) -> int:
+    verbose = "-v" in argv
+    ops = {a for a in argv if not a.startswith("-")} or None
+    results = run_cases(load_cases(ops=ops))
+    print(table(results))
+    for r in results:
+        if r.status != "pass" and (verbose or r.status in ("failed", "crashed")):
+            print(f"{r.status:<8} {r.case}: {r.message}")
+    return 0 if all(r.status in ("pass", "refused") for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
