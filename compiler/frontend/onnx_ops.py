@@ -31,11 +31,27 @@ def op_key(node: onnx.NodeProto) -> str:
 
 
 # -- handlers, one per ONNX op type -----------------------------------------------------------
-@onnx_op("Identity", "Dropout")
+@onnx_op("Identity")
 def _identity(imp: OnnxImport, node):
-    if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
-        raise imp.unsupported("Dropout's mask output")
     return imp.value(node.input[0])
+
+
+@onnx_op("Dropout")
+def _dropout(imp: OnnxImport, node):
+    """Inference dropout: the identity, its mask all true. Training mode (random) is refused
+    unless its ratio is 0."""
+    training = bool(imp.attr("is_test", 1) == 0) if imp.opset < 7 else False
+    if imp.has_input(2):
+        training = bool(np.asarray(imp.const(2, "Dropout's training_mode")).reshape(-1)[0])
+    ratio = imp.attr("ratio", 0.5)
+    if imp.has_input(1):
+        ratio = float(np.asarray(imp.const(1, "Dropout's ratio")).reshape(-1)[0])
+    if training and ratio != 0.0:
+        raise imp.unsupported(f"Dropout in training mode (random, ratio {ratio})")
+    x = imp.value(node.input[0])
+    if len(node.output) < 2 or not node.output[1]:
+        return x
+    return [x, np.ones(imp.shape(x), dtype=bool)]
 
 
 @onnx_op("Shape")

@@ -44,7 +44,26 @@ def _window_args(imp: OnnxImport, x, kernel: list[int], ceil: bool = False) -> d
             int(rounding((s + lo + hi - sp) / st)) + 1
             for s, lo, hi, sp, st in zip(size, before, after, span, stride, strict=True)
         ]
+        if ceil:  # a last window starting past the input and its leading pad is dropped
+            out = [
+                o - 1 if (o - 1) * st >= s + lo else o
+                for o, st, s, lo in zip(out, stride, size, before, strict=True)
+            ]
     return dict(stride=stride, before=before, after=after, dilation=dilation, out=out)
+
+
+def _window_counts(size, kernel, args: dict, include_pad: bool) -> np.ndarray:
+    """How many elements each window of an average pool divides by, shape ``out``: those
+    in the input (``include_pad`` False) or in the padded input; never the overhang of a
+    ceil-mode window past the padded edge."""
+    counts = np.ones((), dtype=np.float64)
+    for i, (s, k) in enumerate(zip(size, kernel, strict=True)):
+        st, d, lo, hi, o = (args[f][i] for f in ("stride", "dilation", "before", "after", "out"))
+        first, last = (0, s) if not include_pad else (-lo, s + hi)
+        taps = np.arange(o)[:, None] * st - lo + np.arange(k)[None, :] * d
+        per_dim = ((taps >= first) & (taps < last)).sum(axis=1)
+        counts = np.multiply.outer(counts, per_dim)
+    return counts
 
 
 @onnx_op("Conv")
@@ -63,13 +82,18 @@ def _pool(imp: OnnxImport, node, kind: str):
     x = imp.value(node.input[0])
     kernel = [int(k) for k in imp.attr("kernel_shape")]
     args = _window_args(imp, x, kernel, ceil=bool(imp.attr("ceil_mode", 0)))
-    if kind == "mean":
-        padded = any(args["before"]) or any(args["after"])
-        if padded and not imp.attr("count_include_pad", 0):
-            raise imp.unsupported("AveragePool over padding with count_include_pad=0")
-        if spatial.past_the_edge(imp.shape(x)[2:], kernel, **args):
-            raise imp.unsupported("AveragePool in ceil mode with windows past the edge")
-    return spatial.pool(imp, x, kind, kernel=kernel, name=node.output[0], **args)
+    y = spatial.pool(imp, x, kind, kernel=kernel, name=node.output[0], **args)
+    if kind == "max":
+        return y
+    # the pool divides by the whole window; ONNX by the elements it counts
+    counts = _window_counts(
+        imp.shape(x)[2:], kernel, args, include_pad=bool(imp.attr("count_include_pad", 0))
+    )
+    ratio = math.prod(kernel) / np.maximum(counts, 1)
+    if np.all(ratio == 1.0):
+        return y
+    scale = imp.constant(ratio.astype(np.float32), f"{node.output[0]}_count")
+    return imp.emit(df.ElementwiseOp("mul", [y, scale], imp.like(y)), node.output[0])
 
 
 @onnx_op("MaxPool")
