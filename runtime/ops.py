@@ -139,10 +139,23 @@ def matmul(xs, attrs, shape):
 _REDUCE = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "prod": np.prod}
 
 
+def _lowest(dtype: np.dtype, highest: bool = False):
+    """The identity of max (of min with ``highest``): what a reduction over nothing gives."""
+    if dtype.kind == "b":
+        return highest
+    if dtype.kind == "f":
+        return np.inf if highest else -np.inf
+    info = np.iinfo(dtype)
+    return info.max if highest else info.min
+
+
 @handles("reduce")
 def reduce(xs, attrs, shape):
-    out = _REDUCE[attrs["kind"]](xs[0], axis=tuple(attrs["axes"]), keepdims=attrs["keepdim"])
-    return np.asarray(out)
+    x, kind = xs[0], attrs["kind"]
+    kw = {"axis": tuple(attrs["axes"]), "keepdims": attrs["keepdim"]}
+    if kind in ("max", "min") and x.size == 0:  # over the empty set: the op's identity
+        kw["initial"] = _lowest(x.dtype, highest=kind == "min")
+    return np.asarray(_REDUCE[kind](x, **kw))
 
 
 def _softmax(x: np.ndarray, axis: int) -> np.ndarray:

@@ -146,17 +146,21 @@ def _where(imp: OnnxImport, node):
 
 @onnx_op("Clip")
 def _clip(imp: OnnxImport, node):
-    lo, hi = imp.attr("min"), imp.attr("max")
-    if imp.has_input(1):
-        lo = imp.const(1, "Clip's min")
-    if imp.has_input(2):
-        hi = imp.const(2, "Clip's max")
-    y: str | SSAValue = node.input[0]
+    """max(min(x, hi), lo) elementwise; bounds from attributes (opset < 11) or inputs,
+    known at import time or computed at run time."""
     dtype = imp.out_dtype()
-    if lo is not None:
-        y = imp.ew("maximum", [y, imp.scalar(np.asarray(lo).item(), dtype)], dtype)
-    if hi is not None:
-        y = imp.ew("minimum", [y, imp.scalar(np.asarray(hi).item(), dtype)], dtype)
+    bounds = [imp.attr("min"), imp.attr("max")]
+    for k in (1, 2):
+        if imp.has_input(k):
+            name = node.input[k]
+            bounds[k - 1] = imp.consts[name] if name in imp.consts else imp.value(name)
+    y: str | SSAValue = node.input[0]
+    for kind, bound in zip(("maximum", "minimum"), bounds, strict=True):
+        if bound is None:
+            continue
+        if not isinstance(bound, SSAValue):
+            bound = imp.scalar(np.asarray(bound).item(), dtype)
+        y = imp.ew(kind, [y, bound], dtype)
     return y if isinstance(y, SSAValue) else imp.value(y)
 
 

@@ -138,8 +138,8 @@ def _batch_norm(imp: OnnxImport, node):
 @onnx_op("Pad")
 def _pad(imp: OnnxImport, node):
     mode = imp.attr("mode", "constant")
-    if mode != "constant":
-        raise imp.unsupported(f"Pad mode {mode!r} (only 'constant')")
+    if mode not in ("constant", "edge", "reflect", "wrap"):
+        raise imp.unsupported(f"Pad mode {mode!r}")
     x = imp.value(node.input[0])
     rank = len(imp.shape(x))
     pads = imp.const_ints(1, "pads", "pads")
@@ -154,4 +154,18 @@ def _pad(imp: OnnxImport, node):
         before[a], after[a] = pads[i], pads[len(axes) + i]
     if min(before + after) < 0:
         raise imp.unsupported("Pad with negative pads")
-    return spatial.pad(imp, x, before, after, value, node.output[0], first=0)
+    if mode == "constant":
+        return spatial.pad(imp, x, before, after, value, node.output[0], first=0)
+    # edge, reflect, wrap: each padded dim gathers its elements by a known index
+    for axis, (lo, hi) in enumerate(zip(before, after, strict=True)):
+        if lo == 0 and hi == 0:
+            continue
+        n = imp.shape(x)[axis]
+        if n == 0 or (mode == "reflect" and n == 1 and lo + hi > 0):
+            raise imp.unsupported(f"Pad mode {mode!r} of a dim of size {n}")
+        picks = np.pad(np.arange(n, dtype=np.int64), (lo, hi), mode=mode)
+        index = imp.constant(picks, f"{node.output[0]}_index{axis}")
+        out = list(imp.shape(x))
+        out[axis] = len(picks)
+        x = imp.emit(df.GatherOp(x, index, axis, imp.like(x, out)), node.output[0])
+    return x
