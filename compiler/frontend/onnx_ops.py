@@ -261,14 +261,28 @@ def _no_stats(imp: OnnxImport, node) -> None:
 
 @onnx_op("LayerNormalization")
 def _layer_norm(imp: OnnxImport, node):
-    _no_stats(imp, node)
     x = imp.value(node.input[0])
-    rank = len(imp.shape(x))
+    shape = imp.shape(x)
+    rank = len(shape)
     ndims = rank - imp.axis(imp.attr("axis", -1), rank)
     w = imp.value(node.input[1]) if imp.has_input(1) else None
     b = imp.value(node.input[2]) if imp.has_input(2) else None
     eps = float(imp.attr("epsilon", 1e-5))
-    return imp.emit(df.LayerNormOp(x, w, b, ndims, eps, imp.like(x)))
+    y = imp.emit(df.LayerNormOp(x, w, b, ndims, eps, imp.like(x)))
+    if not any(node.output[1:]):
+        return y
+    # the statistics ONNX also returns: mean and 1/sqrt(var + eps) over the normalised dims
+    axes = list(range(rank - ndims, rank))
+    kept = [1 if i in axes else d for i, d in enumerate(shape)]
+    out = node.output[0]
+    mean = imp.emit(df.ReduceOp("mean", x, axes, True, imp.like(x, kept)), f"{out}_mean")
+    centred = imp.ew("sub", [x, mean])
+    var = imp.emit(
+        df.ReduceOp("mean", imp.ew("mul", [centred, centred]), axes, True, imp.like(x, kept)),
+        f"{out}_var",
+    )
+    inv_std = imp.ew("rsqrt", [imp.ew("add", [var, imp.scalar(eps, imp.dtype_of(var))])])
+    return [y, mean, inv_std]
 
 
 @onnx_op("RMSNormalization", "SimplifiedLayerNormalization")
