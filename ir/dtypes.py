@@ -25,9 +25,15 @@ DTYPES: dict[str, Dtype] = {
         Dtype("f16", 2, "float32"),
         Dtype("f32", 4, "float32"),
         Dtype("f64", 8, "float64"),
+        # integers compute at their own width, so they wrap around as stored (uint8 255+1 == 0)
         Dtype("i64", 8, "int64"),
-        Dtype("i32", 4, "int64"),
-        Dtype("i8", 1, "int64"),
+        Dtype("i32", 4, "int32"),
+        Dtype("i16", 2, "int16"),
+        Dtype("i8", 1, "int8"),
+        Dtype("u64", 8, "uint64"),
+        Dtype("u32", 4, "uint32"),
+        Dtype("u16", 2, "uint16"),
+        Dtype("u8", 1, "uint8"),
         Dtype("i1", 1, "bool"),
     )
 }

@@ -77,6 +77,8 @@ UNARY_KINDS = frozenset(
         "erf",
         "cast",
         "logical_not",
+        "round_f16",
+        "round_bf16",
     ]
 )
 BINARY_KINDS = frozenset(

@@ -2,7 +2,7 @@
 
 One handler per op family, each ``(inputs, attrs, out_shape) -> ndarray``.
 Floating data is computed in float32 (float64 inputs stay float64); integers
-in int64; booleans as bool. bf16 storage is emulated, when asked, by the
+at their storage width, so they wrap around as stored; booleans as bool. bf16 storage is emulated, when asked, by the
 executor rounding what it stores — not here.
 """
 
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import ml_dtypes
 import numpy as np
+
+from coec.ir.dtypes import DTYPES
 
 Handler = Callable[[list[np.ndarray], dict, tuple[int, ...]], np.ndarray]
 HANDLERS: dict[str, Handler] = {}
@@ -64,6 +67,8 @@ UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "reciprocal": lambda x: 1.0 / x,
     "erf": _erf,
     "logical_not": np.logical_not,
+    "round_f16": lambda x: x.astype(np.float16).astype(x.dtype),
+    "round_bf16": lambda x: x.astype(ml_dtypes.bfloat16).astype(x.dtype),
 }
 BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "add": np.add,
@@ -90,17 +95,8 @@ _SMALL_POWERS = {
     1.0: lambda x: x,
 }
 
-#: NumPy compute dtype per storage dtype
-COMPUTE_DTYPE = {
-    "bf16": np.float32,
-    "f16": np.float32,
-    "f32": np.float32,
-    "f64": np.float64,
-    "i64": np.int64,
-    "i32": np.int64,
-    "i8": np.int64,
-    "i1": np.bool_,
-}
+#: NumPy compute dtype per storage dtype (integers at their own width: they wrap around)
+COMPUTE_DTYPE = {name: np.dtype(d.compute) for name, d in DTYPES.items()}
 
 
 def as_compute(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -120,7 +116,7 @@ def elementwise(xs, attrs, shape):
     if kind in BINARY:
         a, b = xs
         if kind in ("div", "pow") and a.dtype.kind in "iub" and b.dtype.kind in "iub":
-            a = a.astype(np.float32)
+            a = a.astype(np.float64)  # wide enough for every integer up to 2**53
         out = BINARY[kind](a, b)
         return out
     if kind == "where":
@@ -251,6 +247,13 @@ def gather(xs, attrs, shape):
 
 def run_op(name: str, inputs: list[np.ndarray], attrs: dict, shape, dtype: str) -> np.ndarray:
     """Compute one op; the result is brought to its compute dtype and shape."""
+    if name == "elementwise" and COMPUTE_DTYPE[dtype].kind in "iu":
+        # an integer op computes at its width: its immediates (float32) join it there
+        want = COMPUTE_DTYPE[dtype]
+        inputs = [
+            x.astype(want) if x.ndim == 0 and x.dtype.kind == "f" and float(x).is_integer() else x
+            for x in inputs
+        ]
     out = HANDLERS[name](inputs, attrs, tuple(shape))
     out = as_compute(np.asarray(out), dtype)
     if out.shape != tuple(shape):

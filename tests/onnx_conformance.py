@@ -154,13 +154,17 @@ def _kind(dtype: np.dtype) -> str:
     return "f" if dtype.kind == "V" or dtype.name == "bfloat16" else dtype.kind.replace("u", "i")
 
 
-def compare(got: np.ndarray, want: np.ndarray) -> str | None:
-    """Why ``got`` is not ``want`` (None: it is, within ``tolerance``)."""
+#: op types whose results must be exact, floats too (a cast rounds to the target type)
+EXACT = frozenset({"Cast", "CastLike"})
+
+
+def compare(got: np.ndarray, want: np.ndarray, exact: bool = False) -> str | None:
+    """Why ``got`` is not ``want`` (None: it is, within ``tolerance`` unless ``exact``)."""
     if got.shape != want.shape:
         return f"shape {got.shape}, expected {want.shape}"
     if _kind(got.dtype) != _kind(want.dtype):
         return f"dtype {got.dtype}, expected {want.dtype}"
-    rtol, atol = tolerance(want.dtype)
+    rtol, atol = (0.0, 0.0) if exact else tolerance(want.dtype)
     try:
         np.testing.assert_allclose(
             got.astype(np.float64) if got.dtype.kind != "b" else got,
@@ -201,7 +205,7 @@ def run_case(case: Case) -> Result:
     if len(outs) != len(case.outputs):
         return Result(case.name, case.op, "failed", f"{len(outs)} outputs, expected {len(outs)}")
     for k, (got, want) in enumerate(zip(outs, case.outputs, strict=True)):
-        why = compare(got.numpy(), want)
+        why = compare(got.numpy(), want, exact=case.op in EXACT)
         if why:
             return Result(case.name, case.op, "failed", f"output {k}: {why}")
     return Result(case.name, case.op, "pass")

@@ -47,12 +47,24 @@ _FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, Te
 _INT_TYPES = {
     TensorProto.INT64: "i64",
     TensorProto.INT32: "i32",
-    TensorProto.INT16: "i32",
+    TensorProto.INT16: "i16",
     TensorProto.INT8: "i8",
-    TensorProto.UINT8: "i8",
+    TensorProto.UINT64: "u64",
+    TensorProto.UINT32: "u32",
+    TensorProto.UINT16: "u16",
+    TensorProto.UINT8: "u8",
     TensorProto.BOOL: "i1",
 }
-_NP_INT = {"int64": "i64", "int32": "i32", "int16": "i32", "int8": "i8", "uint8": "i8"}
+_NP_INT = {
+    "int64": "i64",
+    "int32": "i32",
+    "int16": "i16",
+    "int8": "i8",
+    "uint64": "u64",
+    "uint32": "u32",
+    "uint16": "u16",
+    "uint8": "u8",
+}
 #: ops whose result is not a function of their inputs: never folded
 _RANDOM = frozenset(
     {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli"}
@@ -132,6 +144,13 @@ class OnnxImport:
         if first in self.values:
             return self.dtype_of(self.values[first])
         return self.np_storage(self.consts[first])
+
+    def elem_type(self, name: str) -> int:
+        """The ONNX element type of a value (0 when type inference does not know it)."""
+        if name in self.consts:
+            return helper.np_dtype_to_tensor_dtype(self.consts[name].dtype)
+        t = self.types.get(name)
+        return t.tensor_type.elem_type if t is not None and t.HasField("tensor_type") else 0
 
     def inferred_shape(self, name: str) -> tuple[int, ...] | None:
         t = self.types.get(name)

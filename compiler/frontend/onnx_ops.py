@@ -164,12 +164,22 @@ def _clip(imp: OnnxImport, node):
     return y if isinstance(y, SSAValue) else imp.value(y)
 
 
+#: ONNX float types narrower than fp32 compute: a cast to one rounds (the unary kind)
+_ROUNDING = {onnx.TensorProto.FLOAT16: "round_f16", onnx.TensorProto.BFLOAT16: "round_bf16"}
+
+
 @onnx_op("Cast", "CastLike")
 def _cast(imp: OnnxImport, node):
+    """Convert to the target dtype; to fp16 / bf16 the values are rounded to that type,
+    whatever coec's storage dtype (all floats share one)."""
     x, want = imp.value(node.input[0]), imp.out_dtype()
-    if imp.dtype_of(x) == want:
-        return x
-    return imp.emit(df.ElementwiseOp("cast", [x], imp.like(x, dtype=want)))
+    y = x
+    if imp.dtype_of(x) != want:
+        y = imp.emit(df.ElementwiseOp("cast", [x], imp.like(x, dtype=want)))
+    target, source = imp.elem_type(node.output[0]), imp.elem_type(node.input[0])
+    if target in _ROUNDING and source != target:
+        y = imp.emit(df.ElementwiseOp(_ROUNDING[target], [y], imp.like(y)))
+    return y
 
 
 # -- matmuls -------------------------------------------------------------------------------
