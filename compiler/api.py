@@ -21,9 +21,9 @@ from coec.pipeline import Compiled, Options, compile_onnx_model, compile_program
 from coec.runtime.executor import Executor
 
 
-def to_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(t, np.ndarray):
-        return t
+def to_numpy(t: torch.Tensor | np.ndarray | np.generic) -> np.ndarray:
+    if isinstance(t, np.ndarray | np.generic):  # a NumPy scalar is a 0-d input
+        return np.asarray(t)
     t = t.detach().cpu()
     if t.dtype in (torch.bfloat16, torch.float16):
         t = t.float()

@@ -98,6 +98,8 @@ class OnnxImport:
             self.types[vi.name] = vi.type
         self.node: onnx.NodeProto | None = None
         self.index = 0
+        #: whether results are still checked against ONNX shape inference (see ``call``)
+        self.check_shapes = True
 
     # -- messages ----------------------------------------------------------------------
     def where(self) -> str:
@@ -306,6 +308,11 @@ class OnnxImport:
             shape = self.inferred_shape(inp.name)
             if not inp.type.HasField("tensor_type") or shape is None:
                 raise ConfigError(f"{self.source}: input {inp.name!r} has no static tensor shape")
+            if tt.elem_type not in _FLOAT_TYPES and tt.elem_type not in _INT_TYPES:
+                raise UnsupportedOpError(
+                    f"{self.source}: input {inp.name!r} has dtype "
+                    f"{TensorProto.DataType.Name(tt.elem_type)}, which coec does not support"
+                )
             t = TensorType(shape, self.storage(tt.elem_type))
             arg = self.block.insert_arg(t, len(arg_types))
             arg.name_hint = _hint(inp.name)
@@ -348,7 +355,12 @@ class OnnxImport:
                 continue
             self.values[name] = r
             want, got = self.inferred_shape(name), self.shape(r)
-            if want is not None and want != got:
+            if want is not None and want != got and _ceil_pool(node):
+                # onnx's shape inference keeps a last ceil-mode window that starts in the
+                # right pad; its reference implementation, onnxruntime and PyTorch drop it,
+                # as coec does. Shapes inferred downstream derive from it: stop checking.
+                self.check_shapes = False
+            if want is not None and want != got and self.check_shapes:
                 raise VerifyError(
                     f"{self.op_label()}: coec computes shape {got} for {name!r}, "
                     f"ONNX shape inference {want}"
@@ -377,6 +389,11 @@ class OnnxImport:
             ) from e
 
 
+def _ceil_pool(node: onnx.NodeProto) -> bool:
+    ceil = any(a.name == "ceil_mode" and a.i for a in node.attribute)
+    return ceil and node.op_type in ("MaxPool", "AveragePool")
+
+
 #: NumPy folds for ops whose reference implementation fails on valid inputs
 #: (onnx 1.23's GatherElements reshapes its result wrongly when indices are smaller than data)
 _FOLDS = {
@@ -387,11 +404,24 @@ _FOLDS = {
 
 
 # -- the front door ---------------------------------------------------------------------------
-def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, Sequence[int]]) -> None:
+def _not_a_tensor(inp: onnx.ValueInfoProto, source: str) -> UnsupportedOpError:
+    kind = (inp.type.WhichOneof("value") or "untyped value").removesuffix("_type")
+    article = "an" if kind[0] in "aeiou" else "a"
+    return UnsupportedOpError(
+        f"{source}: input {inp.name!r} is {article} {kind}, not a tensor "
+        "(coec compiles tensor graphs)"
+    )
+
+
+def fix_input_shapes(
+    model: onnx.ModelProto, shapes: dict[str, Sequence[int]], source: str = "<onnx>"
+) -> None:
     """Give the graph inputs named in ``shapes`` those static shapes (in place)."""
     for inp in model.graph.input:
         if inp.name not in shapes:
             continue
+        if not inp.type.HasField("tensor_type"):
+            raise _not_a_tensor(inp, source)
         want = [int(d) for d in shapes[inp.name]]
         dims = inp.type.tensor_type.shape.dim
         has_shape = inp.type.tensor_type.HasField("shape")
@@ -440,11 +470,13 @@ def import_onnx(
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
     fix_input_values(model, dict(constants or {}))
-    fix_input_shapes(model, dict(input_shapes or {}))
+    fix_input_shapes(model, dict(input_shapes or {}), source)
     initializers = {i.name for i in model.graph.initializer}
     for inp in model.graph.input:
         if inp.name in initializers:
             continue
+        if not inp.type.HasField("tensor_type"):
+            raise _not_a_tensor(inp, source)
         dims = inp.type.tensor_type.shape.dim
         free = [d.dim_param or "?" for d in dims if not d.HasField("dim_value")]
         if free or not inp.type.tensor_type.HasField("shape"):
