@@ -184,10 +184,6 @@ REFUSALS: dict[str, tuple[str, ...]] = {
         "test_castlike_UINT4_to_FLOAT16",
         "test_castlike_UINT4_to_UINT8",
     ),
-    "BatchNormalization in training mode": (
-        "test_batchnorm_epsilon_training_mode",
-        "test_batchnorm_example_training_mode",
-    ),
     "Dropout in training mode": (
         "test_training_dropout",
         "test_training_dropout_default",

@@ -151,3 +151,22 @@ def test_cast_to_float16_and_bfloat16_rounds():
         model = one_node("Cast", [("x", TensorProto.FLOAT, [3])], [("y", elem, [3])], to=elem)
         (y,) = run(model, x)
         np.testing.assert_array_equal(y, x.astype(np_type).astype(np.float32))
+
+
+def test_batch_norm_in_training_mode_uses_the_batch_statistics():
+    """Every input at run time; ONNX's running variance is the biased (population) one."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    scale, bias, mean, var = (rng.random(3).astype(np.float32) for _ in range(4))
+    f = TensorProto.FLOAT
+    names = [("x", f, [2, 3, 4, 5])] + [(n, f, [3]) for n in ("s", "b", "m", "v")]
+    outs = [("y", f, [2, 3, 4, 5]), ("rm", f, [3]), ("rv", f, [3])]
+    model = one_node("BatchNormalization", names, outs, opset=15, training_mode=1, momentum=0.8)
+    y, rm, rv = run(model, x, scale, bias, mean, var)
+    bm, bv = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+    per_channel = (1, 3, 1, 1)
+    want = (x - bm.reshape(per_channel)) / np.sqrt(bv.reshape(per_channel) + 1e-5)
+    want = want * scale.reshape(per_channel) + bias.reshape(per_channel)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(rm, mean * 0.8 + bm * 0.2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rv, var * 0.8 + bv * 0.2, rtol=1e-5, atol=1e-6)

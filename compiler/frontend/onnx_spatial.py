@@ -117,9 +117,12 @@ def _global_pool(imp: OnnxImport, node):
 
 @onnx_op("BatchNormalization")
 def _batch_norm(imp: OnnxImport, node):
-    """Inference batch norm folded into a per-channel scale and shift at import time."""
-    if imp.attr("training_mode", 0) or any(node.output[1:]):
-        raise imp.unsupported("BatchNormalization in training mode")
+    """Inference batch norm folded into a per-channel scale and shift at import time;
+    training mode (opset 14+) normalises by the batch's statistics."""
+    if imp.attr("training_mode", 0) and imp.opset >= 14:
+        return _batch_norm_training(imp, node)
+    if imp.attr("training_mode", 0) or any(node.output[1:]) or not imp.attr("is_test", 1):
+        raise imp.unsupported("BatchNormalization in training mode before opset 14")
     x = imp.value(node.input[0])
     rank = len(imp.shape(x))
     weight, bias, mean, var = (
@@ -133,6 +136,32 @@ def _batch_norm(imp: OnnxImport, node):
     shift_v = imp.constant(shift.numpy(), f"{out}_shift")
     y = imp.emit(df.ElementwiseOp("mul", [x, scale_v], imp.like(x)), f"{out}_scaled")
     return imp.emit(df.ElementwiseOp("add", [y, shift_v], imp.like(x)))
+
+
+def _batch_norm_training(imp: OnnxImport, node):
+    """y by the batch's mean and (biased) variance per channel; the running mean and
+    variance updated with ``momentum``: ``running * momentum + batch * (1 - momentum)``."""
+    x = imp.value(node.input[0])
+    shape = imp.shape(x)
+    channels, rank = shape[1], len(shape)
+    axes = [a for a in range(rank) if a != 1]
+    kept = [channels if a == 1 else 1 for a in range(rank)]
+    eps, momentum = float(imp.attr("epsilon", 1e-5)), float(imp.attr("momentum", 0.9))
+    out = node.output[0]
+    mean = imp.emit(df.ReduceOp("mean", x, axes, True, imp.like(x, kept)), f"{out}_mean")
+    centred = imp.ew("sub", [x, mean])
+    square = imp.ew("mul", [centred, centred])
+    var = imp.emit(df.ReduceOp("mean", square, axes, True, imp.like(x, kept)), f"{out}_var")
+    dtype = imp.dtype_of(x)
+    inv_std = imp.ew("rsqrt", [imp.ew("add", [var, imp.scalar(eps, dtype)])])
+    scale, bias = (imp.reshape(imp.value(node.input[k]), kept) for k in (1, 2))
+    y = imp.ew("add", [imp.ew("mul", [imp.ew("mul", [centred, inv_std]), scale]), bias])
+    results = [y]
+    for k, batch in ((3, mean), (4, var)):
+        running = imp.ew("mul", [node.input[k], imp.scalar(momentum, dtype)])
+        update = imp.ew("mul", [imp.reshape(batch, (channels,)), imp.scalar(1 - momentum, dtype)])
+        results.append(imp.ew("add", [running, update]))
+    return results
 
 
 @onnx_op("Pad")
