@@ -324,8 +324,12 @@ def compare(got: np.ndarray, want: np.ndarray, exact: bool = False) -> str | Non
     return None
 
 
-def run_case(case: Case) -> Result:
-    """Compile ``case`` with coec, run it, compare: its ``Result``."""
+#: how the cases compile: fp32 storage (the expected outputs are fp32 or wider), unfused
+OPTIONS = {"dtype": "fp32", "fusion": "none"}
+
+
+def run_case(case: Case, options: dict | None = None) -> Result:
+    """Compile ``case`` with coec (``OPTIONS``, or ``options``), run it, compare."""
     import coec
     from coec.ir.errors import CoecError
 
@@ -337,7 +341,7 @@ def run_case(case: Case) -> Result:
     shapes = {n: x.shape for n, x in feeds.items()}
     try:
         cm = coec.compile_onnx(
-            case.model, dtype="fp32", fusion="none", input_shapes=shapes, constants=constants
+            case.model, **(options or OPTIONS), input_shapes=shapes, constants=constants
         )
         outs = cm(*feeds.values())
     except CoecError as e:
@@ -356,10 +360,10 @@ def run_case(case: Case) -> Result:
     return Result(case.name, case.op, "pass")
 
 
-def run_cases(cases: list[Case]) -> list[Result]:
+def run_cases(cases: list[Case], options: dict | None = None) -> list[Result]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return [run_case(c) for c in cases]
+        return [run_case(c, options) for c in cases]
 
 
 def unexpected(results: list[Result]) -> list[str]:

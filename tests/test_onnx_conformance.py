@@ -170,3 +170,12 @@ def test_batch_norm_in_training_mode_uses_the_batch_statistics():
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(rm, mean * 0.8 + bm * 0.2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rv, var * 0.8 + bv * 0.2, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_node_cases_fused_and_tiled(cases):
+    """The same verdicts when every case is fused (dataflow) and streamed in tiles of 2."""
+    options = {"dtype": "fp32", "fusion": "dataflow", "max_tile": 2, "step_rows": 1}
+    results = run_cases([c for op_cases in cases.values() for c in op_cases], options)
+    problems = unexpected(results)
+    assert not problems, table(results) + "\n" + "\n".join(problems)
