@@ -57,6 +57,21 @@ from xdsl.traits import IsTerminator
 from coec.ir.errors import VerifyError
 from coec.ir.types import TensorType
 
+#: the narrow number types a value can be rounded to (``round_<type>`` kinds): the
+#: 16-bit floats, the 8- and 4-bit floats, the 4- and 2-bit integers
+ROUND_TYPES = (
+    "f16",
+    "bf16",
+    "f8e4m3fn",
+    "f8e4m3fnuz",
+    "f8e5m2",
+    "f8e5m2fnuz",
+    "f4e2m1",
+    "i4",
+    "u4",
+    "i2",
+    "u2",
+)
 UNARY_KINDS = frozenset(
     [
         "neg",
@@ -77,9 +92,9 @@ UNARY_KINDS = frozenset(
         "erf",
         "cast",
         "logical_not",
-        "round_f16",
-        "round_bf16",
     ]
+    # round_<type>: each value to the nearest of a narrower type (ONNX Cast), kept in its dtype
+    + [f"round_{t}" for t in ROUND_TYPES]
 )
 BINARY_KINDS = frozenset(
     [

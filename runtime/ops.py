@@ -67,9 +67,24 @@ UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "reciprocal": lambda x: 1.0 / x,
     "erf": _erf,
     "logical_not": np.logical_not,
-    "round_f16": lambda x: x.astype(np.float16).astype(x.dtype),
-    "round_bf16": lambda x: x.astype(ml_dtypes.bfloat16).astype(x.dtype),
 }
+#: the NumPy type of each ``round_<type>`` kind's target (ml_dtypes' conversions: nearest
+#: even for floats, overflow to inf or NaN; integers truncate and wrap around)
+ROUND_TYPES = {
+    "f16": np.float16,
+    "bf16": ml_dtypes.bfloat16,
+    "f8e4m3fn": ml_dtypes.float8_e4m3fn,
+    "f8e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
+    "f8e5m2": ml_dtypes.float8_e5m2,
+    "f8e5m2fnuz": ml_dtypes.float8_e5m2fnuz,
+    "f4e2m1": ml_dtypes.float4_e2m1fn,
+    "i4": ml_dtypes.int4,
+    "u4": ml_dtypes.uint4,
+    "i2": ml_dtypes.int2,
+    "u2": ml_dtypes.uint2,
+}
+for _name, _type in ROUND_TYPES.items():
+    UNARY[f"round_{_name}"] = lambda x, t=_type: x.astype(t).astype(x.dtype)
 BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "add": np.add,
     "sub": np.subtract,

@@ -43,7 +43,18 @@ from coec.ir import ops as df
 from coec.ir.errors import ConfigError, UnsupportedOpError, VerifyError
 from coec.ir.types import TensorType
 
-_FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
+#: stored in the chosen float dtype (the 8- and 4-bit floats too: a cast rounds to them)
+_FLOAT_TYPES = {
+    TensorProto.FLOAT,
+    TensorProto.FLOAT16,
+    TensorProto.BFLOAT16,
+    TensorProto.DOUBLE,
+    TensorProto.FLOAT8E4M3FN,
+    TensorProto.FLOAT8E4M3FNUZ,
+    TensorProto.FLOAT8E5M2,
+    TensorProto.FLOAT8E5M2FNUZ,
+    TensorProto.FLOAT4E2M1,
+}
 _INT_TYPES = {
     TensorProto.INT64: "i64",
     TensorProto.INT32: "i32",
@@ -53,6 +64,10 @@ _INT_TYPES = {
     TensorProto.UINT32: "u32",
     TensorProto.UINT16: "u16",
     TensorProto.UINT8: "u8",
+    TensorProto.INT4: "i8",  # 4- and 2-bit integers in a byte
+    TensorProto.UINT4: "u8",
+    TensorProto.INT2: "i8",
+    TensorProto.UINT2: "u8",
     TensorProto.BOOL: "i1",
 }
 _NP_INT = {
@@ -64,6 +79,10 @@ _NP_INT = {
     "uint32": "u32",
     "uint16": "u16",
     "uint8": "u8",
+    "int4": "i8",
+    "uint4": "u8",
+    "int2": "i8",
+    "uint2": "u8",
 }
 #: ops whose result is not a function of their inputs: never folded
 _RANDOM = frozenset(
@@ -128,8 +147,8 @@ class OnnxImport:
         raise self.unsupported(f"dtype {TensorProto.DataType.Name(elem_type)}")
 
     def np_storage(self, arr: np.ndarray) -> str:
-        if arr.dtype.kind == "f" or arr.dtype.name == "bfloat16":
-            return self.dtype
+        if arr.dtype.kind == "f" or arr.dtype.name.startswith(("bfloat", "float")):
+            return self.dtype  # ml_dtypes' bfloat16 and 8- / 4-bit floats too
         if arr.dtype.kind == "b":
             return "i1"
         if arr.dtype.name in _NP_INT:
@@ -240,6 +259,8 @@ class OnnxImport:
             return self.emit(df.ConstantOp(float(arr), dtype), name)
         if dtype == self.dtype and arr.dtype not in (np.float16, np.float64):
             arr = arr.astype(np.float32)  # bfloat16 and float8 have no torch.from_numpy
+        elif arr.dtype.kind == "V":  # ml_dtypes' 4- and 2-bit integers: a byte each
+            arr = arr.astype(np.int8 if dtype == "i8" else np.uint8)
         key, i = name, 1
         while key in self.weights:
             key, i = f"{name}_{i}", i + 1

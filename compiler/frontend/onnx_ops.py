@@ -164,21 +164,53 @@ def _clip(imp: OnnxImport, node):
     return y if isinstance(y, SSAValue) else imp.value(y)
 
 
-#: ONNX float types narrower than fp32 compute: a cast to one rounds (the unary kind)
-_ROUNDING = {onnx.TensorProto.FLOAT16: "round_f16", onnx.TensorProto.BFLOAT16: "round_bf16"}
+_T = onnx.TensorProto
+#: ONNX types narrower than what coec computes them in -> the ``round_<type>`` a cast to
+#: one applies (floats are stored in one dtype, 4- and 2-bit integers in 8 bits)
+_ROUNDING = {
+    _T.FLOAT16: "f16",
+    _T.BFLOAT16: "bf16",
+    _T.FLOAT8E4M3FN: "f8e4m3fn",
+    _T.FLOAT8E4M3FNUZ: "f8e4m3fnuz",
+    _T.FLOAT8E5M2: "f8e5m2",
+    _T.FLOAT8E5M2FNUZ: "f8e5m2fnuz",
+    _T.FLOAT4E2M1: "f4e2m1",
+    _T.INT4: "i4",
+    _T.UINT4: "u4",
+    _T.INT2: "i2",
+    _T.UINT2: "u2",
+}
+#: the 8-bit floats whose cast saturates by default (``saturate=1``): clipped to the finite
+#: range first (onnx's reference: ``np.clip(x, min, max).astype(type)``)
+_SATURATING = {
+    _T.FLOAT8E4M3FN: 448.0,
+    _T.FLOAT8E4M3FNUZ: 240.0,
+    _T.FLOAT8E5M2: 57344.0,
+    _T.FLOAT8E5M2FNUZ: 57344.0,
+}
 
 
 @onnx_op("Cast", "CastLike")
 def _cast(imp: OnnxImport, node):
-    """Convert to the target dtype; to fp16 / bf16 the values are rounded to that type,
-    whatever coec's storage dtype (all floats share one)."""
+    """Convert to the target dtype. To a type narrower than coec computes in (fp16, bf16,
+    the 8- and 4-bit floats, the 4- and 2-bit integers) the values are rounded to it:
+    floats after the conversion (all floats share one storage dtype), integers before
+    it (in the source's type, as onnx's reference converts)."""
     x, want = imp.value(node.input[0]), imp.out_dtype()
-    y = x
-    if imp.dtype_of(x) != want:
-        y = imp.emit(df.ElementwiseOp("cast", [x], imp.like(x, dtype=want)))
     target, source = imp.elem_type(node.output[0]), imp.elem_type(node.input[0])
-    if target in _ROUNDING and source != target:
-        y = imp.emit(df.ElementwiseOp(_ROUNDING[target], [y], imp.like(y)))
+    rounding = _ROUNDING.get(target) if source != target else None
+    y = x
+    if rounding and rounding[0] in "iu":
+        y = imp.emit(df.ElementwiseOp(f"round_{rounding}", [y], imp.like(y)))
+    if imp.dtype_of(y) != want:
+        y = imp.emit(df.ElementwiseOp("cast", [y], imp.like(y, dtype=want)))
+    if rounding and rounding[0] not in "iu":
+        top = _SATURATING.get(target)
+        if top is not None and imp.attr("saturate", 1):
+            y = imp.ew(
+                "maximum", [imp.ew("minimum", [y, imp.scalar(top, want)]), imp.scalar(-top, want)]
+            )
+        y = imp.emit(df.ElementwiseOp(f"round_{rounding}", [y], imp.like(y)))
     return y
 
 
