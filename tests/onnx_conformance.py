@@ -76,10 +76,6 @@ REFUSALS: dict[str, tuple[str, ...]] = {
         "test_training_dropout_default_mask",
         "test_training_dropout_mask",
     ),
-    "MaxPool's Indices output": (
-        "test_maxpool_with_argmax_2d_precomputed_pads",
-        "test_maxpool_with_argmax_2d_precomputed_strides",
-    ),
     "not a tensor": (
         "test_identity_opt",
         "test_identity_sequence",

@@ -179,3 +179,23 @@ def test_node_cases_fused_and_tiled(cases):
     results = run_cases([c for op_cases in cases.values() for c in op_cases], options)
     problems = unexpected(results)
     assert not problems, table(results) + "\n" + "\n".join(problems)
+
+
+def test_maxpool_indices_match_pytorch():
+    """ONNX's Indices count from the start of the tensor, PyTorch's from each (n, c) plane."""
+    x = torch.randn(2, 3, 7, 6)
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    attrs = dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 1, 1], dilations=[1, 2])
+    model = one_node(
+        "MaxPool", [("x", f, [2, 3, 7, 6])], [("y", f, None), ("i", i64, None)], **attrs
+    )
+    y, idx = run(model, x.numpy())
+    padded = torch.nn.functional.pad(x, (0, 1, 1, 1), value=-float("inf"))
+    ref, ref_idx = torch.nn.functional.max_pool2d(
+        padded, (3, 2), (2, 1), dilation=(1, 2), return_indices=True
+    )
+    np.testing.assert_array_equal(y, ref.numpy())
+    # PyTorch indexes the padded plane (width 7, one row above): back to the input's (width 6)
+    row, col = ref_idx.numpy() // 7 - 1, ref_idx.numpy() % 7
+    planes = np.arange(6).reshape(2, 3, 1, 1) * 7 * 6
+    np.testing.assert_array_equal(idx, planes + row * 6 + col)

@@ -77,12 +77,12 @@ def _conv(imp: OnnxImport, node):
 
 
 def _pool(imp: OnnxImport, node, kind: str):
-    if len(node.output) > 1 and node.output[1]:
-        raise imp.unsupported("MaxPool's Indices output")
     x = imp.value(node.input[0])
     kernel = [int(k) for k in imp.attr("kernel_shape")]
     args = _window_args(imp, x, kernel, ceil=bool(imp.attr("ceil_mode", 0)))
     y = spatial.pool(imp, x, kind, kernel=kernel, name=node.output[0], **args)
+    if kind == "max" and len(node.output) > 1 and node.output[1]:
+        return [y, _argmax(imp, x, y, kernel, args, f"{node.output[1]}")]
     if kind == "max":
         return y
     # the pool divides by the whole window; ONNX by the elements it counts
@@ -94,6 +94,40 @@ def _pool(imp: OnnxImport, node, kind: str):
         return y
     scale = imp.constant(ratio.astype(np.float32), f"{node.output[0]}_count")
     return imp.emit(df.ElementwiseOp("mul", [y, scale], imp.like(y)), node.output[0])
+
+
+def _argmax(imp: OnnxImport, x, y, kernel: list[int], args: dict, name: str):
+    """MaxPool's Indices: where in ``x`` (flattened, ``storage_order`` 0 row-major, 1
+    column-major over the spatial dims) each window's first maximum is.
+
+    Built of df ops: the first tap k* equal to the max (a ``where`` over tap numbers, then
+    a min), then the index each (tap, output position) stands for, picked by k* (a known
+    table, masked and summed)."""
+    n, c, *size = imp.shape(x)
+    out, k = args["out"], math.prod(kernel)
+    win = spatial.pool_windows(imp, x, spatial.MAX_FILL, kernel=kernel, name=name, **args)
+    win = imp.reshape(win, [n, k, c, *out], f"{name}_byk")
+    hit = imp.ew("eq", [win, imp.reshape(y, [n, 1, c, *out])], "i1")
+    ones = [1] * len(out)
+    taps = imp.constant(np.arange(k, dtype=np.int64).reshape(1, k, 1, *ones), f"{name}_taps")
+    first = imp.ew("where", [hit, taps, imp.scalar(k, "i64")], "i64")
+    first = imp.emit(df.ReduceOp("min", first, [1], True, imp.like(first, [n, 1, c, *out])))
+    # the spatial index of tap t at output position o, per dim: o·stride - pad + t·dilation
+    coords = np.meshgrid(*(range(kk) for kk in kernel), *(range(o) for o in out), indexing="ij")
+    r = len(kernel)
+    dims = [
+        coords[r + i] * args["stride"][i] - args["before"][i] + coords[i] * args["dilation"][i]
+        for i in range(r)
+    ]
+    strides = [math.prod(size[i + 1 :]) for i in range(r)]
+    if imp.attr("storage_order", 0):
+        strides = [math.prod(size[:i]) for i in range(r)]
+    flat = sum(d * s for d, s in zip(dims, strides, strict=True)).reshape(1, k, 1, *out)
+    table = imp.constant(flat.astype(np.int64), f"{name}_table")
+    picked = imp.ew("where", [imp.ew("eq", [taps, first], "i1"), table, imp.scalar(0, "i64")])
+    index = imp.emit(df.ReduceOp("sum", picked, [1], False, imp.like(picked, [n, c, *out])))
+    base = np.arange(n * c, dtype=np.int64).reshape(n, c, *ones) * math.prod(size)
+    return imp.ew("add", [index, imp.constant(base, f"{name}_base")], "i64")
 
 
 @onnx_op("MaxPool")
