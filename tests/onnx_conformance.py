@@ -237,7 +237,9 @@ def run_case(case: Case, options: dict | None = None) -> Result:
         return Result(case.name, case.op, "crashed", f"{type(e).__name__}: {e}".splitlines()[0])
     outs = outs if isinstance(outs, tuple) else (outs,)
     if len(outs) != len(case.outputs):
-        return Result(case.name, case.op, "failed", f"{len(outs)} outputs, expected {len(outs)}")
+        return Result(
+            case.name, case.op, "failed", f"{len(outs)} outputs, expected {len(case.outputs)}"
+        )
     for k, (got, want) in enumerate(zip(outs, case.outputs, strict=True)):
         why = compare(got.numpy(), want, exact=case.op in EXACT)
         if why:

@@ -155,7 +155,7 @@ def _batch_norm(imp: OnnxImport, node):
     training mode (opset 14+) normalises by the batch's statistics."""
     if imp.attr("training_mode", 0) and imp.opset >= 14:
         return _batch_norm_training(imp, node)
-    if imp.attr("training_mode", 0) or any(node.output[1:]) or not imp.attr("is_test", 1):
+    if imp.attr("training_mode", 0) or any(node.output[1:]):
         raise imp.unsupported("BatchNormalization in training mode before opset 14")
     x = imp.value(node.input[0])
     rank = len(imp.shape(x))
