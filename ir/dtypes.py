@@ -38,5 +38,21 @@ DTYPES: dict[str, Dtype] = {
     )
 }
 
+#: the narrow number types a value can be rounded to (the ``round_<type>`` elementwise
+#: kinds, ONNX Cast): the 16-bit floats, the 8- and 4-bit floats, the 4- and 2-bit integers
+ROUND_TYPES = (
+    "f16",
+    "bf16",
+    "f8e4m3fn",
+    "f8e4m3fnuz",
+    "f8e5m2",
+    "f8e5m2fnuz",
+    "f4e2m1",
+    "i4",
+    "u4",
+    "i2",
+    "u2",
+)
+
 #: bytes per element of each storage dtype
 DTYPE_BYTES: dict[str, int] = {name: d.bytes for name, d in DTYPES.items()}

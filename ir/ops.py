@@ -54,24 +54,10 @@ from xdsl.irdl import (
 )
 from xdsl.traits import IsTerminator
 
+from coec.ir.dtypes import ROUND_TYPES
 from coec.ir.errors import VerifyError
 from coec.ir.types import TensorType
 
-#: the narrow number types a value can be rounded to (``round_<type>`` kinds): the
-#: 16-bit floats, the 8- and 4-bit floats, the 4- and 2-bit integers
-ROUND_TYPES = (
-    "f16",
-    "bf16",
-    "f8e4m3fn",
-    "f8e4m3fnuz",
-    "f8e5m2",
-    "f8e5m2fnuz",
-    "f4e2m1",
-    "i4",
-    "u4",
-    "i2",
-    "u2",
-)
 UNARY_KINDS = frozenset(
     [
         "neg",

@@ -1,9 +1,9 @@
 """NumPy semantics of every df op: the executable specification of the dialect.
 
 One handler per op family, each ``(inputs, attrs, out_shape) -> ndarray``.
-Floating data is computed in float32 (float64 inputs stay float64); integers
-at their storage width, so they wrap around as stored; booleans as bool. bf16 storage is emulated, when asked, by the
-executor rounding what it stores — not here.
+Floating data is computed in float32 (float64 inputs stay float64); integers at
+their storage width, so they wrap around as stored; booleans as bool. bf16 storage
+is emulated, when asked, by the executor rounding what it stores — not here.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable
 import ml_dtypes
 import numpy as np
 
+from coec.ir import dtypes
 from coec.ir.dtypes import DTYPES
 
 Handler = Callable[[list[np.ndarray], dict, tuple[int, ...]], np.ndarray]
@@ -70,7 +71,7 @@ UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 #: the NumPy type of each ``round_<type>`` kind's target (ml_dtypes' conversions: nearest
 #: even for floats, overflow to inf or NaN; integers truncate and wrap around)
-ROUND_TYPES = {
+NARROW = {
     "f16": np.float16,
     "bf16": ml_dtypes.bfloat16,
     "f8e4m3fn": ml_dtypes.float8_e4m3fn,
@@ -83,7 +84,8 @@ ROUND_TYPES = {
     "i2": ml_dtypes.int2,
     "u2": ml_dtypes.uint2,
 }
-for _name, _type in ROUND_TYPES.items():
+assert set(NARROW) == set(dtypes.ROUND_TYPES), "round_<type> kinds differ from coec.ir.dtypes"
+for _name, _type in NARROW.items():
     UNARY[f"round_{_name}"] = lambda x, t=_type: x.astype(t).astype(x.dtype)
 BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "add": np.add,
@@ -260,15 +262,17 @@ def gather(xs, attrs, shape):
     return np.take(table, idx.astype(np.int64), axis=attrs["axis"])
 
 
+def _whole_in(x: np.ndarray, info: np.iinfo) -> bool:
+    """Is ``x`` a float holding a whole number in ``info``'s range?"""
+    return x.dtype.kind == "f" and float(x).is_integer() and info.min <= float(x) <= info.max
+
+
 def run_op(name: str, inputs: list[np.ndarray], attrs: dict, shape, dtype: str) -> np.ndarray:
     """Compute one op; the result is brought to its compute dtype and shape."""
     if name == "elementwise" and COMPUTE_DTYPE[dtype].kind in "iu":
-        # an integer op computes at its width: its immediates (float32) join it there
-        want = COMPUTE_DTYPE[dtype]
-        inputs = [
-            x.astype(want) if x.ndim == 0 and x.dtype.kind == "f" and float(x).is_integer() else x
-            for x in inputs
-        ]
+        # an integer op computes at its width: its whole immediates (float32) join it there
+        info = np.iinfo(COMPUTE_DTYPE[dtype])
+        inputs = [x.astype(info.dtype) if x.ndim == 0 and _whole_in(x, info) else x for x in inputs]
     out = HANDLERS[name](inputs, attrs, tuple(shape))
     out = as_compute(np.asarray(out), dtype)
     if out.shape != tuple(shape):

@@ -207,9 +207,8 @@ def _cast(imp: OnnxImport, node):
     if rounding and rounding[0] not in "iu":
         top = _SATURATING.get(target)
         if top is not None and imp.attr("saturate", 1):
-            y = imp.ew(
-                "maximum", [imp.ew("minimum", [y, imp.scalar(top, want)]), imp.scalar(-top, want)]
-            )
+            y = imp.ew("minimum", [y, imp.scalar(top, want)])
+            y = imp.ew("maximum", [y, imp.scalar(-top, want)])
         y = imp.emit(df.ElementwiseOp(f"round_{rounding}", [y], imp.like(y)))
     return y
 

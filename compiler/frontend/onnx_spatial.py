@@ -82,7 +82,7 @@ def _pool(imp: OnnxImport, node, kind: str):
     args = _window_args(imp, x, kernel, ceil=bool(imp.attr("ceil_mode", 0)))
     y = spatial.pool(imp, x, kind, kernel=kernel, name=node.output[0], **args)
     if kind == "max" and len(node.output) > 1 and node.output[1]:
-        return [y, _argmax(imp, x, y, kernel, args, f"{node.output[1]}")]
+        return [y, _argmax(imp, x, y, kernel, args, node.output[1])]
     if kind == "max":
         return y
     # the pool divides by the whole window; ONNX by the elements it counts
