@@ -13,8 +13,7 @@ from collections.abc import Callable
 import ml_dtypes
 import numpy as np
 
-from coec.ir import dtypes
-from coec.ir.dtypes import DTYPES
+from coec.ir.dtypes import DTYPES, ROUND_TYPES
 
 Handler = Callable[[list[np.ndarray], dict, tuple[int, ...]], np.ndarray]
 HANDLERS: dict[str, Handler] = {}
@@ -84,7 +83,7 @@ NARROW = {
     "i2": ml_dtypes.int2,
     "u2": ml_dtypes.uint2,
 }
-assert set(NARROW) == set(dtypes.ROUND_TYPES), "round_<type> kinds differ from coec.ir.dtypes"
+assert set(NARROW) == set(ROUND_TYPES), "round_<type> kinds differ from coec.ir.dtypes"
 for _name, _type in NARROW.items():
     UNARY[f"round_{_name}"] = lambda x, t=_type: x.astype(t).astype(x.dtype)
 BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
