@@ -15,6 +15,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 from onnx_conformance import (
+    CACHE,
     EXPECTED_REFUSALS,
     load_cases,
     run_cases,
@@ -32,8 +33,9 @@ pytestmark = pytest.mark.onnx_conformance
 @pytest.fixture(scope="module")
 def cases(pytestconfig):
     """Every claimed op type's node cases (generated once, ~10 s, then cached)."""
+    cache = getattr(pytestconfig, "cache", None)  # None under -p no:cacheprovider
     by_op: dict[str, list] = {}
-    for c in load_cases(pytestconfig.cache.mkdir("onnx-conformance")):
+    for c in load_cases(cache.mkdir("onnx-conformance") if cache else CACHE):
         by_op.setdefault(c.op, []).append(c)
     return by_op
 
