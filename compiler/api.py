@@ -21,9 +21,9 @@ from coec.pipeline import Compiled, Options, compile_onnx_model, compile_program
 from coec.runtime.executor import Executor
 
 
-def to_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(t, np.ndarray):
-        return t
+def to_numpy(t: torch.Tensor | np.ndarray | np.generic) -> np.ndarray:
+    if isinstance(t, np.ndarray | np.generic):  # a NumPy scalar is a 0-d input
+        return np.asarray(t)
     t = t.detach().cpu()
     if t.dtype in (torch.bfloat16, torch.float16):
         t = t.float()
@@ -171,6 +171,7 @@ def compile_onnx(
     options: Options | None = None,
     *,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    constants: dict[str, np.ndarray] | None = None,
     emulate_bf16: bool = False,
     step_rows: int = 256,
     **overrides,
@@ -178,12 +179,17 @@ def compile_onnx(
     """Compile an ONNX model (a path or an ``onnx.ModelProto``) like :func:`compile`.
 
     The graph inputs' shapes must be static, or fixed by ``input_shapes``
-    (input name -> shape). Call the result with NumPy arrays or tensors in the
-    order of the graph's inputs; onnxruntime is the numerical reference.
+    (input name -> shape). ``constants`` (input name -> array) fixes graph inputs'
+    values at compile time: they are no longer inputs, and what coec needs to know
+    when it compiles (a reshape's shape, reduction axes, pads) may come from them.
+    Call the result with NumPy arrays or tensors in the order of the remaining graph
+    inputs; onnxruntime is the numerical reference.
     """
     from coec.frontend.onnx_model import load_onnx
 
     proto, source = load_onnx(model)
     options = Options.of(options, **overrides)
-    compiled = compile_onnx_model(proto, options, input_shapes=input_shapes, source=source)
+    compiled = compile_onnx_model(
+        proto, options, input_shapes=input_shapes, source=source, constants=constants
+    )
     return CompiledModel(compiled, emulate_bf16=emulate_bf16, step_rows=step_rows)

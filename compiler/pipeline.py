@@ -226,12 +226,13 @@ def compile_onnx_model(
     dump_points: Sequence[str] = (),
     input_shapes: dict | None = None,
     source: str = "<onnx>",
+    constants: dict | None = None,
 ) -> Compiled:
     """Import an ONNX ``ModelProto`` into df IR, run the passes, emit the schedule."""
     from coec.frontend.onnx_import import import_onnx
 
     options = _one_socket(options.normalized())
-    program = import_onnx(model, options.dtype, input_shapes, source)
+    program = import_onnx(model, options.dtype, input_shapes, source, constants)
     return compile_lowered(program, options, dump_points, copy=False)
 
 

@@ -54,6 +54,7 @@ from xdsl.irdl import (
 )
 from xdsl.traits import IsTerminator
 
+from coec.ir.dtypes import ROUND_TYPES
 from coec.ir.errors import VerifyError
 from coec.ir.types import TensorType
 
@@ -78,6 +79,8 @@ UNARY_KINDS = frozenset(
         "cast",
         "logical_not",
     ]
+    # round_<type>: each value to the nearest of a narrower type (ONNX Cast), kept in its dtype
+    + [f"round_{t}" for t in ROUND_TYPES]
 )
 BINARY_KINDS = frozenset(
     [

@@ -17,6 +17,7 @@ from xdsl.dialects.builtin import (
     IntAttr,
     IntegerType,
     NoneAttr,
+    Signedness,
     StringAttr,
 )
 from xdsl.ir import Attribute, ParametrizedAttribute, TypeAttribute
@@ -38,7 +39,12 @@ _ELEMENT_TYPES: dict[str, Attribute] = {
     "f64": Float64Type(),
     "i64": IntegerType(64),
     "i32": IntegerType(32),
+    "i16": IntegerType(16),
     "i8": IntegerType(8),
+    "u64": IntegerType(64, Signedness.UNSIGNED),
+    "u32": IntegerType(32, Signedness.UNSIGNED),
+    "u16": IntegerType(16, Signedness.UNSIGNED),
+    "u8": IntegerType(8, Signedness.UNSIGNED),
     "i1": IntegerType(1),
 }
 #: dtype name -> (xDSL element type, bytes per element, NumPy compute dtype)

@@ -1,16 +1,19 @@
 """NumPy semantics of every df op: the executable specification of the dialect.
 
 One handler per op family, each ``(inputs, attrs, out_shape) -> ndarray``.
-Floating data is computed in float32 (float64 inputs stay float64); integers
-in int64; booleans as bool. bf16 storage is emulated, when asked, by the
-executor rounding what it stores — not here.
+Floating data is computed in float32 (float64 inputs stay float64); integers at
+their storage width, so they wrap around as stored; booleans as bool. bf16 storage
+is emulated, when asked, by the executor rounding what it stores — not here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import ml_dtypes
 import numpy as np
+
+from coec.ir.dtypes import DTYPES, ROUND_TYPES
 
 Handler = Callable[[list[np.ndarray], dict, tuple[int, ...]], np.ndarray]
 HANDLERS: dict[str, Handler] = {}
@@ -65,6 +68,24 @@ UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "erf": _erf,
     "logical_not": np.logical_not,
 }
+#: the NumPy type of each ``round_<type>`` kind's target (ml_dtypes' conversions: nearest
+#: even for floats, overflow to inf or NaN; integers truncate and wrap around)
+NARROW = {
+    "f16": np.float16,
+    "bf16": ml_dtypes.bfloat16,
+    "f8e4m3fn": ml_dtypes.float8_e4m3fn,
+    "f8e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
+    "f8e5m2": ml_dtypes.float8_e5m2,
+    "f8e5m2fnuz": ml_dtypes.float8_e5m2fnuz,
+    "f4e2m1": ml_dtypes.float4_e2m1fn,
+    "i4": ml_dtypes.int4,
+    "u4": ml_dtypes.uint4,
+    "i2": ml_dtypes.int2,
+    "u2": ml_dtypes.uint2,
+}
+assert set(NARROW) == set(ROUND_TYPES), "round_<type> kinds differ from coec.ir.dtypes"
+for _name, _type in NARROW.items():
+    UNARY[f"round_{_name}"] = lambda x, t=_type: x.astype(t).astype(x.dtype)
 BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "add": np.add,
     "sub": np.subtract,
@@ -90,17 +111,8 @@ _SMALL_POWERS = {
     1.0: lambda x: x,
 }
 
-#: NumPy compute dtype per storage dtype
-COMPUTE_DTYPE = {
-    "bf16": np.float32,
-    "f16": np.float32,
-    "f32": np.float32,
-    "f64": np.float64,
-    "i64": np.int64,
-    "i32": np.int64,
-    "i8": np.int64,
-    "i1": np.bool_,
-}
+#: NumPy compute dtype per storage dtype (integers at their own width: they wrap around)
+COMPUTE_DTYPE = {name: np.dtype(d.compute) for name, d in DTYPES.items()}
 
 
 def as_compute(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -120,7 +132,7 @@ def elementwise(xs, attrs, shape):
     if kind in BINARY:
         a, b = xs
         if kind in ("div", "pow") and a.dtype.kind in "iub" and b.dtype.kind in "iub":
-            a = a.astype(np.float32)
+            a = a.astype(np.float64)  # wide enough for every integer up to 2**53
         out = BINARY[kind](a, b)
         return out
     if kind == "where":
@@ -139,10 +151,23 @@ def matmul(xs, attrs, shape):
 _REDUCE = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "prod": np.prod}
 
 
+def _lowest(dtype: np.dtype, highest: bool = False):
+    """The identity of max (of min with ``highest``): what a reduction over nothing gives."""
+    if dtype.kind == "b":
+        return highest
+    if dtype.kind == "f":
+        return np.inf if highest else -np.inf
+    info = np.iinfo(dtype)
+    return info.max if highest else info.min
+
+
 @handles("reduce")
 def reduce(xs, attrs, shape):
-    out = _REDUCE[attrs["kind"]](xs[0], axis=tuple(attrs["axes"]), keepdims=attrs["keepdim"])
-    return np.asarray(out)
+    x, kind = xs[0], attrs["kind"]
+    kw = {"axis": tuple(attrs["axes"]), "keepdims": attrs["keepdim"]}
+    if kind in ("max", "min") and x.size == 0:  # over the empty set: the op's identity
+        kw["initial"] = _lowest(x.dtype, highest=kind == "min")
+    return np.asarray(_REDUCE[kind](x, **kw))
 
 
 def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
@@ -246,8 +271,17 @@ def update(xs, attrs, shape):
     return out
 
 
+def _whole_in(x: np.ndarray, info: np.iinfo) -> bool:
+    """Is ``x`` a float holding a whole number in ``info``'s range?"""
+    return x.dtype.kind == "f" and float(x).is_integer() and info.min <= float(x) <= info.max
+
+
 def run_op(name: str, inputs: list[np.ndarray], attrs: dict, shape, dtype: str) -> np.ndarray:
     """Compute one op; the result is brought to its compute dtype and shape."""
+    if name == "elementwise" and COMPUTE_DTYPE[dtype].kind in "iu":
+        # an integer op computes at its width: its whole immediates (float32) join it there
+        info = np.iinfo(COMPUTE_DTYPE[dtype])
+        inputs = [x.astype(info.dtype) if x.ndim == 0 and _whole_in(x, info) else x for x in inputs]
     out = HANDLERS[name](inputs, attrs, tuple(shape))
     out = as_compute(np.asarray(out), dtype)
     if out.shape != tuple(shape):

@@ -30,7 +30,9 @@ NonNegative = Annotated[float, AtLeast(0)]
 Positive = Annotated[float, Above(0)]
 
 Format = Literal["coec.schedule/3"]
-Dtype = Literal["bf16", "f16", "f32", "f64", "i64", "i32", "i8", "i1"]
+Dtype = Literal[
+    "bf16", "f16", "f32", "f64", "i64", "i32", "i16", "i8", "u64", "u32", "u16", "u8", "i1"
+]
 Tier = Literal["sram", "hbm", "ddr"]
 OffChipTier = Literal["hbm", "ddr"]
 BufferKind = Literal["input", "weight", "activation"]

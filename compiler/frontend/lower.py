@@ -32,9 +32,9 @@ from coec.ir.types import TensorType
 _INT_DTYPES = {
     torch.int64: "i64",
     torch.int32: "i32",
-    torch.int16: "i32",
+    torch.int16: "i16",
     torch.int8: "i8",
-    torch.uint8: "i8",
+    torch.uint8: "u8",
     torch.bool: "i1",
 }
 

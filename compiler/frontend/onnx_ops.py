@@ -31,11 +31,27 @@ def op_key(node: onnx.NodeProto) -> str:
 
 
 # -- handlers, one per ONNX op type -----------------------------------------------------------
-@onnx_op("Identity", "Dropout")
+@onnx_op("Identity")
 def _identity(imp: OnnxImport, node):
-    if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
-        raise imp.unsupported("Dropout's mask output")
     return imp.value(node.input[0])
+
+
+@onnx_op("Dropout")
+def _dropout(imp: OnnxImport, node):
+    """Inference dropout: the identity, its mask all true. Training mode (random) is refused
+    unless its ratio is 0."""
+    training = bool(imp.attr("is_test", 1) == 0) if imp.opset < 7 else False
+    if imp.has_input(2):
+        training = bool(np.asarray(imp.const(2, "Dropout's training_mode")).reshape(-1)[0])
+    ratio = imp.attr("ratio", 0.5)
+    if imp.has_input(1):
+        ratio = float(np.asarray(imp.const(1, "Dropout's ratio")).reshape(-1)[0])
+    if training and ratio != 0.0:
+        raise imp.unsupported(f"Dropout in training mode (random, ratio {ratio})")
+    x = imp.value(node.input[0])
+    if len(node.output) < 2 or not node.output[1]:
+        return x
+    return [x, np.ones(imp.shape(x), dtype=bool)]
 
 
 @onnx_op("Shape")
@@ -130,26 +146,71 @@ def _where(imp: OnnxImport, node):
 
 @onnx_op("Clip")
 def _clip(imp: OnnxImport, node):
-    lo, hi = imp.attr("min"), imp.attr("max")
-    if imp.has_input(1):
-        lo = imp.const(1, "Clip's min")
-    if imp.has_input(2):
-        hi = imp.const(2, "Clip's max")
-    y: str | SSAValue = node.input[0]
+    """max(min(x, hi), lo) elementwise; bounds from attributes (opset < 11) or inputs,
+    known at import time or computed at run time."""
     dtype = imp.out_dtype()
-    if lo is not None:
-        y = imp.ew("maximum", [y, imp.scalar(np.asarray(lo).item(), dtype)], dtype)
-    if hi is not None:
-        y = imp.ew("minimum", [y, imp.scalar(np.asarray(hi).item(), dtype)], dtype)
+    bounds = [imp.attr("min"), imp.attr("max")]
+    for k in (1, 2):
+        if imp.has_input(k):
+            name = node.input[k]
+            bounds[k - 1] = imp.consts[name] if name in imp.consts else imp.value(name)
+    y: str | SSAValue = node.input[0]
+    for kind, bound in zip(("maximum", "minimum"), bounds, strict=True):
+        if bound is None:
+            continue
+        if not isinstance(bound, SSAValue):
+            bound = imp.scalar(np.asarray(bound).item(), dtype)
+        y = imp.ew(kind, [y, bound], dtype)
     return y if isinstance(y, SSAValue) else imp.value(y)
+
+
+_T = onnx.TensorProto
+#: ONNX types narrower than what coec computes them in -> the ``round_<type>`` a cast to
+#: one applies (floats are stored in one dtype, 4- and 2-bit integers in 8 bits)
+_ROUNDING = {
+    _T.FLOAT16: "f16",
+    _T.BFLOAT16: "bf16",
+    _T.FLOAT8E4M3FN: "f8e4m3fn",
+    _T.FLOAT8E4M3FNUZ: "f8e4m3fnuz",
+    _T.FLOAT8E5M2: "f8e5m2",
+    _T.FLOAT8E5M2FNUZ: "f8e5m2fnuz",
+    _T.FLOAT4E2M1: "f4e2m1",
+    _T.INT4: "i4",
+    _T.UINT4: "u4",
+    _T.INT2: "i2",
+    _T.UINT2: "u2",
+}
+#: the 8-bit floats whose cast saturates by default (``saturate=1``): clipped to the finite
+#: range first (onnx's reference: ``np.clip(x, min, max).astype(type)``)
+_SATURATING = {
+    _T.FLOAT8E4M3FN: 448.0,
+    _T.FLOAT8E4M3FNUZ: 240.0,
+    _T.FLOAT8E5M2: 57344.0,
+    _T.FLOAT8E5M2FNUZ: 57344.0,
+}
 
 
 @onnx_op("Cast", "CastLike")
 def _cast(imp: OnnxImport, node):
+    """Convert to the target dtype. To a type narrower than coec computes in (fp16, bf16,
+    the 8- and 4-bit floats, the 4- and 2-bit integers) the values are rounded to it:
+    floats after the conversion (all floats share one storage dtype), integers before
+    it (in the source's type, as onnx's reference converts)."""
     x, want = imp.value(node.input[0]), imp.out_dtype()
-    if imp.dtype_of(x) == want:
-        return x
-    return imp.emit(df.ElementwiseOp("cast", [x], imp.like(x, dtype=want)))
+    target, source = imp.elem_type(node.output[0]), imp.elem_type(node.input[0])
+    rounding = _ROUNDING.get(target) if source != target else None
+    y = x
+    if rounding and rounding[0] in "iu":
+        y = imp.emit(df.ElementwiseOp(f"round_{rounding}", [y], imp.like(y)))
+    if imp.dtype_of(y) != want:
+        y = imp.emit(df.ElementwiseOp("cast", [y], imp.like(y, dtype=want)))
+    if rounding and rounding[0] not in "iu":
+        top = _SATURATING.get(target)
+        if top is not None and imp.attr("saturate", 1):
+            y = imp.ew("minimum", [y, imp.scalar(top, want)])
+            y = imp.ew("maximum", [y, imp.scalar(-top, want)])
+        y = imp.emit(df.ElementwiseOp(f"round_{rounding}", [y], imp.like(y)))
+    return y
 
 
 # -- matmuls -------------------------------------------------------------------------------
@@ -241,14 +302,28 @@ def _no_stats(imp: OnnxImport, node) -> None:
 
 @onnx_op("LayerNormalization")
 def _layer_norm(imp: OnnxImport, node):
-    _no_stats(imp, node)
     x = imp.value(node.input[0])
-    rank = len(imp.shape(x))
+    shape = imp.shape(x)
+    rank = len(shape)
     ndims = rank - imp.axis(imp.attr("axis", -1), rank)
     w = imp.value(node.input[1]) if imp.has_input(1) else None
     b = imp.value(node.input[2]) if imp.has_input(2) else None
     eps = float(imp.attr("epsilon", 1e-5))
-    return imp.emit(df.LayerNormOp(x, w, b, ndims, eps, imp.like(x)))
+    y = imp.emit(df.LayerNormOp(x, w, b, ndims, eps, imp.like(x)))
+    if not any(node.output[1:]):
+        return y
+    # the statistics ONNX also returns: mean and 1/sqrt(var + eps) over the normalised dims
+    axes = list(range(rank - ndims, rank))
+    kept = [1 if i in axes else d for i, d in enumerate(shape)]
+    out = node.output[0]
+    mean = imp.emit(df.ReduceOp("mean", x, axes, True, imp.like(x, kept)), f"{out}_mean")
+    centred = imp.ew("sub", [x, mean])
+    var = imp.emit(
+        df.ReduceOp("mean", imp.ew("mul", [centred, centred]), axes, True, imp.like(x, kept)),
+        f"{out}_var",
+    )
+    inv_std = imp.ew("rsqrt", [imp.ew("add", [var, imp.scalar(eps, imp.dtype_of(var))])])
+    return [y, mean, inv_std]
 
 
 @onnx_op("RMSNormalization", "SimplifiedLayerNormalization")

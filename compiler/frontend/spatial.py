@@ -235,18 +235,26 @@ def pool(
     Windows that run past the padded edge (ceil mode) get more padding after; a mean
     divides by the full window, so callers must refuse shapes where that differs."""
     n, c = _shape(x)[:2]
-    fill = MAX_FILL if kind == "max" else 0.0
-    spans = zip(out, stride, kernel, dilation, strict=True)
-    need = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in spans]
-    have = [s + lo + hi for s, lo, hi in zip(_shape(x)[2:], before, after, strict=True)]
-    after = [hi + max(0, nd - h) for hi, nd, h in zip(after, need, have, strict=True)]
-    x = pad(b, x, before, after, fill, name)
-    win = windows(b, x, kernel, stride, dilation, out, f"{name}_win")
+    args = dict(kernel=kernel, stride=stride, before=before, after=after, dilation=dilation)
+    win = pool_windows(b, x, MAX_FILL if kind == "max" else 0.0, out=out, name=name, **args)
     k = math.prod(kernel)
     if k == 1:
         return win
     win = b.emit(df.ReshapeOp(win, b.like(win, [n, k, c, *out])), f"{name}_byk")
     return b.emit(df.ReduceOp(kind, win, [1], False, b.like(win, [n, c, *out])), name)
+
+
+def pool_windows(
+    b: Builder, x, fill: float, *, kernel, stride, before, after, dilation, out, name: str
+) -> SSAValue:
+    """``(N, K·C, *out)``: ``x`` padded with ``fill`` (more after where ceil-mode windows
+    run past the padded edge), then its ``windows``."""
+    spans = zip(out, stride, kernel, dilation, strict=True)
+    need = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in spans]
+    have = [s + lo + hi for s, lo, hi in zip(_shape(x)[2:], before, after, strict=True)]
+    after = [hi + max(0, nd - h) for hi, nd, h in zip(after, need, have, strict=True)]
+    x = pad(b, x, before, after, fill, name)
+    return windows(b, x, kernel, stride, dilation, out, f"{name}_win")
 
 
 def past_the_edge(spatial, kernel, stride, before, after, dilation, out) -> bool:
