@@ -134,9 +134,8 @@ def compile_onnx_file(
     model, source = load_onnx(path)
     if inputs is not None:
         feeds = check_inputs(model, _read_tensors(Path(inputs)), str(inputs))
-    else:
-        # count-only needs shapes, not data (unless the inputs are saved with the schedule)
-        feeds = random_inputs(model, data=execute or output is not None)
+    else:  # count-only needs shapes, not data: none is invented for a count-only save
+        feeds = random_inputs(model, data=execute)
     shapes = {k: v.shape for k, v in feeds.items()}
     compiled = compile_onnx_model(model, options, dump_points, shapes, source)
     cm = CompiledModel(compiled, emulate_bf16=emulate_bf16)
@@ -147,7 +146,7 @@ def compile_onnx_file(
         report["max_abs_err"], report["max_rel_err"] = compare(outs, run_onnxruntime(model, feeds))
         report["reference"] = "onnxruntime"
     data = None
-    if output is not None:
+    if output is not None and (execute or inputs is not None):  # real data: saved beside it
         data = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in ordered)
     write_outputs(cm, report, output, data, trace)
     return CompileResult(report, compiled.dumps, compiled.target.name, cm)
@@ -320,6 +319,11 @@ def run_schedule_file(
         if sibling.is_file():  # a missing one is named by _read_tensors below
             check_bound(sibling, text, path)
     weights = _read_tensors(weights_path(path))
+    if inputs is None and not inputs_path(path).is_file():
+        raise ConfigError(
+            f"{path}: no inputs saved beside it (compiled count-only): give --inputs FILE, "
+            "or run it --count-only"
+        )
     feeds = _read_tensors(inputs or inputs_path(path))
     missing = [n for n in schedule.inputs if n not in feeds]
     if missing:

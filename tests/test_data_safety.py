@@ -196,6 +196,30 @@ def test_a_count_only_onnx_compile_needs_no_input_data(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     r = compile_onnx_file(path)
     assert r.report["bytes"]["hbm->sram"] == n * n * 2  # the input read once, in bf16
+    # saved with -o, still no data invented: the schedule and its weights, no inputs file
+    out = tmp_path / "big.json"
+    compile_onnx_file(path, output=out)
+    assert out.is_file() and not (tmp_path / "big.inputs.safetensors").exists()
+
+
+def test_running_a_count_only_save_asks_for_inputs(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    out = tmp_path / "relu.json"
+    assert main(["compile", str(path), "-o", str(out)]) in (None, 0)
+    err = _fails(capsys, ["run", out])
+    assert "no inputs saved beside it (compiled count-only)" in err and "--inputs" in err
+    np.savez(tmp_path / "x.npz", x=np.arange(6, dtype=np.float32).reshape(2, 3) - 3)
+    assert main(["run", str(out), "--inputs", str(tmp_path / "x.npz")]) in (None, 0)
 
 
 def test_control_flow_on_data_is_one_line_without_torchs_graph_dump(tmp_path, capsys):
