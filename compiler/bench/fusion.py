@@ -88,7 +88,7 @@ def compile_bench(
         from coec.models.fftconv import MonarchFFTConv
 
         with torch.device("meta"):
-            model = MonarchFFTConv(FFTCONV_CHANNELS, bench.seq)
+            model = MonarchFFTConv(FFTCONV_CHANNELS, bench.seq).eval()
             x = torch.empty(batch, FFTCONV_CHANNELS, bench.seq)
         schedule = compile_program(model, (x,), options).schedule
     else:
