@@ -194,6 +194,13 @@ def cli() -> None:
     help="Cap tile sizes (default: chosen by modeled cost).",
 )
 @click.option(
+    "--search-limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Dataflow fusion: kernels the partition search may cost per function "
+    "(0: the greedy partition alone). Default: 4000.",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -257,6 +264,7 @@ def compile_cmd(
     dtype,
     launch,
     max_tile,
+    search_limit,
     output,
     execute,
     count_only,
@@ -284,7 +292,7 @@ def compile_cmd(
     points = _dump_points(dump_ir)
     from coec.pipeline import Options
 
-    options = Options(target, fusion, dtype, launch, max_tile, sockets)
+    options = Options(target, fusion, dtype, launch, max_tile, sockets, search_limit)
     if zoo:
         from coec.commands import compile_zoo_model
 

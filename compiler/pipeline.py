@@ -45,6 +45,9 @@ class Options:
     launch: str | None = None  # None: the target's own setting
     max_tile: int | None = None  # cap on tile sizes (None: the tiling pass chooses freely)
     sockets: int | None = None  # None: the target's own count
+    #: dataflow fusion: kernels the partition search may cost per function (None: the
+    #: default, SEARCH_LIMIT; 0: the greedy partition alone)
+    search_limit: int | None = None
 
     @classmethod
     def of(cls, options: Options | None = None, **overrides) -> Options:
@@ -71,6 +74,8 @@ class Options:
             raise ConfigError(f"max tile {self.max_tile}: must be at least 1")
         if self.sockets is not None and self.sockets < 1:
             raise ConfigError(f"sockets {self.sockets}: must be at least 1")
+        if self.search_limit is not None and self.search_limit < 0:
+            raise ConfigError(f"search limit {self.search_limit}: must be at least 0")
         fusion = self.fusion if self.fusion is not None else self.best_fusion(self.target)
         return replace(self, dtype=DTYPE_ALIASES[self.dtype], fusion=fusion)
 
@@ -115,12 +120,17 @@ class Pipeline:
 
     @cached_property
     def passes(self) -> tuple[ModulePass, ...]:
-        from coec.passes.fusion import FusePass
+        from coec.passes.fusion import SEARCH_LIMIT, FusePass
         from coec.passes.placement import PlacePass
         from coec.passes.tiling import TilePass
 
+        limit = self.options.search_limit
         return (
-            FusePass(policy=self.options.fusion, target=self.target),
+            FusePass(
+                policy=self.options.fusion,
+                target=self.target,
+                search_limit=SEARCH_LIMIT if limit is None else limit,
+            ),
             TilePass(target=self.target, max_tile=self.options.max_tile or 0),
             PlacePass(target=self.target),
         )

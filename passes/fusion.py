@@ -7,10 +7,11 @@ Policies:
 - ``epilogue``: GPU-style, as Inductor/XLA do — pointwise and movement ops fuse
   with their producer (epilogues) and into a following reduction (prologues); a
   GEMM or attention starts a kernel and takes epilogues only;
-- ``dataflow``: SN40L streaming — runs of ops in program order become one
-  pipelined kernel for as long as the chip holds them (PCUs for the stages, PMUs
-  and SRAM for the buffers at the smallest tiles); a contiguous run of a
-  topological order is always convex.
+- ``dataflow``: SN40L streaming — groups of ops become one pipelined kernel when the
+  chip holds them (PCUs for the stages, PMUs and SRAM for the buffers at the smallest
+  tiles). A greedy pass in program order gives a first partition; the partition search
+  (``coec.passes.search``) then finds the cheapest one, exactly, within a count of
+  kernels it may cost, and keeps the greedy one when it finds nothing better.
 
 Legality (``can_fuse``, a chain of early returns that says why not) is kept apart
 from profitability (``fusion_score``, bytes saved first, then launches).
@@ -29,12 +30,13 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
-from coec.backend.cost import pmus_for
+from coec.backend.cost import launch_cycles, pmus_for
 from coec.backend.plan import plan_streams
 from coec.backend.target import FUSION_POLICIES, Target, load_target
 from coec.ir import ops as df
 from coec.ir.errors import ConfigError
 from coec.passes.outline import outline, restore_order
+from coec.passes.search import search_partition
 from coec.passes.tiling import Boundary, choose_tiles, min_sram_bytes
 
 log = logging.getLogger(__name__)
@@ -190,6 +192,17 @@ def kernel_cycles(ops: Sequence[df.DfOp], target: Target) -> int:
 _MOVEMENT = (df.ReshapeOp, df.PermuteOp, df.SliceOp, df.ConcatOp, df.BroadcastOp, df.UpdateOp)
 
 
+def _steps(ops: Sequence[df.DfOp]) -> list[list[df.DfOp]]:
+    """Ops in program order, each movement op glued to the op after it."""
+    steps: list[list[df.DfOp]] = []
+    for op in ops:
+        if steps and isinstance(steps[-1][-1], _MOVEMENT):
+            steps[-1].append(op)
+        else:
+            steps.append([op])
+    return steps
+
+
 def partition_dataflow(ops: Sequence[df.DfOp], target: Target) -> list[list[df.DfOp]]:
     """Greedy in program order: an op (with the movement ops just before it) joins the
     running kernel if it fits and fusing it is modeled faster than starting a new kernel
@@ -197,13 +210,7 @@ def partition_dataflow(ops: Sequence[df.DfOp], target: Target) -> list[list[df.D
     groups: list[list[df.DfOp]] = []
     current: list[df.DfOp] = []
     current_cycles = 0
-    steps: list[list[df.DfOp]] = []
-    for op in ops:
-        if steps and isinstance(steps[-1][-1], _MOVEMENT):
-            steps[-1].append(op)
-        else:
-            steps.append([op])
-    for step in steps:
+    for step in _steps(ops):
         alone = None
         if current:
             candidate = [*current, *step]
@@ -253,6 +260,94 @@ def merge_neighbours(groups: list[list[df.DfOp]], target: Target) -> list[list[d
     return groups
 
 
+#: kernels (unit sets) the partition search may cost per function: a count, not a clock,
+#: so a compile is deterministic; a decode layer's exact search takes about 2,000
+SEARCH_LIMIT = 4000
+
+
+@dataclass
+class Searched:
+    """What the partition search did for one function (for ``coec explain`` and benches)."""
+
+    greedy_cycles: int
+    cycles: int
+    method: str  # how far the search is exact, or why the greedy partition stands
+    asked: int  # kernels costed
+
+
+def step_graph(steps: Sequence[Sequence[df.DfOp]]) -> nx.DiGraph:
+    """Step -> step edges where a step reads a value another produces (nodes: indices)."""
+    index = {op: k for k, step in enumerate(steps) for op in step}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(range(len(steps)))
+    for k, step in enumerate(steps):
+        for op in step:
+            for v in op.operands:
+                if v.owner in index and index[v.owner] != k:
+                    graph.add_edge(index[v.owner], k)
+    return graph
+
+
+def kernel_bound(ops: Sequence[df.DfOp], target: Target) -> int:
+    """A lower bound on ``kernel_cycles(ops)``, cheap: the launch the kernel pays at
+    least, its matmul weights read once at the achievable HBM rate after the tier's
+    latency, and each op's fill."""
+    weights = {
+        op.b for op in ops if isinstance(op, df.MatmulOp) and isinstance(op.b.owner, df.WeightOp)
+    }
+    hbm = target.memory["hbm"]
+    clock = target.compute.clock_hz
+    read = sum(df.tensor_type(v).nbytes for v in weights)
+    hbm_cycles = int(hbm.latency_s * clock + read * clock / hbm.achievable_Bps) if read else 0
+    fill = len(ops) * target.launch.fill_cycles_per_stage
+    return launch_cycles(target, 10**18) + hbm_cycles + fill
+
+
+def partition_searched(
+    ops: Sequence[df.DfOp], target: Target, limit: int = SEARCH_LIMIT
+) -> tuple[list[list[df.DfOp]], Searched]:
+    """The cheapest partition the search finds within ``limit`` (``search_partition``),
+    never worse than the greedy one, which stands when the search gives up."""
+    greedy = partition_dataflow(ops, target)
+    greedy_cycles = sum(kernel_cycles(g, target) for g in greedy)
+    steps = _steps(ops)
+    if limit <= 0 or len(steps) < 2:
+        return greedy, Searched(greedy_cycles, greedy_cycles, "greedy (no search)", 0)
+
+    def flat(units) -> list[df.DfOp]:
+        return [op for k in units for op in steps[k]]
+
+    def views(group) -> bool:  # reshapes alone stay outside kernels and move nothing
+        return all(isinstance(o, df.ReshapeOp) for o in group)
+
+    def cost(units) -> int:
+        group = flat(units)
+        return 0 if views(group) else kernel_cycles(group, target)
+
+    def bound(units) -> int:
+        group = flat(units)
+        return 0 if views(group) else kernel_bound(group, target)
+
+    found = search_partition(
+        step_graph(steps),
+        lambda units: can_fuse_dataflow(flat(units), target).ok,
+        cost,
+        limit,
+        bound,
+    )
+    if found is None or not found.complete or found.cycles >= greedy_cycles:
+        why = "greedy (the search ran past its limit)" if found and not found.complete else ""
+        method = why or (
+            f"greedy (as good as the search over {found.method})" if found else "greedy"
+        )
+        asked = found.asked if found else 0
+        return greedy, Searched(greedy_cycles, greedy_cycles, method, asked)
+    groups = [flat(units) for units in found.groups]
+    groups = [g for g in groups if not all(isinstance(o, df.ReshapeOp) for o in g)]
+    log.debug("dataflow search: %d -> %d cycles", greedy_cycles, found.cycles)
+    return groups, Searched(greedy_cycles, found.cycles, found.method, found.asked)
+
+
 @dataclass(frozen=True)
 class FusePass(ModulePass):
     """Wrap compute ops into ``df.kernel`` regions according to ``policy``.
@@ -266,12 +361,15 @@ class FusePass(ModulePass):
     requires = "frontend"
     policy: str = "none"
     target: str | Target = "sn40l"
+    search_limit: int = SEARCH_LIMIT  # dataflow: kernels the partition search may cost
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        self.apply_target(op, load_target(self.target), self.policy)
+        self.apply_target(op, load_target(self.target), self.policy, self.search_limit)
 
     @staticmethod
-    def apply_target(module: ModuleOp, target: Target, policy: str) -> None:
+    def apply_target(
+        module: ModuleOp, target: Target, policy: str, search_limit: int = SEARCH_LIMIT
+    ) -> None:
         if policy not in POLICIES:
             raise ConfigError(
                 f"fusion policy {policy!r} is not available; choose from {', '.join(POLICIES)}"
@@ -285,7 +383,7 @@ class FusePass(ModulePass):
             elif policy == "epilogue":
                 groups = partition_epilogue(ops)
             else:
-                groups = partition_dataflow(ops, target)
+                groups, _ = partition_searched(ops, target, search_limit)
             for group in groups:
                 outline(group, "k")
             restore_order(fn.body.block)

@@ -1,0 +1,175 @@
+"""The partition search: the cheapest way to cut a DAG of ops into kernels, exactly.
+
+A valid partition groups the ops into kernels that can run one after another: each
+group convex, and the groups ordered so that every edge points forward. Such a
+partition is a chain of *ideals* (downward-closed op sets) ∅ = I0 ⊂ I1 ⊂ … ⊂ In = all,
+each kernel one difference ``I(k+1) − I(k)`` (which is always convex). So the cheapest
+partition is a shortest path over the lattice of ideals (``by_ideals``), exact over
+every valid partition. Where the lattice is too large it falls back to the cut points
+of the program order (``by_cut_points``), exact over partitions into runs of that
+order (a run of a topological order is always convex).
+
+The hardware model stays outside: ``fits(units)`` says whether a set of units may be
+one kernel, ``cost(units)`` what that kernel costs (modeled cycles). Each set is asked
+once. ``limit`` bounds the sets asked (a count, not a clock, so the same model and
+options always get the same partition); past it the search gives up and says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+#: the ideal lattice is walked only below this many ideals (a chain of n units has n + 1)
+MAX_IDEALS = 4000
+
+Units = tuple[int, ...]
+
+
+@dataclass
+class Search:
+    """A search's answer and what it took."""
+
+    groups: list[Units]  # unit indices per kernel, kernels in an executable order
+    cycles: int  # the partition's modeled cost
+    method: str  # "every partition" or "cut points of the program order"
+    asked: int  # distinct unit sets costed (fits and cost)
+    complete: bool = True
+
+
+class OverLimit(Exception):
+    """The search asked for more unit sets than its limit allows."""
+
+
+@dataclass
+class _Oracle:
+    """``fits`` and ``cost`` of unit sets, each asked once, at most ``limit`` sets;
+    ``bound``: a cheap lower bound on ``cost`` that lets the search skip a set."""
+
+    fits: Callable[[Units], bool]
+    cost: Callable[[Units], int]
+    limit: int
+    seen: dict[Units, int | None] = field(default_factory=dict)
+    bound: Callable[[Units], int] = lambda units: 0
+
+    def beaten(self, before: int, units: Units, best: int | None) -> bool:
+        """Whether ``before`` plus any kernel of ``units`` cannot beat ``best``."""
+        return best is not None and before + self.bound(units) >= best
+
+    def __call__(self, units: Units) -> int | None:
+        """The kernel's cost, or None when the units do not fit in one kernel."""
+        if units not in self.seen:
+            if len(self.seen) >= self.limit:
+                raise OverLimit
+            self.seen[units] = self.cost(units) if self.fits(units) else None
+        return self.seen[units]
+
+
+def ideals(graph: nx.DiGraph, cap: int = MAX_IDEALS) -> list[int] | None:
+    """Every ideal of ``graph`` (nodes 0..n−1) as a bit mask, smallest first; None past ``cap``."""
+    preds = [sum(1 << p for p in graph.predecessors(v)) for v in range(len(graph))]
+    found, frontier = {0}, [0]
+    while frontier:
+        grown = []
+        for ideal in frontier:
+            for v in range(len(graph)):
+                bit = 1 << v
+                if not ideal & bit and preds[v] & ~ideal == 0 and ideal | bit not in found:
+                    found.add(ideal | bit)
+                    grown.append(ideal | bit)
+                    if len(found) > cap:
+                        return None
+        frontier = grown
+    return sorted(found, key=lambda m: (m.bit_count(), m))
+
+
+def _units(mask: int) -> Units:
+    return tuple(i for i in range(mask.bit_length()) if mask >> i & 1)
+
+
+def by_ideals(lattice: list[int], oracle: _Oracle) -> tuple[int, list[Units]] | None:
+    """The cheapest chain of ideals from ∅ to all (each step one kernel), or None."""
+    best: dict[int, tuple[int, int]] = {0: (0, -1)}  # ideal -> (cost, previous ideal)
+    for j in lattice[1:]:
+        for i in lattice:
+            if i.bit_count() >= j.bit_count():
+                break
+            if i & ~j or i not in best:
+                continue
+            units = _units(j & ~i)
+            if oracle.beaten(best[i][0], units, best.get(j, (None,))[0]):
+                continue
+            c = oracle(units)
+            if c is not None and (j not in best or best[i][0] + c < best[j][0]):
+                best[j] = (best[i][0] + c, i)
+    return _walk_back(best, lattice[-1])
+
+
+def by_cut_points(n: int, oracle: _Oracle) -> tuple[int, list[Units]] | None:
+    """The cheapest cutting of units 0..n−1 (program order) into runs, or None.
+
+    Growing a run backwards stops at the first that does not fit (a longer run needs at
+    least the stages and, nearly always, the SRAM of a shorter one)."""
+    best: dict[int, tuple[int, int]] = {0: (0, -1)}
+    for j in range(1, n + 1):
+        for i in range(j - 1, -1, -1):
+            units = tuple(range(i, j))
+            if i in best and oracle.beaten(best[i][0], units, best.get(j, (None,))[0]):
+                continue
+            c = oracle(units)
+            if c is None:
+                break
+            if i in best and (j not in best or best[i][0] + c < best[j][0]):
+                best[j] = (best[i][0] + c, i)
+    return _walk_back(best, n, runs=True)
+
+
+def _walk_back(best: dict, end: int, runs: bool = False) -> tuple[int, list[Units]] | None:
+    if end not in best:
+        return None
+    groups, j = [], end
+    while j:
+        i = best[j][1]
+        groups.append(tuple(range(i, j)) if runs else _units(j & ~i))
+        j = i
+    return best[end][0], groups[::-1]
+
+
+def search_partition(
+    graph: nx.DiGraph,
+    fits: Callable[[Units], bool],
+    cost: Callable[[Units], int],
+    limit: int,
+    bound: Callable[[Units], int] = lambda units: 0,
+    max_ideals: int = MAX_IDEALS,
+) -> Search | None:
+    """The cheapest valid partition of ``graph``'s nodes 0..n−1 (numbered in program
+    order), exact over every partition when its ideals are few enough, else over the
+    cut points of the program order; None when no partition fits. ``bound`` (a lower
+    bound on ``cost``) only prunes: the answer is the same with or without it."""
+    oracle = _Oracle(fits, cost, limit, bound=bound)
+    lattice = ideals(graph, max_ideals)
+    if lattice is not None:
+        try:
+            found = by_ideals(lattice, oracle)
+            return (
+                None
+                if found is None
+                else Search(found[1], found[0], "every partition", len(oracle.seen))
+            )
+        except OverLimit:
+            pass  # too many kernels to cost: the cut points of the program order instead
+    oracle = _Oracle(fits, cost, limit + len(oracle.seen), oracle.seen, bound)
+    method = "cut points of the program order"
+    try:
+        found = by_cut_points(len(graph), oracle)
+    except OverLimit:
+        return Search([], 0, method, len(oracle.seen), complete=False)
+    return None if found is None else Search(found[1], found[0], method, len(oracle.seen))
+
+
+def cost_of(groups: Sequence[Units], cost: Callable[[Units], int]) -> int:
+    """What a partition costs: its kernels run one after another."""
+    return sum(cost(tuple(g)) for g in groups)
