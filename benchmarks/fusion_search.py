@@ -68,12 +68,12 @@ def fftconv_parts():
     return [("fftconv", model, (x,))]
 
 
-def measure(module, inputs, target) -> dict:
+def measure(module, inputs, target, limit: int = 10_000) -> dict:
     program = lower_program(export_module(module.eval(), inputs), "bf16")
     fn = next(op for op in program.module.ops if isinstance(op, func.FuncOp))
     ops = compute_ops(fn)
     start = time.perf_counter()
-    groups, searched = partition_searched(ops, target)
+    groups, searched = partition_searched(ops, target, limit)
     seconds = time.perf_counter() - start
     return {
         "ops": len(ops),

@@ -30,7 +30,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
-from coec.backend.cost import launch_cycles, pmus_for
+from coec.backend.cost import launch_cycles, op_work, pmus_for
 from coec.backend.plan import plan_streams
 from coec.backend.target import FUSION_POLICIES, Target, load_target
 from coec.ir import ops as df
@@ -261,8 +261,10 @@ def merge_neighbours(groups: list[list[df.DfOp]], target: Target) -> list[list[d
 
 
 #: kernels (unit sets) the partition search may cost per function: a count, not a clock,
-#: so a compile is deterministic; a decode layer's exact search takes about 2,000
-SEARCH_LIMIT = 4000
+#: so a compile is deterministic. The default searches small graphs exactly and keeps
+#: compiles quick; a decoder layer's exact search needs ~3,000 (tens of seconds):
+#: ``--search-limit`` raises it
+SEARCH_LIMIT = 300
 
 
 @dataclass
@@ -290,17 +292,34 @@ def step_graph(steps: Sequence[Sequence[df.DfOp]]) -> nx.DiGraph:
 
 def kernel_bound(ops: Sequence[df.DfOp], target: Target) -> int:
     """A lower bound on ``kernel_cycles(ops)``, cheap: the launch the kernel pays at
-    least, its matmul weights read once at the achievable HBM rate after the tier's
-    latency, and each op's fill."""
+    least; its body, at least its matmul weights read once at the achievable HBM rate
+    after the tier's latency, and at least its FLOPs on every PCU at full rate; and
+    each op's fill."""
     weights = {
         op.b for op in ops if isinstance(op, df.MatmulOp) and isinstance(op.b.owner, df.WeightOp)
     }
     hbm = target.memory["hbm"]
-    clock = target.compute.clock_hz
+    c = target.compute
     read = sum(df.tensor_type(v).nbytes for v in weights)
-    hbm_cycles = int(hbm.latency_s * clock + read * clock / hbm.achievable_Bps) if read else 0
+    hbm_cycles = (
+        int(hbm.latency_s * c.clock_hz + read * c.clock_hz / hbm.achievable_Bps) if read else 0
+    )
+    work = [
+        op_work(
+            op.name.removeprefix("df."),
+            op.props(),
+            [df.tensor_type(v).shape_tuple for v in op.operands],
+            df.tensor_type(op.results[0]).shape_tuple,
+        )
+        for op in ops
+    ]
+    # every PCU busy at its full rate: no kernel computes faster
+    compute = int(
+        sum(w.matmul for w in work) / (c.pcus * c.matmul_flop_per_cycle_per_pcu)
+        + sum(w.vector for w in work) / (c.pcus * c.vector_flop_per_cycle_per_pcu)
+    )
     fill = len(ops) * target.launch.fill_cycles_per_stage
-    return launch_cycles(target, 10**18) + hbm_cycles + fill
+    return launch_cycles(target, 10**18) + max(hbm_cycles, compute) + fill
 
 
 def partition_searched(
@@ -336,7 +355,7 @@ def partition_searched(
         bound,
     )
     if found is None or not found.complete or found.cycles >= greedy_cycles:
-        why = "greedy (the search ran past its limit)" if found and not found.complete else ""
+        why = f"greedy (search: {found.method})" if found and not found.complete else ""
         method = why or (
             f"greedy (as good as the search over {found.method})" if found else "greedy"
         )

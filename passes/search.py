@@ -12,7 +12,8 @@ order (a run of a topological order is always convex).
 The hardware model stays outside: ``fits(units)`` says whether a set of units may be
 one kernel, ``cost(units)`` what that kernel costs (modeled cycles). Each set is asked
 once. ``limit`` bounds the sets asked (a count, not a clock, so the same model and
-options always get the same partition); past it the search gives up and says so.
+options always get the same partition): a walk that could need more is not begun, and
+the search says so.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 #: the ideal lattice is walked only below this many ideals (a chain of n units has n + 1)
-MAX_IDEALS = 4000
+MAX_IDEALS = 1000
 
 Units = tuple[int, ...]
 
@@ -151,23 +152,25 @@ def search_partition(
     bound on ``cost``) only prunes: the answer is the same with or without it."""
     oracle = _Oracle(fits, cost, limit, bound=bound)
     lattice = ideals(graph, max_ideals)
-    if lattice is not None:
-        try:
-            found = by_ideals(lattice, oracle)
-            return (
-                None
-                if found is None
-                else Search(found[1], found[0], "every partition", len(oracle.seen))
-            )
-        except OverLimit:
-            pass  # too many kernels to cost: the cut points of the program order instead
-    oracle = _Oracle(fits, cost, limit + len(oracle.seen), oracle.seen, bound)
-    method = "cut points of the program order"
+    n = len(graph)
+    # the kernels each walk may cost, known before it starts: one that could not finish
+    # within the limit is not begun
+    if lattice is not None and _pairs(lattice) <= limit:
+        method, walk = "every partition", lambda: by_ideals(lattice, oracle)
+    elif n * (n + 1) // 2 <= limit:
+        method, walk = "cut points of the program order", lambda: by_cut_points(n, oracle)
+    else:
+        return Search([], 0, f"none: more than {limit:,} kernels to cost", 0, complete=False)
     try:
-        found = by_cut_points(len(graph), oracle)
-    except OverLimit:
+        found = walk()
+    except OverLimit:  # not reached: a walk costs at most the kernels counted for it
         return Search([], 0, method, len(oracle.seen), complete=False)
     return None if found is None else Search(found[1], found[0], method, len(oracle.seen))
+
+
+def _pairs(lattice: list[int]) -> int:
+    """The (ideal, larger ideal) pairs: the kernels the walk over ideals may cost."""
+    return sum(1 for j in lattice for i in lattice if i != j and not i & ~j)
 
 
 def cost_of(groups: Sequence[Units], cost: Callable[[Units], int]) -> int:
