@@ -104,6 +104,14 @@ class KernelCost:
     fill_cycles: int
     stage_pcus: tuple[int, ...]
     bound: str
+    #: per stage (op with work, in the order of ``stage_pcus``): its phase, its busy cycles
+    #: (every tile through it), and when it starts, in cycles after the kernel's launch: its
+    #: phase's start (the phases before it: their slowest stage plus their fill) plus the
+    #: first pieces of the earlier stages of its phase, every one but the one with the
+    #: largest first piece (the fill counts that one's as overlapped)
+    stage_phases: tuple[int, ...] = ()
+    stage_cycles: tuple[int, ...] = ()
+    stage_starts: tuple[int, ...] = ()
 
     def to_json(self) -> dict:
         return {
@@ -117,6 +125,14 @@ class KernelCost:
             "p2p_cycles": self.p2p_cycles,
             "fill_cycles": self.fill_cycles,
             "stage_pcus": list(self.stage_pcus),
+        }
+
+    def stages_json(self) -> dict:
+        """The per-stage timeline (the runtime's report carries it; the schedule does not)."""
+        return {
+            "stage_phases": list(self.stage_phases),
+            "stage_cycles": list(self.stage_cycles),
+            "stage_starts": list(self.stage_starts),
         }
 
 
@@ -231,6 +247,9 @@ def kernel_cost(
         [sum(pcu_cycles(w) * n for w, n in op.items()) for _, op in stages], c.pcus
     )
     compute = fill = 0
+    stage_phases: list[int] = []
+    stage_cycles: list[int] = []
+    stage_starts: list[int] = []
     for p, ops in enumerate(phases):
         per_stage, first_tile = [], []
         for (q, op), n_pcus in zip(stages, pcus, strict=True):
@@ -246,6 +265,14 @@ def kernel_cost(
                 max(math.ceil(cycles(w) / first_chunks(w, c.matmul_tile_cols)) for w in op)
                 + tile_overhead
             )
+        slowest = first_tile.index(max(first_tile)) if first_tile else -1
+        offset = compute + fill  # this phase's start: every earlier phase's stages and fill
+        for i, busy in enumerate(per_stage):
+            stage_phases.append(p)
+            stage_cycles.append(busy)
+            stage_starts.append(offset)
+            if i != slowest:
+                offset += first_tile[i]
         compute += max(per_stage, default=0)
         fill += sum(first_tile) - max(first_tile, default=0)
         fill += max(len(ops), 1) * target.launch.fill_cycles_per_stage
@@ -274,6 +301,9 @@ def kernel_cost(
         fill_cycles=fill,
         stage_pcus=tuple(pcus),
         bound=bound,
+        stage_phases=tuple(stage_phases),
+        stage_cycles=tuple(stage_cycles),
+        stage_starts=tuple(stage_starts),
     )
 
 
