@@ -107,8 +107,8 @@ class KernelCost:
     #: per stage (op with work, in the order of ``stage_pcus``): its phase, its busy cycles
     #: (every tile through it), and when it starts, in cycles after the kernel's launch: its
     #: phase's start (the phases before it: their slowest stage plus their fill) plus the
-    #: first pieces of the earlier stages of its phase, every one but the one with the
-    #: largest first piece (the fill counts that one's as overlapped)
+    #: first pieces of the earlier stages of its phase, at most the phase's fill of first
+    #: pieces (all but the largest), so a phase's stages end within its compute and fill
     stage_phases: tuple[int, ...] = ()
     stage_cycles: tuple[int, ...] = ()
     stage_starts: tuple[int, ...] = ()
@@ -265,14 +265,14 @@ def kernel_cost(
                 max(math.ceil(cycles(w) / first_chunks(w, c.matmul_tile_cols)) for w in op)
                 + tile_overhead
             )
-        slowest = first_tile.index(max(first_tile)) if first_tile else -1
-        offset = compute + fill  # this phase's start: every earlier phase's stages and fill
+        # a stage starts once the first pieces of the stages before it have passed, as far
+        # as the phase's fill allows (it counts all but the largest first piece), so every
+        # stage ends within the phase's slowest stage plus its fill
+        start, fill_cap = compute + fill, sum(first_tile) - max(first_tile, default=0)
         for i, busy in enumerate(per_stage):
             stage_phases.append(p)
             stage_cycles.append(busy)
-            stage_starts.append(offset)
-            if i != slowest:
-                offset += first_tile[i]
+            stage_starts.append(start + min(sum(first_tile[:i]), fill_cap))
         compute += max(per_stage, default=0)
         fill += sum(first_tile) - max(first_tile, default=0)
         fill += max(len(ops), 1) * target.launch.fill_cycles_per_stage
