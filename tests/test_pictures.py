@@ -16,7 +16,13 @@ from coec.backend.schedule import load as load_schedule
 from coec.backend.schedule import peak_occupancy, resident_bytes
 from coec.backend.target import load_target
 from coec.cli import main
-from coec.report.plots import kernel_graph, occupancy, roofline_points
+from coec.report.plots import (
+    collapse_repeats,
+    kernel_graph,
+    occupancy,
+    repeated_runs,
+    roofline_points,
+)
 from coec.report.trace import (
     BANDWIDTH_COUNTERS,
     OCCUPANCY_COUNTERS,
@@ -308,8 +314,18 @@ def check_plots(out, schedule_path, stdout: str) -> None:
     dot = (out / "kernels.dot").read_text()
     assert dot.startswith("digraph kernels {") and dot.rstrip().endswith("}")
     nodes, _ = _dot_counts(dot)
-    assert {k["name"] for k in schedule["kernels"]} <= nodes
-    assert {f"out:{o}" for o in schedule["outputs"]} <= nodes
+    kernels = {k["name"] for k in schedule["kernels"]}
+    assert {n for n in nodes if ":" not in n} <= kernels
+    # repeated kernels drawn once: every other kernel is a node of its own
+    runs = re.findall(r'label="×(\d+): (\d+) kernels?, repeated"', dot)
+    folded = sum((int(reps) - 1) * int(period) for reps, period in runs)
+    assert len(kernels & nodes) == len(kernels) - folded
+    buffers, roots = schedule["buffers"], set()
+    for name in schedule["outputs"]:
+        while "alias_of" in buffers[name]:
+            name = buffers[name]["alias_of"]
+        roots.add(f"out:{name}")
+    assert {n for n in nodes if n.startswith("out:")} <= roots
     if shutil.which("dot"):
         assert (out / "kernels.png").read_bytes()[:8] == PNG
         assert "<svg" in (out / "kernels.svg").read_text()
@@ -341,8 +357,10 @@ def test_report_plots_for_two_sockets(two_sockets, tmp_path, capsys):
     assert "×2 sockets" in stdout and "per socket" in stdout
     dot = (out / "kernels.dot").read_text()
     # embedding -> layer 0 -> layer 1 -> head, each layer also giving its K/V cache out
-    for edge in ('"k0" -> "k1"', '"k1" -> "k2"', '"k2" -> "k3"', '"in:input_ids" -> "k0"'):
+    # (the two layers' kernels are alike: drawn once, the second's edges folded onto it)
+    for edge in ('"k0" -> "k1"', '"k1" -> "k1"', '"k1" -> "k3"', '"in:input_ids" -> "k0"'):
         assert edge in dot
+    assert '"k2"' not in dot and '"k1" [label="k1 ×2\\n' in dot
     _one_error(["report", schedule, "--run"], capsys, "2 sockets", "count-only")
 
 
@@ -431,3 +449,46 @@ def test_progress_only_on_a_terminal_and_not_when_quiet(tmp_path, capsys, monkey
     assert err == ""
     _, err = _run(argv, capsys)
     assert "tiny-llama" in err  # the bar, drawn on stderr (stdout keeps the JSON)
+
+
+def test_repeated_runs_find_the_layers():
+    assert repeated_runs(["embed", "L", "L", "L", "head"]) == [(1, 1, 3)]
+    assert repeated_runs(list("eabababh")) == [(1, 2, 3)]  # a two-kernel layer, three times
+    assert repeated_runs(list("abc")) == []
+    assert repeated_runs(list("aabcbc")) == [(0, 1, 2), (2, 2, 2)]
+
+
+@pytest.mark.parametrize("fusion", ["dataflow", "none"])
+def test_kernel_graph_collapses_repeated_layers(tmp_path, capsys, fusion):
+    """tiny-llama decode with 4 layers and with 3: the layer's kernels (those 4 layers have
+    one layer more of than 3) are drawn once each, with their repeat count; the rest
+    (embedding, head) once, as they are."""
+
+    def compile_(layers: int):
+        path = tmp_path / f"tl{layers}.json"
+        argv = ["compile", "--zoo", "tiny-llama", "--phase", "decode", "--fusion", fusion]
+        _run([*argv, "--layers", layers, "-o", path, "--quiet"], capsys)
+        return load_schedule(path)
+
+    three, four = compile_(3), compile_(4)
+    per_layer = len(four["kernels"]) - len(three["kernels"])
+    assert per_layer >= 1
+    out = tmp_path / "plots"
+    stdout, _ = _run(["report", tmp_path / "tl4.json", "--plot", out], capsys)
+    check_plots(out, tmp_path / "tl4.json", stdout)
+    dot = (out / "kernels.dot").read_text()
+    nodes, _ = _dot_counts(dot)
+    kernels = [k["name"] for k in four["kernels"]]
+    drawn = [k for k in kernels if k in nodes]
+    assert len(drawn) == len(kernels) - 3 * per_layer  # one layer of four drawn
+    assert len(re.findall(r'\[label="k\d+ ×4\\n', dot)) == per_layer
+    assert f'label="×4: {per_layer} kernel' in dot
+    report = json.loads(_run(["run", tmp_path / "tl4.json", "--count-only", "--json"], capsys)[0])
+    g = collapse_repeats(kernel_graph(four, report))
+    assert g.graph["runs"][-1][1:] == (per_layer, 4)
+    layer = [n for n, a in g.nodes(data=True) if a.get("repeats", 1) == 4]
+    assert len(layer) == per_layer
+    signatures = [(tuple(k["ops"]), k["flops"], k["bytes"]) for k in report["per_kernel"]]
+    for n in layer:  # each stands for four alike kernels, one a layer apart
+        i = kernels.index(n)
+        assert all(signatures[i + j * per_layer] == signatures[i] for j in range(4))
