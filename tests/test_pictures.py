@@ -208,6 +208,16 @@ def test_trace_flows_pair_each_collective_across_sockets(two_sockets):
     assert starts == set(p2p)
 
 
+def test_trace_of_a_two_socket_run_shows_each_sockets_own_report(tmp_path, capsys):
+    """Executed on 2 sockets, each socket's process comes from that socket's own report."""
+    trace = tmp_path / "trace.json"
+    argv = ["compile", "--zoo", "tiny-llama", "--sockets", "2", "--phase", "decode", "--run"]
+    out, _ = _run([*argv, "--trace", trace, "--json", "--quiet"], capsys)
+    data = json.loads(trace.read_text())
+    assert data["otherData"]["spmd"] is False
+    check_trace(data, json.loads(out), sockets=2)
+
+
 def test_trace_occupancy_counters_by_hand(tmp_path, capsys):
     """The MLP unfused (matmul, bias add, relu, matmul, bias add), bf16: the weights and the
     input stay in HBM throughout; each kernel's result lives from it to the kernel after."""

@@ -292,7 +292,10 @@ def trace_text(
     return json.dumps(data, separators=(",", ":")) + "\n"
 
 
-def schedule_trace(report: dict, schedule: dict) -> str:
-    """The trace of a run of ``schedule`` (a process per socket, occupancy from its buffers)."""
+def schedule_trace(
+    report: dict, schedule: dict, socket_reports: Sequence[dict] | None = None
+) -> str:
+    """The trace of a run of ``schedule`` (a process per socket, occupancy from its buffers;
+    each socket's own slices given ``socket_reports``, else ``report``'s on every socket)."""
     target = schedule["target"]
-    return trace_text(report, target["sockets"], target["name"], schedule)
+    return trace_text(report, target["sockets"], target["name"], schedule, socket_reports)
