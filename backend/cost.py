@@ -104,6 +104,14 @@ class KernelCost:
     fill_cycles: int
     stage_pcus: tuple[int, ...]
     bound: str
+    #: per stage (op with work, in the order of ``stage_pcus``): its phase, its busy cycles
+    #: (every tile through it), and when it starts, in cycles after the kernel's launch: its
+    #: phase's start (the phases before it: their slowest stage plus their fill) plus the
+    #: first pieces of the earlier stages of its phase, at most the phase's fill of first
+    #: pieces (all but the largest), so a phase's stages end within its compute and fill
+    stage_phases: tuple[int, ...] = ()
+    stage_cycles: tuple[int, ...] = ()
+    stage_starts: tuple[int, ...] = ()
 
     def to_json(self) -> dict:
         return {
@@ -117,6 +125,14 @@ class KernelCost:
             "p2p_cycles": self.p2p_cycles,
             "fill_cycles": self.fill_cycles,
             "stage_pcus": list(self.stage_pcus),
+        }
+
+    def stages_json(self) -> dict:
+        """The per-stage timeline (the runtime's report carries it; the schedule does not)."""
+        return {
+            "stage_phases": list(self.stage_phases),
+            "stage_cycles": list(self.stage_cycles),
+            "stage_starts": list(self.stage_starts),
         }
 
 
@@ -231,6 +247,9 @@ def kernel_cost(
         [sum(pcu_cycles(w) * n for w, n in op.items()) for _, op in stages], c.pcus
     )
     compute = fill = 0
+    stage_phases: list[int] = []
+    stage_cycles: list[int] = []
+    stage_starts: list[int] = []
     for p, ops in enumerate(phases):
         per_stage, first_tile = [], []
         for (q, op), n_pcus in zip(stages, pcus, strict=True):
@@ -246,6 +265,14 @@ def kernel_cost(
                 max(math.ceil(cycles(w) / first_chunks(w, c.matmul_tile_cols)) for w in op)
                 + tile_overhead
             )
+        # a stage starts once the first pieces of the stages before it have passed, as far
+        # as the phase's fill allows (it counts all but the largest first piece), so every
+        # stage ends within the phase's slowest stage plus its fill
+        start, fill_cap = compute + fill, sum(first_tile) - max(first_tile, default=0)
+        for i, busy in enumerate(per_stage):
+            stage_phases.append(p)
+            stage_cycles.append(busy)
+            stage_starts.append(start + min(sum(first_tile[:i]), fill_cap))
         compute += max(per_stage, default=0)
         fill += sum(first_tile) - max(first_tile, default=0)
         fill += max(len(ops), 1) * target.launch.fill_cycles_per_stage
@@ -274,6 +301,9 @@ def kernel_cost(
         fill_cycles=fill,
         stage_pcus=tuple(pcus),
         bound=bound,
+        stage_phases=tuple(stage_phases),
+        stage_cycles=tuple(stage_cycles),
+        stage_starts=tuple(stage_starts),
     )
 
 

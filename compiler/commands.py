@@ -200,7 +200,7 @@ def compile_zoo_model(
     """
     from coec.models.zoo import ZOO, instantiate
     from coec.regional import compile_zoo, shard_inputs, zoo_steps
-    from coec.runtime.node import run_node
+    from coec.runtime.node import run_node_reports
 
     options = Options.of(options, **overrides)
     _check_outputs(output, trace, options)
@@ -222,6 +222,7 @@ def compile_zoo_model(
     step(done, f"{name}: counting")
     cm = CompiledModel(compiled)
     report = dict(cm.report)
+    socket_reports = None  # one count, every socket's (SPMD), unless each socket ran
     inputs = (inst.ids, *inst.caches)
     if execute:
         step(done + 1, f"{name}: running PyTorch")
@@ -236,11 +237,12 @@ def compile_zoo_model(
                 {k: to_numpy(v) for k, v in w.items()} for w in compiled.program.socket_weights
             ]
             feeds = [[to_numpy(x) for x in shard_inputs(inst, s, sockets)] for s in range(sockets)]
-            per_socket, report = run_node(compiled.schedule, weights, feeds)
+            per_socket, socket_reports = run_node_reports(compiled.schedule, weights, feeds)
+            report = socket_reports[0]
             outs, reference = [per_socket[0][0]], reference[:1]
         report["max_abs_err"], report["max_rel_err"] = compare(outs, reference)
     step(total, f"{name}: done")
-    write_outputs(cm, report, output, inputs if execute else None, trace)
+    write_outputs(cm, report, output, inputs if execute else None, trace, socket_reports)
     target = compiled.target
     name = target.name if target.sockets == 1 else f"{target.name} ({target.sockets} sockets)"
     return CompileResult(report, {}, name, cm)
@@ -252,10 +254,12 @@ def write_outputs(
     output: Path | None,
     inputs: tuple | None,
     trace: Path | None,
+    socket_reports: list[dict] | None = None,
     with_weights: bool = True,
 ) -> None:
     """Write a compile's schedule (with its weights and ``inputs``) and trace as one
-    transaction; an earlier save's weights or inputs that no longer apply are removed."""
+    transaction; an earlier save's weights or inputs that no longer apply are removed.
+    ``socket_reports`` (each socket's, when each ran) give the trace's processes."""
     from coec.report.trace import schedule_trace
 
     files: dict[Path, bytes | str] = {}
@@ -267,7 +271,7 @@ def write_outputs(
             files = {Path(output): cm.schedule_json()}
             stale = schedule_files(output)[1:]
     if trace is not None:
-        files[Path(trace)] = schedule_trace(report, cm.schedule)
+        files[Path(trace)] = schedule_trace(report, cm.schedule, socket_reports)
     if files:
         write_files_atomic(files, remove=stale)
 

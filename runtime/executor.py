@@ -283,13 +283,19 @@ class Executor:
         works = [self.run_phase(walk, p) for p in range(len(kernel.phases))]
 
         cost = kernel_cost(self.target, works, walk.pairs, walk.p2p_steps)
-        ops = [
-            op.attrs.get("kind", op.op) if op.op == "elementwise" else op.op for op in kernel.ops
-        ]
+        ops = [_op_label(op) for op in kernel.ops]
         flops = sum(w.total * n for ph in works for op_w in ph for w, n in op_w.items())
         pmus = pmus_for(self.sram.window_peak, self.sram.capacity, self.target.compute.pmus)
+        # the stages, as kernel_cost numbers them: each phase's ops with work, in order
+        by_phase = [[op for op in kernel.ops if op.phase == p] for p in range(len(works))]
+        stage_ops = [
+            _op_label(op)
+            for phase_ops, phase_works in zip(by_phase, works, strict=True)
+            for op, w in zip(phase_ops, phase_works, strict=True)
+            if any(x.total for x in w)
+        ]
         self.counters.add_kernel(
-            kernel.name, ops, flops, walk.pairs, cost, self.sram.window_peak, pmus
+            kernel.name, ops, flops, walk.pairs, cost, self.sram.window_peak, pmus, stage_ops
         )
         for name in list(self.sram.sizes):
             self.sram.free(name)
@@ -585,6 +591,11 @@ def _nbytes(value: Value, shape: Sequence[int] | None = None) -> int:
     return math.prod(value.shape if shape is None else shape) * DTYPE_BYTES[value.dtype]
 
 
+def _op_label(op) -> str:
+    """An op as the report names it: an elementwise op by its kind."""
+    return op.attrs.get("kind", op.op) if op.op == "elementwise" else op.op
+
+
 class Counters:
     """Everything the runtime counts, kept in one place."""
 
@@ -595,7 +606,15 @@ class Counters:
         self.kernels: list[dict] = []
 
     def add_kernel(
-        self, name: str, ops, flops: int, pairs: Mapping[str, int], cost, sram_bytes, pmus
+        self,
+        name: str,
+        ops,
+        flops: int,
+        pairs: Mapping[str, int],
+        cost,
+        sram_bytes,
+        pmus,
+        stage_ops=(),
     ) -> None:
         for pair, n in pairs.items():
             self.bytes[pair] += n
@@ -610,6 +629,8 @@ class Counters:
                 "sram_bytes": sram_bytes,
                 "pmus": pmus,
                 **cost.to_json(),
+                "stage_ops": list(stage_ops),
+                **cost.stages_json(),
             }
         )
 

@@ -49,6 +49,21 @@ def run_node(
     step_rows: int = 256,
 ) -> tuple[list[list[np.ndarray]], dict]:
     """Run every socket; returns each socket's outputs and socket 0's report."""
+    outs, reports = run_node_reports(
+        schedule, weights, inputs, emulate_bf16=emulate_bf16, step_rows=step_rows
+    )
+    return outs, reports[0]
+
+
+def run_node_reports(
+    schedule: Schedule | dict,
+    weights: Sequence[Mapping[str, np.ndarray]],
+    inputs: Sequence[Sequence[np.ndarray]],
+    *,
+    emulate_bf16: bool = False,
+    step_rows: int = 256,
+) -> tuple[list[list[np.ndarray]], list[dict]]:
+    """Run every socket; returns each socket's outputs and each socket's report."""
     schedule = as_schedule(schedule)  # read and checked once, for every socket
     sockets = schedule.target.sockets
     if len(weights) != sockets or len(inputs) != sockets:
@@ -82,4 +97,4 @@ def run_node(
     first = next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), None)
     if first or errors:
         raise first or ExecutionError("a socket stopped at a collective")
-    return [r[0] for r in results], results[0][1]
+    return [r[0] for r in results], [r[1] for r in results]

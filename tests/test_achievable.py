@@ -109,3 +109,37 @@ def test_llama2_7b_decode_with_hardware_launch_keeps_one_kernel_per_layer():
     inst = instantiate("llama2-7b", "decode", seq=4096)
     options = Options(fusion="dataflow", target="sn40l-node", launch="hardware")
     assert len(compile_zoo(inst, options).schedule["kernels"]) == 32 + 2
+
+
+def test_the_stage_timeline_adds_up_to_compute_and_fill():
+    """The same two matmuls, then a second phase of one softmax: each stage's busy cycles
+    and start, as a trace draws them. The second stage starts after the first's first
+    block, as far as the fill allows; the second phase after the first's compute and fill."""
+    t = load_target("sn40l")
+    up = Work(matmul=2 * 4096 * 512, rows=1, cols=512)
+    down = Work(matmul=2 * 512 * 4096, rows=1, cols=4096)
+    soft = Work(vector=5 * 4096)
+    cost = kernel_cost(t, [[{up: 1}, {down: 1}], [{soft: 2}]], {})
+    c, overhead = t.compute, t.launch.tile_cycles_per_stage
+    up_pcus, down_pcus, soft_pcus = cost.stage_pcus
+
+    def cycles(w, pcus):
+        if not w.matmul:
+            return math.ceil(w.vector / c.vector_flop_per_cycle_per_pcu / pcus)
+        rate = c.matmul_flop_per_cycle_per_pcu / c.simd_lanes
+        return math.ceil(w.matmul / rate / (pcus * wave_efficiency(w, pcus, 32, 32)))
+
+    busy = [cycles(up, up_pcus) + overhead, cycles(down, down_pcus) + overhead]
+    first = [
+        math.ceil(cycles(up, up_pcus) / 16) + overhead,
+        math.ceil(cycles(down, down_pcus) / 128) + overhead,
+    ]
+    phase0 = max(busy) + sum(first) - max(first) + 2 * t.launch.fill_cycles_per_stage
+    soft_busy = 2 * (cycles(soft, soft_pcus) + overhead)
+    assert cost.stage_phases == (0, 0, 1)
+    assert cost.stage_cycles == (*busy, soft_busy)
+    assert cost.stage_starts == (0, min(first[0], sum(first) - max(first)), phase0)
+    assert cost.compute_cycles == max(busy) + soft_busy
+    # every stage ends within the kernel's compute and fill
+    ends = [s + b for s, b in zip(cost.stage_starts, cost.stage_cycles, strict=True)]
+    assert max(ends) <= cost.compute_cycles + cost.fill_cycles

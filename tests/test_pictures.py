@@ -16,8 +16,21 @@ from coec.backend.schedule import load as load_schedule
 from coec.backend.schedule import peak_occupancy, resident_bytes
 from coec.backend.target import load_target
 from coec.cli import main
-from coec.report.plots import kernel_graph, occupancy, roofline_points
-from coec.report.trace import TRACKS, trace_events
+from coec.report.plots import (
+    collapse_repeats,
+    kernel_graph,
+    occupancy,
+    repeated_runs,
+    roofline_points,
+)
+from coec.report.trace import (
+    BANDWIDTH_COUNTERS,
+    OCCUPANCY_COUNTERS,
+    TRACKS,
+    stage_count,
+    trace_events,
+    track_names,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -52,12 +65,15 @@ def check_trace(trace: dict, report: dict, sockets: int) -> None:
     """Everything the trace promises, against the runtime's report."""
     assert trace["displayTimeUnit"] == "ns"
     events = trace["traceEvents"]
-    assert {e["ph"] for e in events} == {"X", "M"}
+    assert trace["otherData"]["format"] == "coec.trace/2"
+    assert {"X", "M", "C"} <= {e["ph"] for e in events} <= {"X", "M", "C", "s", "f"}
     slices = [e for e in events if e["ph"] == "X"]
     for e in slices:
         assert {"ph", "ts", "dur", "pid", "tid", "name"} <= set(e) and e["dur"] >= 0
     names = {(e["pid"], e["tid"], e["args"]["name"]) for e in events if e["name"] == "thread_name"}
-    assert names == {(p, t, track) for p in range(sockets) for t, track in enumerate(TRACKS)}
+    tracks_of_a_socket = list(enumerate(track_names(stage_count(report))))
+    assert names == {(p, t, track) for p in range(sockets) for t, track in tracks_of_a_socket}
+    assert stage_count(report) == max(len(k["stage_pcus"]) for k in report["per_kernel"])
     processes = {e["pid"] for e in events if e["name"] == "process_name"}
     assert processes == {e["pid"] for e in slices} == set(range(sockets))
     tracks = defaultdict(list)
@@ -91,6 +107,54 @@ def check_trace(trace: dict, report: dict, sockets: int) -> None:
             for e in dmas:  # a kernel's DMAs lie within the kernel
                 start, end = span[e["args"]["kernel"]]
                 assert start - 1e-6 <= e["ts"] and e["ts"] + e["dur"] <= end + 1e-6
+        check_stages(tracks, pid, report)
+        check_counters(events, pid, report)
+
+
+def check_stages(tracks: dict, pid: int, report: dict) -> None:
+    """Each kernel's stage slices: one per stage, on its own track, with its op and PCUs,
+    within the kernel's compute and fill; per phase, the slowest stage is the kernel's
+    compute (the cost model's ``compute_cycles`` is the sum of each phase's slowest)."""
+    us = report["seconds"] * 1e6 / report["cycles"]
+    kernels = {e["name"]: e for e in tracks[(pid, 0)] if e["cat"] == "kernel"}
+    stages = defaultdict(list)
+    for (p, tid), spans in tracks.items():
+        if p == pid and tid >= len(TRACKS):
+            for e in spans:
+                assert e["cat"] == "stage"
+                stages[e["args"]["kernel"]].append(e)
+    for k in report["per_kernel"]:
+        mine = sorted(stages[k["name"]], key=lambda e: e["tid"])
+        assert [e["tid"] - len(TRACKS) for e in mine] == list(range(len(k["stage_pcus"])))
+        assert [e["args"]["pcus"] for e in mine] == k["stage_pcus"]
+        assert [e["args"]["op"] for e in mine] == k["stage_ops"]
+        assert all(op in k["ops"] for op in k["stage_ops"])
+        body = kernels[k["name"]]["ts"]
+        slowest = defaultdict(float)
+        for e in mine:
+            assert e["ts"] >= body - 1e-6
+            end = e["ts"] + e["dur"] - body
+            assert end <= (k["compute_cycles"] + k["fill_cycles"]) * us * (1 + 1e-9) + 1e-6
+            phase = e["args"]["phase"]
+            slowest[phase] = max(slowest[phase], e["dur"])
+        assert sum(slowest.values()) == pytest.approx(k["compute_cycles"] * us, rel=1e-9)
+
+
+def check_counters(events: list, pid: int, report: dict) -> None:
+    """A sample of every counter at each kernel's start: SRAM its working set, the bandwidths
+    the bytes it moves through each tier over its time."""
+    samples = defaultdict(list)
+    for e in events:
+        if e["ph"] == "C" and e["pid"] == pid:
+            samples[e["name"]].append(e["args"]["value"])
+    assert set(samples) == {*OCCUPANCY_COUNTERS, *BANDWIDTH_COUNTERS}
+    kernels = report["per_kernel"]
+    assert samples["SRAM bytes"] == [k["sram_bytes"] for k in kernels] + [0]
+    for name in BANDWIDTH_COUNTERS:
+        tier = name.split()[0].lower()
+        rates = [tier_bytes(k["bytes"], tier) / k["seconds"] for k in kernels]
+        assert samples[name] == pytest.approx([*rates, 0])
+    assert len(samples["HBM bytes"]) == len(samples["DDR bytes"]) == len(kernels)
 
 
 @pytest.mark.parametrize(
@@ -112,6 +176,84 @@ def test_trace_of_two_sockets_has_a_process_per_socket(two_sockets, capsys):
     report = json.loads(out)
     assert report["bytes"]["sram->p2p"] > 0  # the all-reduces: the P2P track has slices
     check_trace(json.loads(trace.read_text()), report, sockets=2)
+
+
+def test_trace_flows_pair_each_collective_across_sockets(two_sockets):
+    """Every kernel with a P2P slice has one flow per socket, from its P2P slice on socket s
+    to the same kernel's P2P slice on socket s+1: the ring's next hop."""
+    _, trace = two_sockets
+    events = json.loads(trace.read_text())["traceEvents"]
+    p2p = {
+        (e["pid"], e["args"]["kernel"]): e
+        for e in events
+        if e["ph"] == "X" and e["tid"] == TRACKS.index("P2P")
+    }
+    assert p2p
+    ends = defaultdict(dict)
+    for e in events:
+        if e["ph"] in ("s", "f"):
+            assert e["tid"] == TRACKS.index("P2P") and e["name"].endswith(" ring")
+            ends[e["id"]][e["ph"]] = e
+    assert len(ends) == len(p2p)  # one flow per (socket, kernel with a collective)
+    starts = set()
+    for pair in ends.values():
+        assert set(pair) == {"s", "f"}
+        s, f = pair["s"], pair["f"]
+        assert f["pid"] == (s["pid"] + 1) % 2 and f["bp"] == "e" and s["name"] == f["name"]
+        kernel = s["name"].removesuffix(" ring")
+        for end in (s, f):  # each end lies on its socket's P2P slice of that kernel
+            slice_ = p2p[(end["pid"], kernel)]
+            assert slice_["ts"] <= end["ts"] <= slice_["ts"] + slice_["dur"]
+        starts.add((s["pid"], kernel))
+    assert starts == set(p2p)
+
+
+def test_trace_of_a_two_socket_run_shows_each_sockets_own_report(tmp_path, capsys):
+    """Executed on 2 sockets, each socket's process comes from that socket's own report."""
+    trace = tmp_path / "trace.json"
+    argv = ["compile", "--zoo", "tiny-llama", "--sockets", "2", "--phase", "decode", "--run"]
+    out, _ = _run([*argv, "--trace", trace, "--json", "--quiet"], capsys)
+    data = json.loads(trace.read_text())
+    assert data["otherData"]["spmd"] is False
+    check_trace(data, json.loads(out), sockets=2)
+
+
+def test_trace_occupancy_counters_by_hand(tmp_path, capsys):
+    """The MLP unfused (matmul, bias add, relu, matmul, bias add), bf16: the weights and the
+    input stay in HBM throughout; each kernel's result lives from it to the kernel after."""
+    schedule, trace = tmp_path / "mlp.json", tmp_path / "trace.json"
+    argv = ["compile", EXAMPLES / "mlp.py", "--fusion", "none", "-o", schedule, "--json"]
+    out, _ = _run([*argv, "--trace", trace], capsys)
+    report = json.loads(out)
+    events = json.loads(trace.read_text())["traceEvents"]
+    hbm = [e["args"]["value"] for e in events if e["ph"] == "C" and e["name"] == "HBM bytes"]
+    bf16 = 2
+    resident = bf16 * (8 * 64 + 128 * 64 + 128 + 32 * 128 + 32)  # x, fc1, fc2
+    hidden, out_ = bf16 * 8 * 128, bf16 * 8 * 32  # fc1's result (and relu's), fc2's
+    expected = [hidden, 2 * hidden, 2 * hidden, hidden + out_, 2 * out_]
+    assert hbm == [resident + x for x in expected]
+    ddr = [e["args"]["value"] for e in events if e["ph"] == "C" and e["name"] == "DDR bytes"]
+    assert ddr == [0] * 5
+    assert max(hbm) == peak_occupancy(load_schedule(schedule))["hbm"]
+    check_trace(json.loads(trace.read_text()), report, sockets=1)
+
+
+def test_trace_of_each_sockets_own_report():
+    """Given each socket's report, each process shows its own kernels (not SPMD copies)."""
+
+    def report(name: str, cycles: int) -> dict:
+        k = {"name": name, "ops": ["add"], "flops": 1, "bytes": {}, "cycles": cycles}
+        k |= {"seconds": cycles / 1e9, "launch_cycles": 0, "sram_bytes": 0}
+        return {"kernels": 1, "cycles": cycles, "seconds": cycles / 1e9, "per_kernel": [k]}
+
+    a, b = report("a", 100), report("b", 300)
+    trace = trace_events(a, sockets=2, socket_reports=[a, b])
+    kernels = {(e["pid"], e["name"], e["dur"]) for e in trace["traceEvents"] if e["ph"] == "X"}
+    assert {(p, n) for p, n, _ in kernels} == {(0, "a"), (1, "b")}
+    assert trace["otherData"]["spmd"] is False
+    assert trace_events(a, sockets=2)["otherData"]["spmd"] is True
+    with pytest.raises(ValueError, match="1 socket reports for 2 sockets"):
+        trace_events(a, sockets=2, socket_reports=[a])
 
 
 def test_trace_of_a_saved_schedule_executed(tmp_path, capsys):
@@ -182,8 +324,18 @@ def check_plots(out, schedule_path, stdout: str) -> None:
     dot = (out / "kernels.dot").read_text()
     assert dot.startswith("digraph kernels {") and dot.rstrip().endswith("}")
     nodes, _ = _dot_counts(dot)
-    assert {k["name"] for k in schedule["kernels"]} <= nodes
-    assert {f"out:{o}" for o in schedule["outputs"]} <= nodes
+    kernels = {k["name"] for k in schedule["kernels"]}
+    assert {n for n in nodes if ":" not in n} <= kernels
+    # repeated kernels drawn once: every other kernel is a node of its own
+    runs = re.findall(r'label="×(\d+): (\d+) kernels?, repeated"', dot)
+    folded = sum((int(reps) - 1) * int(period) for reps, period in runs)
+    assert len(kernels & nodes) == len(kernels) - folded
+    buffers, roots = schedule["buffers"], set()
+    for name in schedule["outputs"]:
+        while "alias_of" in buffers[name]:
+            name = buffers[name]["alias_of"]
+        roots.add(f"out:{name}")
+    assert {n for n in nodes if n.startswith("out:")} <= roots
     if shutil.which("dot"):
         assert (out / "kernels.png").read_bytes()[:8] == PNG
         assert "<svg" in (out / "kernels.svg").read_text()
@@ -215,8 +367,10 @@ def test_report_plots_for_two_sockets(two_sockets, tmp_path, capsys):
     assert "×2 sockets" in stdout and "per socket" in stdout
     dot = (out / "kernels.dot").read_text()
     # embedding -> layer 0 -> layer 1 -> head, each layer also giving its K/V cache out
-    for edge in ('"k0" -> "k1"', '"k1" -> "k2"', '"k2" -> "k3"', '"in:input_ids" -> "k0"'):
+    # (the two layers' kernels are alike: drawn once, the second's edges folded onto it)
+    for edge in ('"k0" -> "k1"', '"k1" -> "k1"', '"k1" -> "k3"', '"in:input_ids" -> "k0"'):
         assert edge in dot
+    assert '"k2"' not in dot and '"k1" [label="k1 ×2\\n' in dot
     _one_error(["report", schedule, "--run"], capsys, "2 sockets", "count-only")
 
 
@@ -305,3 +459,46 @@ def test_progress_only_on_a_terminal_and_not_when_quiet(tmp_path, capsys, monkey
     assert err == ""
     _, err = _run(argv, capsys)
     assert "tiny-llama" in err  # the bar, drawn on stderr (stdout keeps the JSON)
+
+
+def test_repeated_runs_find_the_layers():
+    assert repeated_runs(["embed", "L", "L", "L", "head"]) == [(1, 1, 3)]
+    assert repeated_runs(list("eabababh")) == [(1, 2, 3)]  # a two-kernel layer, three times
+    assert repeated_runs(list("abc")) == []
+    assert repeated_runs(list("aabcbc")) == [(0, 1, 2), (2, 2, 2)]
+
+
+@pytest.mark.parametrize("fusion", ["dataflow", "none"])
+def test_kernel_graph_collapses_repeated_layers(tmp_path, capsys, fusion):
+    """tiny-llama decode with 4 layers and with 3: the layer's kernels (those 4 layers have
+    one layer more of than 3) are drawn once each, with their repeat count; the rest
+    (embedding, head) once, as they are."""
+
+    def compile_(layers: int):
+        path = tmp_path / f"tl{layers}.json"
+        argv = ["compile", "--zoo", "tiny-llama", "--phase", "decode", "--fusion", fusion]
+        _run([*argv, "--layers", layers, "-o", path, "--quiet"], capsys)
+        return load_schedule(path)
+
+    three, four = compile_(3), compile_(4)
+    per_layer = len(four["kernels"]) - len(three["kernels"])
+    assert per_layer >= 1
+    out = tmp_path / "plots"
+    stdout, _ = _run(["report", tmp_path / "tl4.json", "--plot", out], capsys)
+    check_plots(out, tmp_path / "tl4.json", stdout)
+    dot = (out / "kernels.dot").read_text()
+    nodes, _ = _dot_counts(dot)
+    kernels = [k["name"] for k in four["kernels"]]
+    drawn = [k for k in kernels if k in nodes]
+    assert len(drawn) == len(kernels) - 3 * per_layer  # one layer of four drawn
+    assert len(re.findall(r'\[label="k\d+ ×4\\n', dot)) == per_layer
+    assert f'label="×4: {per_layer} kernel' in dot
+    report = json.loads(_run(["run", tmp_path / "tl4.json", "--count-only", "--json"], capsys)[0])
+    g = collapse_repeats(kernel_graph(four, report))
+    assert g.graph["runs"][-1][1:] == (per_layer, 4)
+    layer = [n for n, a in g.nodes(data=True) if a.get("repeats", 1) == 4]
+    assert len(layer) == per_layer
+    signatures = [(tuple(k["ops"]), k["flops"], k["bytes"]) for k in report["per_kernel"]]
+    for n in layer:  # each stands for four alike kernels, one a layer apart
+        i = kernels.index(n)
+        assert all(signatures[i + j * per_layer] == signatures[i] for j in range(4))

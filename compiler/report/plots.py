@@ -36,7 +36,8 @@ KIND_COLORS = {
     "output": "tab:red",
     "kernel working set": "tab:purple",
 }
-#: above this many kernels Graphviz is not asked for an SVG (a PNG: MAX_PNG_KERNELS)
+#: above this many kernels drawn (repeats drawn once) Graphviz is not asked for an SVG
+#: (a PNG: MAX_PNG_KERNELS)
 MAX_RENDERED_KERNELS = 1000
 #: a PNG of a larger graph is too big to look at (dot scales it down to fit cairo)
 MAX_PNG_KERNELS = 200
@@ -300,6 +301,70 @@ def kernel_graph(schedule: dict, report: dict) -> nx.DiGraph:
     return g
 
 
+#: the longest repeated block (in kernels) ``repeated_runs`` looks for
+MAX_REPEAT_PERIOD = 256
+
+
+def repeated_runs(signatures: list) -> list[tuple[int, int, int]]:
+    """Runs of a repeated block in a sequence: ``(start, period, repeats)``, repeats ≥ 2.
+
+    Left to right, at each place the block (up to ``MAX_REPEAT_PERIOD`` long) repeated
+    back to back over the most items, the shortest such block on a tie; a place no
+    block repeats from is passed by. Decoder layers made of identical kernels are the
+    runs this is for: ``[embed, L, L, L, head]`` gives ``[(1, 1, 3)]``.
+    """
+    n, runs, i = len(signatures), [], 0
+    while i < n:
+        best = (0, 0, 0)  # (covered, period, repeats)
+        for period in range(1, min(MAX_REPEAT_PERIOD, (n - i) // 2) + 1):
+            block = signatures[i : i + period]
+            reps = 1
+            while signatures[i + reps * period : i + (reps + 1) * period] == block:
+                reps += 1
+            if reps >= 2 and reps * period > best[0]:
+                best = (reps * period, period, reps)
+        if best[0]:
+            runs.append((i, best[1], best[2]))
+            i += best[0]
+        else:
+            i += 1
+    return runs
+
+
+def collapse_repeats(g: nx.DiGraph) -> nx.DiGraph:
+    """``g`` with each run of repeated kernels (the same ops, FLOPs and off-chip bytes,
+    kernel after kernel, as the layers of a model are) drawn once: the first repeat's kernels stand for every repeat
+    (attribute ``repeats``), the others' edges are folded onto them (an edge from one
+    repeat to the next becomes an edge from the block's end back to its start, attribute
+    ``loop``), and model inputs and outputs only the other repeats use are left out.
+    Attribute ``runs`` of the graph lists ``(first kernel, period, repeats)``."""
+    kernels = [n for n, a in g.nodes(data=True) if a["kind"] == "kernel"]
+    signature = ("ops", "flops", "offchip_bytes")  # alike: the same ops on the same sizes
+    runs = repeated_runs([tuple(str(g.nodes[k][key]) for key in signature) for k in kernels])
+    home = {k: k for k in g}  # node -> the node that stands for it
+    repeats: dict[str, int] = {}
+    for start, period, reps in runs:
+        for j in range(start, start + period * reps):
+            rep = kernels[start + (j - start) % period]
+            home[kernels[j]] = rep
+            repeats[rep] = reps
+    for n, a in g.nodes(data=True):  # io nodes only copies use go with their copies
+        if a["kind"] == "io" and all(home[m] != m for m in nx.all_neighbors(g, n)):
+            home[n] = None
+    order = {k: i for i, k in enumerate(kernels)}
+    c = nx.DiGraph(runs=[(kernels[s], p, r) for s, p, r in runs])
+    for n, a in g.nodes(data=True):
+        if home[n] == n:
+            c.add_node(n, **a, repeats=repeats.get(n, 1))
+    for u, v, a in g.edges(data=True):
+        hu, hv = home[u], home[v]
+        if hu is None or hv is None or c.has_edge(hu, hv):
+            continue  # a copy's edge: the first repeat's stands for it
+        loop = (hu, hv) != (u, v) and g.nodes[u]["kind"] == g.nodes[v]["kind"] == "kernel"
+        c.add_edge(hu, hv, **a, loop=loop and order[hv] <= order[hu])
+    return c
+
+
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
@@ -324,8 +389,9 @@ def to_dot(g: nx.DiGraph) -> str:
                 f"  {_quote(n)} [label={_quote(label)}, shape=ellipse, fillcolor=lightgrey];"
             )
             continue
+        times = f" ×{a['repeats']}" if a.get("repeats", 1) > 1 else ""
         label = (
-            f"{n}\n{_ops_text(a['ops'])}\n{a['flops']:,} FLOP, "
+            f"{n}{times}\n{_ops_text(a['ops'])}\n{a['flops']:,} FLOP, "
             f"{human_bytes(a['offchip_bytes'])} off-chip\n{a['us']:.2f} µs, {a['bound']}-bound"
         )
         color = BOUND_COLORS.get(a["bound"], "black").removeprefix("tab:")
@@ -337,7 +403,24 @@ def to_dot(g: nx.DiGraph) -> str:
         names = a["buffers"]
         shown = ", ".join(names[:3]) + (f" +{len(names) - 3}" if len(names) > 3 else "")
         label = f"{shown}\n{human_bytes(a['bytes'])}"
+        if a.get("loop"):  # one repeat's output feeding the next
+            label = f"next repeat: {label}"
+            lines.append(
+                f"  {_quote(u)} -> {_quote(v)} [label={_quote(label)}, style=dashed, "
+                "constraint=false];"
+            )
+            continue
         lines.append(f"  {_quote(u)} -> {_quote(v)} [label={_quote(label)}];")
+    kernels = [n for n, a in g.nodes(data=True) if a["kind"] == "kernel"]
+    for i, (first, period, reps) in enumerate(g.graph.get("runs", [])):
+        start = kernels.index(first)
+        members = kernels[start : start + period]
+        lines.append(f"  subgraph cluster_{i} {{")
+        label = f"×{reps}: {_count(period, 'kernel')}, repeated"
+        lines.append(f"    label={_quote(label)};")
+        lines.append('    style="dashed";')
+        lines += [f"    {_quote(n)};" for n in members]
+        lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -445,12 +528,14 @@ def write_plots(
     fig = tiers(schedule, report, target, f"tier occupancy: {title}")
     files[out / "tiers.png"] = _figure_bytes(fig, "png")
     plt.close(fig)
-    dot = to_dot(kernel_graph(schedule, report))
+    graph = collapse_repeats(kernel_graph(schedule, report))
+    dot = to_dot(graph)
     files[out / "kernels.dot"] = dot
     notes = []
+    drawn = sum(1 for _, a in graph.nodes(data=True) if a["kind"] == "kernel")
     for fmt, most in (("svg", MAX_RENDERED_KERNELS), ("png", MAX_PNG_KERNELS)):
-        if report["kernels"] > most:
-            notes.append(f"{report['kernels']} kernels (over {most}): kernels.{fmt} not rendered")
+        if drawn > most:
+            notes.append(f"{drawn} kernels drawn (over {most}): kernels.{fmt} not rendered")
             continue
         data, why = render_dot(dot, fmt)
         if data is None:

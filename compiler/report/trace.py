@@ -1,28 +1,61 @@
 """A Chrome / Perfetto trace of an executed schedule (open it in ui.perfetto.dev).
 
-One process per socket (SPMD: every socket runs the same kernels, so each gets
-the same slices); one track (thread) per resource: the PCU array (each kernel's
-launch, then the kernel), and the HBM, DDR and P2P tiers (the time that tier is
-busy moving the kernel's bytes, from the kernel's start after its launch). The
-cost model runs a kernel's DMAs and compute overlapped, so a tier's busy time
-lies inside the kernel's span; kernels run back to back, so no two slices of a
-track overlap. Times come from the runtime's per-kernel report, in cycles turned
-into microseconds, so the PCU track adds up to the report's total time.
+One process per socket. A schedule is SPMD (every socket runs the same kernels on its
+own shard), and the runtime reports one socket's counts, so by default every socket's
+process shows the same slices; given each socket's report (``socket_reports``), each
+process shows its own. The tracks (threads) of a process, by thread id:
+
+- ``PCU array``: each kernel's launch, then the kernel;
+- ``HBM``, ``DDR``, ``P2P``: the time the tier is busy moving the kernel's bytes, from
+  the kernel's start after its launch (DMAs and compute overlap, so a tier's busy time
+  lies inside the kernel's span);
+- ``stage 0`` … ``stage N-1`` (N: the most stages of any kernel): the inside of a
+  dataflow kernel. Stage i of a kernel is its i-th op with work, a pipeline stage on its
+  own PCUs; its slice starts when the fill of the stages before it has passed and lasts
+  its own compute cycles (every tile through it), as the cost model counts them
+  (``stage_starts``, ``stage_cycles``: see ``coec.backend.cost.kernel_cost``). A fused
+  kernel's stages overlap in time; each lies within the kernel.
+
+Counter tracks (``"ph": "C"``), per process, sampled at each kernel's start: ``HBM bytes``
+and ``DDR bytes`` resident (the schedule's buffers' live ranges, as
+``coec.backend.schedule.resident_bytes`` counts them), ``SRAM bytes`` (the kernel's
+working set), and ``HBM B/s``, ``DDR B/s``, ``P2P B/s`` (the bytes the kernel moves
+through the tier over its time). Flow events (``"ph": "s"``/``"f"``) link each kernel's
+collective on the P2P track of socket s to socket s+1 (mod N), the ring's next hop.
+
+Times come from the runtime's per-kernel report, in cycles turned into microseconds, so
+the PCU track adds up to the report's total time.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from coec.backend.cost import tier_bytes
+from coec.backend.schedule import resident_bytes
 
-FORMAT = "coec.trace/1"
-#: the tracks of every socket's process, by thread id
+FORMAT = "coec.trace/2"
+#: the first tracks of every socket's process, by thread id; the stage tracks follow
 TRACKS = ("PCU array", "HBM", "DDR", "P2P")
 _TIER_OF_TRACK = {"HBM": "hbm", "DDR": "ddr", "P2P": "p2p"}
+_P2P_TID = TRACKS.index("P2P")
+#: the counters every process has: occupancy (bytes) and bandwidth (bytes/s) per tier
+OCCUPANCY_COUNTERS = ("HBM bytes", "DDR bytes", "SRAM bytes")
+BANDWIDTH_COUNTERS = ("HBM B/s", "DDR B/s", "P2P B/s")
 
 
-def _metadata(sockets: int, label: str) -> list[dict]:
+def stage_count(report: dict) -> int:
+    """The stage tracks a trace of ``report`` has: the most stages of any kernel."""
+    return max((len(k.get("stage_cycles", ())) for k in report.get("per_kernel", [])), default=0)
+
+
+def track_names(stages: int) -> list[str]:
+    """Every track of a process, by thread id."""
+    return [*TRACKS, *(f"stage {i}" for i in range(stages))]
+
+
+def _metadata(sockets: int, label: str, stages: int) -> list[dict]:
     events = []
     for pid in range(sockets):
         name = f"socket {pid}" + (f" ({label})" if label else "")
@@ -36,7 +69,7 @@ def _metadata(sockets: int, label: str) -> list[dict]:
                 "args": {"sort_index": pid},
             },
         ]
-        for tid, track in enumerate(TRACKS):
+        for tid, track in enumerate(track_names(stages)):
             events += [
                 {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": track}},
                 {
@@ -48,6 +81,39 @@ def _metadata(sockets: int, label: str) -> list[dict]:
                 },
             ]
     return events
+
+
+def _stage_slices(k: dict, body_cycle: int, us_per_cycle: float) -> list[dict]:
+    """The slices of ``k``'s pipeline stages, one per stage track."""
+    stages = zip(
+        k.get("stage_cycles", ()),
+        k.get("stage_starts", ()),
+        k.get("stage_pcus", ()),
+        k.get("stage_phases", ()),
+        k.get("stage_ops", ()),
+        strict=True,
+    )
+    slices = []
+    for i, (busy, start, pcus, phase, op) in enumerate(stages):
+        ts = (body_cycle + start) * us_per_cycle
+        slices.append(
+            {
+                "name": f"{k['name']} {op}",
+                "cat": "stage",
+                "tid": len(TRACKS) + i,
+                "ts": ts,
+                "dur": (body_cycle + start + busy) * us_per_cycle - ts,
+                "args": {
+                    "kernel": k["name"],
+                    "op": op,
+                    "pcus": pcus,
+                    "phase": phase,
+                    "start_cycles": start,
+                    "cycles": busy,
+                },
+            }
+        )
+    return slices
 
 
 def _kernel_slices(k: dict, start_cycle: int, us_per_cycle: float) -> list[dict]:
@@ -107,42 +173,129 @@ def _kernel_slices(k: dict, start_cycle: int, us_per_cycle: float) -> list[dict]
                 "args": {"kernel": k["name"], "bytes": tier_bytes(pairs, tier), "pairs": pairs},
             }
         )
-    return slices
+    return slices + _stage_slices(k, start_cycle + launch, us_per_cycle)
 
 
-def trace_events(report: dict, sockets: int = 1, label: str = "") -> dict:
+def _resident_by_tier(schedule: dict | None, kernels: int) -> dict[str, list[int]]:
+    """Bytes resident per tier while each kernel runs (HBM, DDR), from the buffers' live
+    ranges; empty without a schedule."""
+    if schedule is None:
+        return {}
+    by_tier = {"hbm": [0] * kernels, "ddr": [0] * kernels}
+    for (tier, _), series in resident_bytes(schedule).items():
+        if tier in by_tier:
+            by_tier[tier] = [a + x for a, x in zip(by_tier[tier], series[1:], strict=True)]
+    return by_tier
+
+
+def _counters(kernels: list[dict], resident: dict, us_per_cycle: float) -> list[dict]:
+    """The counter samples of one process (pid filled in by the caller)."""
+    samples, cycle = [], 0
+    for i, k in enumerate(kernels):
+        values = {"SRAM bytes": k.get("sram_bytes", 0)}
+        for tier, series in resident.items():
+            values[f"{tier.upper()} bytes"] = series[i]
+        for tier in ("hbm", "ddr", "p2p"):
+            moved = tier_bytes(k["bytes"], tier)
+            values[f"{tier.upper()} B/s"] = moved / k["seconds"] if k["seconds"] else 0.0
+        ts = cycle * us_per_cycle
+        samples += [
+            {"ph": "C", "name": n, "ts": ts, "args": {"value": v}} for n, v in values.items()
+        ]
+        cycle += k["cycles"]
+    if kernels:  # after the last kernel: nothing in SRAM, nothing moving
+        ends = ("SRAM bytes", *BANDWIDTH_COUNTERS)
+        ts = cycle * us_per_cycle
+        samples += [{"ph": "C", "name": n, "ts": ts, "args": {"value": 0}} for n in ends]
+    return samples
+
+
+def _flows(kernels: list[dict], sockets: int, us_per_cycle: float) -> list[dict]:
+    """Flow arrows of each kernel's collective: socket s's P2P slice to socket s+1's."""
+    if sockets < 2:
+        return []
+    events, cycle = [], 0
+    for i, k in enumerate(kernels):
+        launch = k.get("launch_cycles", 0)
+        if min(k.get("p2p_cycles", 0), k["cycles"] - launch) > 0:
+            ts = (cycle + launch) * us_per_cycle
+            for s in range(sockets):
+                common = {"name": f"{k['name']} ring", "cat": "p2p", "id": i * sockets + s}
+                events += [
+                    {"ph": "s", "pid": s, "tid": _P2P_TID, "ts": ts, **common},
+                    {
+                        "ph": "f",
+                        "bp": "e",
+                        "pid": (s + 1) % sockets,
+                        "tid": _P2P_TID,
+                        "ts": ts,
+                        **common,
+                    },
+                ]
+        cycle += k["cycles"]
+    return events
+
+
+def trace_events(
+    report: dict,
+    sockets: int = 1,
+    label: str = "",
+    schedule: dict | None = None,
+    socket_reports: Sequence[dict] | None = None,
+) -> dict:
     """The trace-event JSON object of ``report`` (``traceEvents``; times in µs).
 
     ``report`` is the runtime's report (its ``per_kernel`` list); ``sockets`` the
-    schedule's socket count (one process each); ``label`` names the processes.
+    schedule's socket count (one process each); ``label`` names the processes;
+    ``schedule`` (optional) gives the HBM and DDR occupancy counters; ``socket_reports``
+    (optional, one per socket) gives each process its own socket's slices.
     """
-    events = _metadata(sockets, label)
-    # one clock for the whole schedule: start times are whole cycles, so they do not drift
+    reports = list(socket_reports) if socket_reports is not None else [report] * sockets
+    if len(reports) != sockets:
+        raise ValueError(f"{len(reports)} socket reports for {sockets} sockets")
+    stages = max(stage_count(r) for r in reports) if reports else 0
+    events = _metadata(sockets, label, stages)
+    resident = _resident_by_tier(schedule, len(report.get("per_kernel", [])))
+    for pid, r in enumerate(reports):
+        # one clock for the schedule: start times are whole cycles, so they do not drift
+        us_per_cycle = r["seconds"] * 1e6 / r["cycles"] if r.get("cycles") else 0.0
+        kernels, cycle = r.get("per_kernel", []), 0
+        for k in kernels:
+            events += [{"ph": "X", "pid": pid, **s} for s in _kernel_slices(k, cycle, us_per_cycle)]
+            cycle += k["cycles"]
+        events += [{"pid": pid, **c} for c in _counters(kernels, resident, us_per_cycle)]
     us_per_cycle = report["seconds"] * 1e6 / report["cycles"] if report.get("cycles") else 0.0
-    cycle = 0
-    for k in report.get("per_kernel", []):
-        slices = _kernel_slices(k, cycle, us_per_cycle)
-        for pid in range(sockets):
-            events += [{"ph": "X", "pid": pid, **s} for s in slices]
-        cycle += k["cycles"]
+    events += _flows(report.get("per_kernel", []), sockets, us_per_cycle)
     return {
         "traceEvents": events,
         "displayTimeUnit": "ns",
         "otherData": {
             "format": FORMAT,
             "sockets": sockets,
+            "spmd": socket_reports is None,
+            "stages": stages,
             "kernels": report.get("kernels", 0),
             "total_us": report.get("seconds", 0.0) * 1e6,
         },
     }
 
 
-def trace_text(report: dict, sockets: int = 1, label: str = "") -> str:
+def trace_text(
+    report: dict,
+    sockets: int = 1,
+    label: str = "",
+    schedule: dict | None = None,
+    socket_reports: Sequence[dict] | None = None,
+) -> str:
     """``report``'s trace as the JSON text a trace file holds."""
-    return json.dumps(trace_events(report, sockets, label), separators=(",", ":")) + "\n"
+    data = trace_events(report, sockets, label, schedule, socket_reports)
+    return json.dumps(data, separators=(",", ":")) + "\n"
 
 
-def schedule_trace(report: dict, schedule: dict) -> str:
-    """The trace of a run of ``schedule`` (a process per socket)."""
+def schedule_trace(
+    report: dict, schedule: dict, socket_reports: Sequence[dict] | None = None
+) -> str:
+    """The trace of a run of ``schedule`` (a process per socket, occupancy from its buffers;
+    each socket's own slices given ``socket_reports``, else ``report``'s on every socket)."""
     target = schedule["target"]
-    return trace_text(report, target["sockets"], target["name"])
+    return trace_text(report, target["sockets"], target["name"], schedule, socket_reports)
