@@ -37,20 +37,10 @@ EXAMPLES = ("mlp.py", "gpt_block.py", "llama_block.py", "hf_llama.py")
 
 def zoo_parts(name: str, phase: str, sockets: int):
     """(part name, module, example inputs) of a zoo model's embedding, layer and head."""
-    from coec.models.zoo import instantiate, make_embed, make_head, make_layer
-    from coec.regional import shard_cache
+    from coec.models.zoo import instantiate
+    from coec.regional import zoo_parts as parts
 
-    inst = instantiate(name, phase, seq=4096, batch=1, layers=1, device="meta")
-    arch, tokens = inst.arch, inst.ids.shape[1]
-    with torch.device("meta"):
-        layer = make_layer(arch, inst.model.layers[0].past, sockets)
-        h = torch.empty(1, tokens, arch.hidden)
-        parts = [
-            ("embed", make_embed(arch, sockets), (inst.ids,)),
-            ("layer", layer, (h, *[shard_cache(inst, c, 0, sockets) for c in inst.caches[:2]])),
-            ("head", make_head(arch, sockets), (h,)),
-        ]
-    return parts
+    return parts(instantiate(name, phase, seq=4096, batch=1, layers=1, device="meta"), sockets)
 
 
 def example_parts(file: str):

@@ -395,6 +395,53 @@ def _dump_points(dump_ir: str | None) -> tuple[str, ...]:
     raise ConfigError(f"--dump-ir {dump_ir!r}: choose from {', '.join(stages)} or all")
 
 
+@cli.command("explain")
+@click.argument("model_file", metavar="MODEL.py|MODEL.onnx", required=False)
+@click.option("--zoo", metavar="NAME", help="Explain a zoo model (its embedding, layer, head).")
+@click.option(
+    "--phase", type=click.Choice(["prefill", "decode"]), default="prefill", show_default=True
+)
+@click.option("--seq", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--entry", metavar="NAME", help="MODEL.py: a function returning (module, inputs).")
+@click.option("--target", default="sn40l", show_default=True)
+@click.option("--sockets", type=click.IntRange(min=1), default=None, help="Zoo models: sockets.")
+@click.option("--launch", type=click.Choice(list(LAUNCH_MODES)), default=None)
+@click.option("--dtype", type=click.Choice(["bf16", "fp32"]), default="bf16", show_default=True)
+@click.option(
+    "--search-limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Kernels the partition search may cost (default: as coec compile).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+def explain_cmd(
+    model_file, zoo, phase, seq, batch, entry, target, sockets, launch, dtype, search_limit, as_json
+):
+    """Why each kernel boundary of the dataflow partition is where it is.
+
+    For every two kernels in a row: the resource that cannot hold them as one (SRAM,
+    PCUs, PMUs: needed vs available), or the modeled time by which two kernels beat one,
+    with what would have to change to fuse them; ops named by module path and source line.
+    """
+    from coec.commands import explain_model
+
+    if (model_file is None) == (zoo is None):
+        raise ConfigError("give either MODEL.py (or MODEL.onnx) or --zoo NAME")
+    from coec.pipeline import Options
+
+    options = Options(target, "dataflow", dtype, launch, None, sockets, search_limit)
+    explained, clock = explain_model(
+        model_file, zoo, options, phase=phase, seq=seq, batch=batch, entry=entry
+    )
+    if as_json:
+        _echo_json({"format": "coec.explain/1", "parts": [e.to_json() for e in explained]})
+        return
+    from coec.explain import render
+
+    click.echo("\n".join(render(explained, clock)))
+
+
 @cli.command("opt")
 @click.argument("ir_file", metavar="IR.mlir", default="-")
 @click.option(

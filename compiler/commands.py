@@ -335,3 +335,52 @@ def run_schedule_file(
     executor = Executor(schedule, weights, emulate_bf16=emulate_bf16)
     outs, report = executor.run([feeds[n] for n in schedule.inputs])
     return RunResult(report, dict(zip(schedule.outputs, outs, strict=True)), data)
+
+
+def explain_model(
+    model_file: str | Path | None,
+    zoo: str | None,
+    options: Options,
+    *,
+    phase: str = "prefill",
+    seq: int = 128,
+    batch: int = 1,
+    entry: str | None = None,
+) -> tuple[list, float]:
+    """``coec explain``: each part's dataflow partition and why its boundaries are there,
+    and the target's clock (for the times)."""
+    from coec.explain import explain_program
+    from coec.frontend.export import export_module
+    from coec.frontend.lower import lower_program
+
+    options = options.normalized()
+    target = options.resolve_target()
+    if zoo is not None:
+        from coec.models.zoo import instantiate
+        from coec.regional import zoo_parts
+
+        inst = instantiate(zoo, phase, seq, batch, device="meta")
+        parts = [
+            (name, lower_program(export_module(module.eval(), inputs), options.dtype))
+            for name, module, inputs in zoo_parts(inst, target.sockets)
+        ]
+    else:
+        path = Path(model_file)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file")
+        if path.suffix == ".onnx":
+            from coec.frontend.onnx_import import import_onnx
+            from coec.frontend.onnx_model import load_onnx, random_inputs
+
+            model, source = load_onnx(path)
+            shapes = {k: v.shape for k, v in random_inputs(model, data=False).items()}
+            parts = [(path.name, import_onnx(model, options.dtype, shapes, source))]
+        else:
+            from coec.frontend.model_file import load_model_file
+
+            module, inputs = load_model_file(path, entry)
+            parts = [(path.name, lower_program(export_module(module, inputs), options.dtype))]
+    explained = [
+        explain_program(program, target, name, options.search_limit) for name, program in parts
+    ]
+    return explained, target.compute.clock_hz

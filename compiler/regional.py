@@ -104,6 +104,19 @@ def shard_inputs(inst: ZooInstance, socket: int, sockets: int) -> list[torch.Ten
     return [inst.ids, *(shard_cache(inst, c, socket, sockets) for c in inst.caches)]
 
 
+def zoo_parts(inst: ZooInstance, sockets: int = 1) -> list[tuple[str, torch.nn.Module, tuple]]:
+    """(name, module, example inputs) of the parts regional compilation compiles: the
+    embedding, one decoder layer (one socket's shard) and the head."""
+    arch, tokens = inst.arch, inst.ids.shape[1]
+    with torch.device(inst.ids.device):
+        h = torch.zeros(inst.batch, tokens, arch.hidden)
+        layer = make_layer(arch, inst.model.layers[0].past, sockets)
+        embed = make_embed(arch, sockets) if sockets > 1 else inst.model.embed
+        head = make_head(arch, sockets) if sockets > 1 else inst.model.head
+    caches = [shard_cache(inst, c, 0, sockets) for c in inst.caches[:2]]
+    return [("embed", embed, (inst.ids,)), ("layer", layer, (h, *caches)), ("head", head, (h,))]
+
+
 #: ``progress(done, total, what)``: ``done`` of ``total`` steps finished, ``what`` runs next
 Progress = Callable[[int, int, str], None]
 

@@ -88,6 +88,10 @@ def _kind(op: df.DfOp) -> str:
 class Verdict:
     ok: bool
     why: str = ""
+    #: the resource that refused it ("sram", "pcus", "pmus") and how much was needed / there
+    resource: str = ""
+    need: int = 0
+    have: int = 0
 
 
 def can_fuse_epilogue(group: Sequence[df.DfOp], op: df.DfOp) -> Verdict:
@@ -170,13 +174,14 @@ def can_fuse_dataflow(ops: Sequence[df.DfOp], target: Target) -> Verdict:
     c = target.compute
     stages = sum(1 for o in ops if not isinstance(o, (df.ReshapeOp, df.PermuteOp, df.SliceOp)))
     if stages > c.pcus:
-        return Verdict(False, f"{stages} stages exceed {c.pcus} PCUs")
+        return Verdict(False, f"{stages} stages exceed {c.pcus} PCUs", "pcus", stages, c.pcus)
     need = min_sram_bytes(*group_boundary(ops), plan_streams(list(ops)))
     cap = target.memory["sram"].capacity_bytes
     if need > cap:
-        return Verdict(False, f"needs {need:,} bytes of SRAM, {cap:,} available")
-    if pmus_for(need, cap, c.pmus) > c.pmus:
-        return Verdict(False, f"needs more than {c.pmus} PMUs")
+        return Verdict(False, f"needs {need:,} bytes of SRAM, {cap:,} available", "sram", need, cap)
+    pmus = pmus_for(need, cap, c.pmus)
+    if pmus > c.pmus:
+        return Verdict(False, f"needs more than {c.pmus} PMUs", "pmus", pmus, c.pmus)
     return Verdict(True)
 
 

@@ -30,6 +30,8 @@ class Program:
     notes: list[str] = field(default_factory=list)
     #: under tensor parallelism, each socket's weights (``weights`` is then socket 0's)
     socket_weights: list[dict[str, torch.Tensor]] | None = None
+    #: op -> where the user wrote it (module path and source line), when known
+    origins: dict = field(default_factory=dict)
 
     @property
     def func(self) -> func.FuncOp:

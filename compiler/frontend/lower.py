@@ -52,6 +52,13 @@ def source_line(node: torch.fx.Node) -> str:
     return f"{path}:{line}: {code.strip()}"
 
 
+def origin(node: torch.fx.Node) -> str:
+    """Where the user wrote ``node``: its module path and source line."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path = list(stack.values())[-1][0] if stack else ""
+    return f"{path or '<top>'} at {source_line(node)}"
+
+
 class Lowering:
     """State of one lowering: FX node -> df value, folded constants, emitted ops."""
 
@@ -63,6 +70,7 @@ class Lowering:
         self.params: dict[torch.fx.Node, str] = {}
         self.weights: dict[str, torch.Tensor] = {}
         self.input_names: list[str] = []
+        self.origins: dict[Operation, str] = {}  # op -> the user's module and source line
         self._materialized: dict[torch.fx.Node, SSAValue] = {}
         self.node: torch.fx.Node | None = None
 
@@ -88,6 +96,8 @@ class Lowering:
         result = op.results[0]
         if hint or self.node is not None:
             result.name_hint = name_hint(hint or self.node.name)
+        if self.node is not None:
+            self.origins[op] = origin(self.node)
         return result
 
     def unsupported(self, what: str) -> UnsupportedOpError:
@@ -197,7 +207,9 @@ class Lowering:
             (arg_types, [df.tensor_type(v) for v in self.block.last_op.operands]),
             Region(self.block),
         )
-        return Program(ModuleOp([fn]), self.weights, self.input_names, self.dtype)
+        program = Program(ModuleOp([fn]), self.weights, self.input_names, self.dtype)
+        program.origins = self.origins
+        return program
 
     def _output(self, out) -> SSAValue:
         if isinstance(out, torch.fx.Node):
