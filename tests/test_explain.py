@@ -99,3 +99,20 @@ def test_explain_needs_one_model(capsys):
         main(["explain"])
     assert e.value.code != 0
     assert "give either MODEL.py" in capsys.readouterr().err
+
+
+def test_explain_an_onnx_model(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Sigmoid", ["y"], ["z"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3])],
+    )
+    path = tmp_path / "act.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert main(["explain", str(path), "--json"]) in (None, 0)
+    (part,) = json.loads(capsys.readouterr().out)["parts"]
+    assert part["part"] == "act.onnx" and len(part["kernels"]) == 1 and not part["boundaries"]
