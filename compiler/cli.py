@@ -442,6 +442,45 @@ def explain_cmd(
     click.echo("\n".join(render(explained, clock)))
 
 
+@cli.command("sweep")
+@click.argument("sweep_file", metavar="SWEEP.toml", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Results folder (default: sweep-NAME). A rerun continues an interrupted sweep.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Local worker processes.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def sweep_cmd(sweep_file, out, jobs, quiet):
+    """A design-space sweep: the grid of SWEEP.toml, each point compiled count-only.
+
+    Any target key (dotted, e.g. memory.hbm.bandwidth_GBps), and model, phase, seq,
+    batch, sockets, fusion, launch. Rows for points that do not fit say why.
+    """
+    from coec.report import tables
+    from coec.sweep import load_sweep, run_sweep, write_results
+
+    sweep = load_sweep(sweep_file)
+    out = out or Path(f"sweep-{sweep.name}")
+    with _progress_bar(quiet) as bar:
+        task = bar.add_task(f"sweep {sweep.name}", total=len(sweep.points()))
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        rows = run_sweep(sweep, out, sweep_file.parent, jobs, step)
+    fits = sum(r["fits"] for r in rows)
+    click.echo(f"{sweep.name}: {len(rows)} points, {fits} fit, {len(rows) - fits} do not")
+    _show(tables.written(write_results(sweep, rows, out)))
+
+
 @cli.command("opt")
 @click.argument("ir_file", metavar="IR.mlir", default="-")
 @click.option(
