@@ -237,7 +237,7 @@ def write_results(sweep: Sweep, rows: list[dict], out: Path) -> list[Path]:
         values = sorted({r[name] for r in fitting}, key=str)
         if len(values) < 2 or not all(isinstance(v, int | float) for v in values):
             continue
-        fig, ax = plt.subplots(figsize=(5, 3.4))
+        fig, ax = plt.subplots(figsize=(7.5, 3.8))
         others = [n for n in names if n != name]
         series: dict[tuple, list] = {}
         for r in fitting:
@@ -252,9 +252,15 @@ def write_results(sweep: Sweep, rows: list[dict], out: Path) -> list[Path]:
             )
         ax.set_xlabel(name)
         ax.set_ylabel("modeled time (ms)")
-        ax.set_ylim(bottom=0)
-        if others and len(series) <= 8:
-            ax.legend(title=", ".join(others), fontsize=6, title_fontsize=6)
+        ax.set_yscale("log")
+        if others and len(series) <= 32:  # one line per combination of the others
+            ax.legend(
+                title=", ".join(others),
+                fontsize=5,
+                title_fontsize=5,
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1),
+            )
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, dpi=110)
