@@ -90,9 +90,23 @@ class CompiledModel:
                 "use coec.runtime.node.run_node with each socket's weights and inputs"
             )
         outs, self.report = self.executor.run([to_numpy(x) for x in inputs])
+        outs = self.write_back(inputs, outs)
         # np.asarray keeps a 0-d result 0-d (np.ascontiguousarray would make it 1-d)
         tensors = tuple(torch.from_numpy(np.asarray(o, order="C")) for o in outs)
         return tensors[0] if len(tensors) == 1 else tensors
+
+    def write_back(self, inputs, outs: list) -> list:
+        """Inputs the model writes in place get their new values, as in eager PyTorch (a
+        KV cache the caller keeps); the model's own outputs are returned."""
+        mutated = self.compiled.program.mutated_inputs
+        names = self.compiled.program.input_names
+        for name, new in zip(mutated, outs, strict=False):
+            x = inputs[names.index(name)]
+            if isinstance(x, torch.Tensor):
+                x.copy_(torch.from_numpy(np.asarray(new)).to(x.dtype))
+            elif isinstance(x, np.ndarray) and x.flags.writeable:
+                x[...] = new
+        return outs[len(mutated) :]
 
     def schedule_json(self) -> str:
         return dumps(self.schedule)

@@ -103,11 +103,17 @@ def compile_model_file(
     report = dict(cm.report)
     if execute:
         outs, report = cm.executor.run([to_numpy(x) for x in inputs])
-        with torch.no_grad(), eval_mode(module):  # as compiled: in eval mode
-            reference = flatten_outputs(module(*inputs))
+        outs = outs[len(compiled.program.mutated_inputs) :]  # new values of inputs written
+        with torch.no_grad(), eval_mode(module):  # as compiled: in eval mode; on copies, as
+            # the model may write its inputs in place and they are saved below
+            reference = flatten_outputs(module(*(_copy(x) for x in inputs)))
         report["max_abs_err"], report["max_rel_err"] = compare(outs, reference)
     write_outputs(cm, report, output, inputs, trace)
     return CompileResult(report, compiled.dumps, compiled.target.name, cm)
+
+
+def _copy(x):
+    return x.clone() if isinstance(x, torch.Tensor) else x
 
 
 def compile_onnx_file(

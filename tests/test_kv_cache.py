@@ -7,6 +7,8 @@ it), under every fusion policy. Byte counts here are computed by hand.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -126,3 +128,49 @@ def test_llama2_7b_decode_appends_one_position_per_layer():
     for i, name in enumerate(sched["outputs"][1:]):
         assert sched["buffers"][name]["alias_of"] == sched["inputs"][1 + i]
         assert sched["buffers"][sched["inputs"][1 + i]]["bytes"] == cache_bytes
+
+
+class WritesItsCache(torch.nn.Module):
+    """A decode step as users write it: the new key assigned into the caller's cache."""
+
+    def forward(self, cache, k, q):
+        cache[:, :, S : S + 1] = k
+        return torch.softmax(q @ cache.transpose(-1, -2), -1) @ cache
+
+
+@pytest.mark.parametrize("fusion", ["none", "dataflow"])
+def test_an_input_written_in_place_is_written_back_as_eager_does(fusion):
+    """torch.export makes ``cache[...] = k`` a slice_scatter whose result is the cache's new
+    value; coec writes it in place (one row of bytes) and, like eager PyTorch, leaves the
+    new value in the caller's tensor; the call returns the model's own output."""
+    cache, k, q = inputs()
+    eager_cache = cache.clone()
+    ref = WritesItsCache()(eager_cache, k, q)
+    cm = coec.compile(WritesItsCache().eval(), (cache.clone(), k, q), fusion=fusion, dtype="fp32")
+    mine = cache.clone()
+    out = cm(mine, k, q)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    assert torch.equal(mine, eager_cache)
+    assert cm.schedule["buffers"][cm.schedule["outputs"][0]]["alias_of"] == "cache"
+    update = kernel_with(cm.schedule, "update")
+    assert update["estimate"]["bytes"]["sram->hbm"] <= B * H * D * F32 + B * H * 1 * D * F32
+
+
+def test_run_compares_a_model_that_writes_its_input(tmp_path, capsys):
+    from coec.cli import main
+
+    src = tmp_path / "writes.py"
+    src.write_text(
+        "import torch\n"
+        "class M(torch.nn.Module):\n"
+        "    def forward(self, cache, k):\n"
+        "        cache[:, 3:4] = k\n"
+        "        return cache.sum(-1)\n"
+        "def model():\n"
+        "    return M()\n"
+        "def example_inputs():\n"
+        "    return (torch.randn(2, 4, 8), torch.randn(2, 1, 8))\n"
+    )
+    assert main(["compile", str(src), "--run", "--json", "--dtype", "fp32"]) in (None, 0)
+    report = json.loads(capsys.readouterr().out)
+    assert report["executed"] and report["max_abs_err"] < 1e-5

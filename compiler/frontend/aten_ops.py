@@ -31,6 +31,18 @@ def _identity(lw: Lowering, node, a):
     return lw.emit(df.ElementwiseOp("cast", [x], want))
 
 
+@lowers("copy")
+def _copy(lw: Lowering, node, a):
+    """``self.copy_(src)`` made functional: ``src`` broadcast and cast to ``self``'s type."""
+    src = lw.value(a["src"])
+    want = lw.type_of(node)
+    if df.tensor_type(src).dtype != want.dtype:
+        src = lw.emit(df.ElementwiseOp("cast", [src], lw.like(src, dtype=want.dtype)))
+    if df.tensor_type(src).shape_tuple != want.shape_tuple:
+        src = lw.emit(df.BroadcastOp(src, want))
+    return src
+
+
 _UNARY = {
     "relu": "relu",
     "silu": "silu",

@@ -32,6 +32,8 @@ class Program:
     socket_weights: list[dict[str, torch.Tensor]] | None = None
     #: op -> where the user wrote it (module path and source line), when known
     origins: dict = field(default_factory=dict)
+    #: inputs the model writes in place, in order: the first outputs are their new values
+    mutated_inputs: list[str] = field(default_factory=list)
 
     @property
     def func(self) -> func.FuncOp:

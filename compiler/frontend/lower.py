@@ -164,11 +164,14 @@ class Lowering:
     # -- the walk --------------------------------------------------------------------------
     def run(self) -> Program:
         sig = self.ep.graph_signature
-        if sig.buffers_to_mutate or getattr(sig, "user_inputs_to_mutate", None):
+        if sig.buffers_to_mutate:
             raise UnsupportedOpError(
-                "the model mutates a buffer or input in place (e.g. a KV cache or "
-                "train-mode BatchNorm); compile it in eval mode without in-place state"
+                "the model mutates a buffer in place (e.g. train-mode BatchNorm); compile it "
+                "in eval mode without in-place state"
             )
+        # an input written in place (a KV cache: cache[..., pos] = k) is, functionalized,
+        # one more output holding its new value; torch.export puts these outputs first
+        mutated = dict(getattr(sig, "user_inputs_to_mutate", None) or {})
         specs = {s.arg.name: s for s in sig.input_specs}
         state = self.ep.state_dict
         constants = self.ep.constants
@@ -202,6 +205,7 @@ class Lowering:
                 outs = [self._output(o) for o in node.args[0]]
                 self.block.add_op(func.ReturnOp(*outs))
         self.node = None
+        self._erase_dead()
         fn = func.FuncOp(
             "main",
             (arg_types, [df.tensor_type(v) for v in self.block.last_op.operands]),
@@ -209,7 +213,19 @@ class Lowering:
         )
         program = Program(ModuleOp([fn]), self.weights, self.input_names, self.dtype)
         program.origins = self.origins
+        program.mutated_inputs = list(mutated.values())
         return program
+
+    def _erase_dead(self) -> None:
+        """Drop compute ops nobody reads (a view a functionalized in-place write left
+        behind: it would otherwise count as one more reader of the tensor written)."""
+        for op in reversed(list(self.block.ops)):
+            if (
+                isinstance(op, df.DfOp)
+                and not isinstance(op, df.WeightOp | df.ConstantOp)
+                and all(not r.uses for r in op.results)
+            ):
+                self.block.erase_op(op)
 
     def _output(self, out) -> SSAValue:
         if isinstance(out, torch.fx.Node):
