@@ -204,7 +204,12 @@ def writes_in_place(op: df.DfOp, inputs: Sequence[SSAValue], yielded: Sequence[S
     from_function = isinstance(outer, BlockArgument) and not isinstance(
         source.parent_op(), df.KernelOp
     )
-    return outer.uses.get_length() == 1 and (from_function or isinstance(source, df.KernelOp))
+    # an activation: another kernel's result (or, before outlining, a compute op's); a
+    # reshape outside kernels is a view of storage that may have other readers
+    activation = isinstance(source, df.DfOp) and not isinstance(
+        source, df.WeightOp | df.ConstantOp | df.ReshapeOp
+    )
+    return outer.uses.get_length() == 1 and (from_function or activation)
 
 
 def inplace_results(kernel: df.KernelOp) -> dict[int, int]:

@@ -174,3 +174,20 @@ def test_run_compares_a_model_that_writes_its_input(tmp_path, capsys):
     assert main(["compile", str(src), "--run", "--json", "--dtype", "fp32"]) in (None, 0)
     report = json.loads(capsys.readouterr().out)
     assert report["executed"] and report["max_abs_err"] < 1e-5
+
+
+class UpdatesAnActivation(torch.nn.Module):
+    def forward(self, cache, k):
+        doubled = cache * 2.0
+        return torch.slice_scatter(doubled, k, dim=2, start=S).sum(-1)
+
+
+def test_an_activation_nothing_else_reads_is_updated_in_place():
+    """The dest is another kernel's result (unfused): the update writes one row into it."""
+    cache, k, _ = inputs()
+    cm = coec.compile(UpdatesAnActivation().eval(), (cache, k), fusion="none", dtype="fp32")
+    torch.testing.assert_close(cm(cache, k), UpdatesAnActivation()(cache, k))
+    update = kernel_with(cm.schedule, "update")
+    assert update["estimate"]["bytes"] == {"hbm->sram": 32, "sram->hbm": 32}
+    (store,) = update["stores"]
+    assert cm.schedule["buffers"][store["buffer"]]["alias_of"] is not None
