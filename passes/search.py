@@ -18,7 +18,7 @@ the search says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -171,8 +171,3 @@ def search_partition(
 def _pairs(lattice: list[int]) -> int:
     """The (ideal, larger ideal) pairs: the kernels the walk over ideals may cost."""
     return sum(1 for j in lattice for i in lattice if i != j and not i & ~j)
-
-
-def cost_of(groups: Sequence[Units], cost: Callable[[Units], int]) -> int:
-    """What a partition costs: its kernels run one after another."""
-    return sum(cost(tuple(g)) for g in groups)
