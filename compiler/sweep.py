@@ -3,8 +3,9 @@
 A sweep file (TOML, ``format = "coec.sweep/1"``) names a base target and, under
 ``[grid]``, a list of values per swept name: any target key as a dotted path into the
 target file (``memory.hbm.bandwidth_GBps``), or ``model`` (zoo names), ``phase``,
-``seq``, ``batch``, ``sockets``, ``fusion``, ``launch``. The points are the grid's
-product, or ``sample = N`` of them drawn with ``seed``. Each point is compiled
+``seq``, ``batch``, ``sockets``, ``fusion``, ``launch``; what is not swept is llama2-7b
+decode at 4096 tokens, batch 1, with the target's own sockets, best fusion and launch.
+The points are the grid's product, or ``sample = N`` of them drawn with ``seed``. Each point is compiled
 count-only (regional: one decoder layer compiled, reused) and reported with the
 compile report's figures; a point that does not fit is a row with the reason.
 
