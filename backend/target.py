@@ -460,6 +460,19 @@ def _host(h: _Table, sockets: int) -> Host:
     return host
 
 
+def read_toml(path: str | Path, what: str = "") -> dict:
+    """A TOML file's data; an unreadable or invalid file is one ConfigError naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read {what or 'it'} ({e.strerror})") from e
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from e
+
+
 def builtin_targets() -> list[str]:
     folder = resources.files("coec.backend") / "targets"
     return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
@@ -479,12 +492,4 @@ def load_target(spec: str | Path | Target) -> Target:
             f"unknown target {spec!r}: built-in targets are {', '.join(builtin_targets())}, "
             "or give a path to a .toml file"
         )
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read target file ({e.strerror})") from e
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from e
-    return parse_target(data, str(path))
+    return parse_target(read_toml(path, "target file"), str(path))

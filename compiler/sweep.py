@@ -62,13 +62,10 @@ class Sweep:
 
 def load_sweep(path: str | Path) -> Sweep:
     """A sweep file, checked: one ConfigError line per problem."""
+    from coec.backend.target import read_toml
+
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from e
+    data = read_toml(path, "the sweep file")
     if data.get("format") != FORMAT:
         raise ConfigError(f"{path}: format {data.get('format')!r} is not {FORMAT!r}")
     unknown = sorted(set(data) - {"format", "name", "target", "grid", "sample", "seed"})
@@ -100,11 +97,9 @@ def _target_data(spec: str, folder: Path) -> dict:
     if spec in builtin_targets():
         text = (resources.files("coec.backend") / "targets" / f"{spec}.toml").read_text()
     else:
-        file = Path(spec) if Path(spec).is_absolute() else folder / spec
-        try:
-            text = file.read_text()
-        except OSError as e:
-            raise ConfigError(f"{file}: cannot read target file ({e.strerror})") from e
+        from coec.backend.target import read_toml
+
+        return read_toml(Path(spec) if Path(spec).is_absolute() else folder / spec, "target file")
     return tomllib.loads(text)
 
 

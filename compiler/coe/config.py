@@ -33,7 +33,6 @@ are compiled once and share the result: 150 ``llama2-7b`` experts are one compil
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,11 +214,6 @@ def parse_coe(data: dict, file: str = "<coe>", categories: list[str] | None = No
 
 
 def load_coe(path: str | Path, categories: list[str] | None = None) -> CoE:
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from e
-    return parse_coe(data, str(path), categories)
+    from coec.backend.target import read_toml
+
+    return parse_coe(read_toml(path, "the CoE file"), str(path), categories)
