@@ -478,18 +478,24 @@ def builtin_targets() -> list[str]:
     return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def load_target(spec: str | Path | Target) -> Target:
-    """A built-in target by name (``sn40l``) or a user's TOML file by path."""
-    if isinstance(spec, Target):
-        return spec
+def target_data(spec: str | Path) -> tuple[dict, str]:
+    """The parsed TOML of a built-in target by name or a user's target file by path, and
+    the name errors give it."""
     spec = str(spec)
     if spec in builtin_targets():
         text = (resources.files("coec.backend") / "targets" / f"{spec}.toml").read_text()
-        return parse_target(tomllib.loads(text), f"{spec}.toml")
+        return tomllib.loads(text), f"{spec}.toml"
     path = Path(spec)
     if not path.suffix == ".toml" and not path.exists():
         raise ConfigError(
             f"unknown target {spec!r}: built-in targets are {', '.join(builtin_targets())}, "
             "or give a path to a .toml file"
         )
-    return parse_target(read_toml(path, "target file"), str(path))
+    return read_toml(path, "target file"), str(path)
+
+
+def load_target(spec: str | Path | Target) -> Target:
+    """A built-in target by name (``sn40l``) or a user's TOML file by path."""
+    if isinstance(spec, Target):
+        return spec
+    return parse_target(*target_data(spec))

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from xdsl.dialects import func
 
+from coec.backend.cost import KernelCost
 from coec.backend.plan import layout, plan_streams
 from coec.backend.plan_cost import estimate
 from coec.backend.target import Target
@@ -70,12 +71,12 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
-def _bound_term(ops: list[df.DfOp], target: Target) -> str:
-    """The term bounding one kernel of ``ops`` at its best tiles."""
-    plan, _ = choose_tiles(group_boundary(ops), plan_streams(list(ops)), target)
-    lay = layout(*group_boundary(ops), plan)
-    cost, _, _ = estimate(plan, lay, target, lambda _: "hbm")
-    return cost.bound
+def _kernel(ops: list[df.DfOp], target: Target) -> KernelCost:
+    """The cost of ``ops`` as one kernel at its best tiles (``kernel_cycles``, with its terms)."""
+    boundary = group_boundary(ops)
+    plan, _ = choose_tiles(boundary, plan_streams(list(ops)), target)
+    cost, _, _ = estimate(plan, layout(*boundary, plan), target, lambda _: "hbm")
+    return cost
 
 
 def explain_boundary(a: list[df.DfOp], b: list[df.DfOp], target: Target, origins) -> Boundary:
@@ -95,10 +96,10 @@ def explain_boundary(a: list[df.DfOp], b: list[df.DfOp], target: Target, origins
             change = f"+{short:,} PMUs"
         return Boundary(before, after, f"one kernel {verdict.why}", change, verdict.resource)
     clock = target.compute.clock_hz
-    fused = kernel_cycles(merged, target)
+    one = _kernel(merged, target)
+    fused, term = one.cycles, one.bound
     apart = kernel_cycles(a, target) + kernel_cycles(b, target)
     if fused > apart:
-        term = _bound_term(merged, target)
         return Boundary(
             before,
             after,

@@ -23,10 +23,8 @@ import io
 import itertools
 import json
 import random
-import tomllib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from coec.ir.errors import CapacityError, CoecError, ConfigError
@@ -92,15 +90,11 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 def _target_data(spec: str, folder: Path) -> dict:
-    from coec.backend.target import builtin_targets
+    """The base target's TOML: a built-in name, or a file relative to the sweep file."""
+    from coec.backend.target import builtin_targets, target_data
 
-    if spec in builtin_targets():
-        text = (resources.files("coec.backend") / "targets" / f"{spec}.toml").read_text()
-    else:
-        from coec.backend.target import read_toml
-
-        return read_toml(Path(spec) if Path(spec).is_absolute() else folder / spec, "target file")
-    return tomllib.loads(text)
+    local = folder / spec
+    return target_data(local if spec not in builtin_targets() and local.exists() else spec)[0]
 
 
 def _set(data: dict, dotted: str, value, where: str) -> None:
