@@ -115,44 +115,73 @@ def cli() -> None:
     """coec — compile PyTorch models for a modeled SN40L-style RDU and run them."""
 
 
-@cli.command("compile")
-@click.argument("model_file", metavar="MODEL.py|MODEL.onnx|IR.mlir", required=False)
-@click.option(
-    "--zoo", metavar="NAME", help="Compile a zoo model by name instead of MODEL.py (see coec zoo)."
-)
-@click.option(
+#: options compile and explain share (one definition, the same help)
+_PHASE = click.option(
     "--phase",
     type=click.Choice(["prefill", "decode"]),
     default="prefill",
     show_default=True,
     help="Zoo models: prompt prefill or one decode step.",
 )
-@click.option(
+_SEQ = click.option(
     "--seq",
     type=click.IntRange(min=1),
     default=128,
     show_default=True,
     help="Zoo models: prompt length, or KV-cache length in decode.",
 )
-@click.option(
+_BATCH = click.option(
     "--batch",
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
     help="Zoo models: sequences per batch.",
 )
+_ENTRY = click.option(
+    "--entry",
+    metavar="NAME",
+    help="MODEL.py: a function returning (module, example_inputs) instead of model() and "
+    "example_inputs().",
+)
+_DTYPE = click.option(
+    "--dtype",
+    type=click.Choice(["bf16", "fp32"]),
+    default="bf16",
+    show_default=True,
+    help="Storage dtype bytes are counted in.",
+)
+_LAUNCH = click.option(
+    "--launch",
+    type=click.Choice(list(LAUNCH_MODES)),
+    default=None,
+    help="Kernel launch: software (host, serial), hardware (on-chip), async (queued, GPU "
+    "streams), graph (queued, CUDA Graphs). Default: the target's.",
+)
+_SEARCH_LIMIT = click.option(
+    "--search-limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Dataflow fusion: kernels the partition search may cost per function "
+    "(0: the greedy partition alone; a decoder layer's exact search needs ~3000). "
+    "Default: 300.",
+)
+
+
+@cli.command("compile")
+@click.argument("model_file", metavar="MODEL.py|MODEL.onnx|IR.mlir", required=False)
+@click.option(
+    "--zoo", metavar="NAME", help="Compile a zoo model by name instead of MODEL.py (see coec zoo)."
+)
+@_PHASE
+@_SEQ
+@_BATCH
 @click.option(
     "--layers",
     type=click.IntRange(min=1),
     default=None,
     help="Zoo models: override the number of decoder layers.",
 )
-@click.option(
-    "--entry",
-    metavar="NAME",
-    help="MODEL.py: a function returning (module, example_inputs) instead of model() and "
-    "example_inputs().",
-)
+@_ENTRY
 @click.option(
     "--inputs",
     "inputs_file",
@@ -173,34 +202,15 @@ def cli() -> None:
     help="Sockets to shard over (tensor parallelism; zoo models; a model file compiles for 1). "
     "Default: the target's.",
 )
-@click.option(
-    "--dtype",
-    type=click.Choice(["bf16", "fp32"]),
-    default="bf16",
-    show_default=True,
-    help="Storage dtype bytes are counted in.",
-)
-@click.option(
-    "--launch",
-    type=click.Choice(list(LAUNCH_MODES)),
-    default=None,
-    help="Kernel launch: software (host, serial), hardware (on-chip), async (queued, GPU "
-    "streams), graph (queued, CUDA Graphs). Default: the target's.",
-)
+@_DTYPE
+@_LAUNCH
 @click.option(
     "--max-tile",
     type=click.IntRange(min=1),
     default=None,
     help="Cap tile sizes (default: chosen by modeled cost).",
 )
-@click.option(
-    "--search-limit",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Dataflow fusion: kernels the partition search may cost per function "
-    "(0: the greedy partition alone; a decoder layer's exact search needs ~3000). "
-    "Default: 300.",
-)
+@_SEARCH_LIMIT
 @click.option(
     "-o",
     "--output",
@@ -398,22 +408,15 @@ def _dump_points(dump_ir: str | None) -> tuple[str, ...]:
 @cli.command("explain")
 @click.argument("model_file", metavar="MODEL.py|MODEL.onnx", required=False)
 @click.option("--zoo", metavar="NAME", help="Explain a zoo model (its embedding, layer, head).")
-@click.option(
-    "--phase", type=click.Choice(["prefill", "decode"]), default="prefill", show_default=True
-)
-@click.option("--seq", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--entry", metavar="NAME", help="MODEL.py: a function returning (module, inputs).")
+@_PHASE
+@_SEQ
+@_BATCH
+@_ENTRY
 @click.option("--target", default="sn40l", show_default=True)
 @click.option("--sockets", type=click.IntRange(min=1), default=None, help="Zoo models: sockets.")
-@click.option("--launch", type=click.Choice(list(LAUNCH_MODES)), default=None)
-@click.option("--dtype", type=click.Choice(["bf16", "fp32"]), default="bf16", show_default=True)
-@click.option(
-    "--search-limit",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Kernels the partition search may cost (default: as coec compile).",
-)
+@_LAUNCH
+@_DTYPE
+@_SEARCH_LIMIT
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
 def explain_cmd(
     model_file, zoo, phase, seq, batch, entry, target, sockets, launch, dtype, search_limit, as_json
