@@ -236,8 +236,7 @@ class Sweep:
     apply: Callable[[Target, float], Target]
 
 
-def _network(**change) -> Callable[[Target, float], Target]:
-    ((field, scale),) = change.items()
+def _network(field: str, scale: float) -> Callable[[Target, float], Target]:
     return lambda t, v: replace(t, network=replace(t.network, **{field: v * scale}))
 
 
@@ -263,13 +262,13 @@ SWEEPS = (
         "network.p2p_latency_us",
         "P2P latency per ring step (µs)",
         (0, 0.6, 2, 5),
-        _network(p2p_latency_s=1e-6),
+        _network("p2p_latency_s", 1e-6),
     ),
     Sweep(
         "network.p2p_bandwidth_GBps",
         "P2P bandwidth per socket (GB/s)",
         (25, 50, 100, 200, 400),
-        _network(p2p_bandwidth_Bps=1e9),
+        _network("p2p_bandwidth_Bps", 1e9),
     ),
     Sweep(
         "launch.hardware_us",
