@@ -227,6 +227,55 @@ def layout(
 ) -> Layout:
     """Buffers and DMAs of ``plan`` for a group reading ``inputs`` and handing back
     ``outputs`` (inner value, the result it becomes)."""
+    lay, footprint = structure(inputs, outputs, plan, streaming_weights(plan))
+    lay.sram_by_phase = footprint.sram_by_phase(plan.tiles, plan.b_tiles)
+    return lay
+
+
+def streaming_weights(plan: KernelPlan) -> frozenset[df.DfOp]:
+    """The matmuls whose weight the plan streams in chunks."""
+    return frozenset(op for op, chunk in plan.b_tiles.items() if chunk)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A layout's SRAM as a function of its tile sizes, for a tile search that tries many:
+    the bytes that stay whole, and per phase its extent, each tile buffer's bytes per row
+    and rows (``tile_bytes``) and each streamed weight's bytes per column and columns."""
+
+    resident: int
+    extents: tuple[int, ...]
+    rows: tuple[tuple[tuple[int, int], ...], ...]
+    columns: tuple[tuple[tuple[df.DfOp, int, int], ...], ...]
+
+    def phase_bytes(self, p: int, tile: int, chunks: dict[df.DfOp, int]) -> int:
+        """SRAM of phase ``p`` at ``tile`` rows a tile and weights in ``chunks`` columns."""
+        per = buffers_per_tile(self.extents[p], tile)
+        rows = sum(row * min(tile, n) for row, n in self.rows[p])
+        cols = sum(col * min(chunks[op], n) for op, col, n in self.columns[p])
+        return self.resident + per * (rows + cols)
+
+    def sram_by_phase(self, tiles: Sequence[int], chunks: dict[df.DfOp, int]) -> list[int]:
+        return [
+            self.phase_bytes(p, tiles[p] if tiles else 1, chunks) for p in range(len(self.rows))
+        ]
+
+
+def _per_row(t: TensorType, axis: int) -> tuple[int, int]:
+    """(bytes per index of ``axis``, its length): ``tile_bytes`` is the first times rows."""
+    n = t.shape_tuple[axis]
+    return (t.nbytes // n if n else 0), n
+
+
+def structure(
+    inputs: Sequence[SSAValue],
+    outputs: Sequence[tuple[SSAValue, SSAValue]],
+    plan: KernelPlan,
+    streaming: frozenset[df.DfOp],
+) -> tuple[Layout, Footprint]:
+    """The buffers and DMAs of ``plan`` when the matmuls in ``streaming`` stream their
+    weights (they do not depend on tile sizes), and their SRAM as a function of tile sizes.
+    The layout's ``sram_by_phase`` is left empty."""
     uses: dict[SSAValue, list[tuple[df.DfOp, int | None]]] = {}
     for op in plan.ops:
         s = plan.streams[op]
@@ -253,7 +302,7 @@ def layout(
             gathers[only] = arg
         elif (
             isinstance(only, df.MatmulOp)
-            and plan.b_tiles.get(only)
+            and only in streaming
             and only.b == arg
             and arg not in yielded
         ):
@@ -296,19 +345,26 @@ def layout(
     direct = {op.results[0] for op in updates}
     resident = sum(df.tensor_type(ld.value).nbytes for ld in loads if ld.phase is None)
     resident += sum(df.tensor_type(v).nbytes for v in whole if v not in direct)
-    sram = []
-    for p in range(len(plan.extents)):
-        per = buffers_per_tile(plan.extents[p], plan.tile(p))
-        phase_bytes = sum(
-            per * tile_bytes(df.tensor_type(v), a, plan.tile(p))
+    phases = range(len(plan.extents))
+    rows = tuple(
+        tuple(
+            _per_row(df.tensor_type(v), a)
             for v, (q, a) in streamed.items()
             if q == p and v not in direct
         )
-        for op in b_streams:
-            if plan.streams[op].phase == p:
-                phase_bytes += per * b_chunk_bytes(op, plan.b_tiles[op])
-        sram.append(resident + phase_bytes)
-    return Layout(loads, stores, whole, streamed, b_streams, gathers, sram, updates)
+        for p in phases
+    )
+    columns = tuple(
+        tuple(
+            (op, *_per_row(df.tensor_type(op.b), b_axis(op)))
+            for op in b_streams
+            if plan.streams[op].phase == p
+        )
+        for p in phases
+    )
+    footprint = Footprint(resident, tuple(plan.extents), rows, columns)
+    lay = Layout(loads, stores, whole, streamed, b_streams, gathers, [], updates)
+    return lay, footprint
 
 
 def b_axis(op: df.MatmulOp) -> int:

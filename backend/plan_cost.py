@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from xdsl.ir import SSAValue
 
@@ -29,14 +29,23 @@ def phase_works(plan: KernelPlan) -> list[list[dict[Work, int]]]:
         s = plan.streams[op]
         works: dict[Work, int] = defaultdict(int)
         for size, count in tile_sizes(plan.extents[s.phase], plan.tile(s.phase)).items():
-            ins = [
-                tile_shape(df.tensor_type(v).shape_tuple, a, size)
-                for v, a in zip(op.operands, s.in_axes, strict=True)
-            ]
-            out = tile_shape(df.tensor_type(op.results[0]).shape_tuple, s.out_axis, size)
-            works[op_work(op.name.removeprefix("df."), op.props(), ins, out)] += count
+            works[tile_work(op, s.in_axes, s.out_axis, size)] += count
         phases[s.phase].append(dict(works))
     return phases
+
+
+def tile_work(op: df.DfOp, in_axes: Sequence[int | None], out_axis: int | None, size: int) -> Work:
+    """The work of one tile of ``size`` along the op's stream axes (once per op and shape)."""
+
+    def work() -> Work:
+        ins = [
+            tile_shape(df.tensor_type(v).shape_tuple, a, size)
+            for v, a in zip(op.operands, in_axes, strict=True)
+        ]
+        out = tile_shape(df.tensor_type(op.results[0]).shape_tuple, out_axis, size)
+        return op_work(op.name.removeprefix("df."), op.props(), ins, out)
+
+    return op.memo(("tile_work", tuple(in_axes), out_axis, size), work)
 
 
 def traffic(

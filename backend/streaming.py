@@ -49,6 +49,16 @@ def _reshape_axis(in_shape: Sequence[int], out_shape: Sequence[int], j: int) -> 
 
 def input_axes(op: df.DfOp, j: int) -> Axes | None:
     """Operand stream axes for output axis ``j``, or None if ``op`` cannot stream along it."""
+    found = op.memo(("input_axes", j), lambda: _input_axes(op, j))
+    return None if found is None else list(found)
+
+
+def _input_axes(op: df.DfOp, j: int) -> tuple[int | None, ...] | None:
+    axes = _rule(op, j)
+    return None if axes is None else tuple(axes)
+
+
+def _rule(op: df.DfOp, j: int) -> Axes | None:
     out = _shape(op.results[0])
     rank = len(out)
     if not 0 <= j < rank:

@@ -23,8 +23,8 @@ shape rule in ``verify_``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from xdsl.dialects.builtin import (
@@ -152,12 +152,28 @@ class DfOp(IRDLOperation):
     FAMILY: ClassVar[str] = ""
     irdl_options = (ParsePropInAttrDict(),)
 
+    def memo(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """``make()``, worked out once per op and ``key``: for facts that follow from the
+        op's properties and its operand and result types, which no pass changes after the
+        op is built (rewrites build new ops). A partition search asks them of every op for
+        every kernel it costs."""
+        found = self.__dict__.setdefault("_memo", {})
+        if key not in found:
+            found[key] = make()
+        return found[key]
+
     def props(self) -> dict:
-        return {
-            k: to_python(v)
-            for k, v in sorted(self.properties.items())
-            if k != "operandSegmentSizes"
-        }
+        """The op's properties as Python data (a fresh dict)."""
+        return dict(
+            self.memo(
+                "props",
+                lambda: tuple(
+                    (k, to_python(v))
+                    for k, v in sorted(self.properties.items())
+                    if k != "operandSegmentSizes"
+                ),
+            )
+        )
 
     @property
     def out_type(self) -> TensorType:

@@ -6,6 +6,7 @@ placement pass has no tier and prints as `!df.tensor<4x64xbf16>`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from xdsl.dialects.builtin import (
@@ -94,13 +95,22 @@ class TensorType(ParametrizedAttribute, TypeAttribute):
             raise VerifyError(f"unknown tier {self.tier.data!r}; known: {', '.join(TIERS)}")
 
     # -- accessors -----------------------------------------------------------
+    # The type is immutable and the cost model asks these millions of times in a partition
+    # search, so each is worked out once and kept in the instance's dict (IRDL reads every
+    # class attribute but a property as a parameter, so no ``cached_property``).
+    def _memo(self, key: str, make):
+        found = self.__dict__.get(key)
+        if found is None:
+            found = self.__dict__[key] = make()
+        return found
+
     @property
     def shape_tuple(self) -> tuple[int, ...]:
-        return tuple(d.data for d in self.shape.data)
+        return self._memo("_shape", lambda: tuple(d.data for d in self.shape.data))
 
     @property
     def dtype(self) -> str:
-        return dtype_name(self.element_type)
+        return self._memo("_dtype", lambda: dtype_name(self.element_type))
 
     @property
     def tier_name(self) -> str | None:
@@ -108,14 +118,11 @@ class TensorType(ParametrizedAttribute, TypeAttribute):
 
     @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape_tuple:
-            n *= d
-        return n
+        return self._memo("_numel", lambda: math.prod(self.shape_tuple))
 
     @property
     def nbytes(self) -> int:
-        return self.numel * dtype_bytes(self.dtype)
+        return self._memo("_nbytes", lambda: self.numel * dtype_bytes(self.dtype))
 
     def with_tier(self, tier: str | None) -> TensorType:
         return TensorType(self.shape_tuple, self.dtype, tier)

@@ -30,8 +30,14 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
-from coec.backend.cost import launch_cycles, op_work, pmus_for
-from coec.backend.plan import plan_streams
+from coec.backend.cost import (
+    collective_bytes,
+    collective_steps,
+    launch_cycles,
+    op_work,
+    pmus_for,
+)
+from coec.backend.plan import KernelPlan, plan_streams
 from coec.backend.target import FUSION_POLICIES, Target, load_target
 from coec.ir import ops as df
 from coec.ir.errors import ConfigError
@@ -169,13 +175,16 @@ def group_boundary(ops: Sequence[df.DfOp]) -> Boundary:
     return inputs, outputs
 
 
-def can_fuse_dataflow(ops: Sequence[df.DfOp], target: Target) -> Verdict:
-    """May ``ops`` run as one streaming kernel? PCUs for the stages, SRAM/PMUs at minimal tiles."""
+def can_fuse_dataflow(
+    ops: Sequence[df.DfOp], target: Target, plan: KernelPlan | None = None
+) -> Verdict:
+    """May ``ops`` run as one streaming kernel? PCUs for the stages, SRAM/PMUs at minimal
+    tiles. ``plan``: their stream plan, when the caller has it."""
     c = target.compute
     stages = sum(1 for o in ops if not isinstance(o, (df.ReshapeOp, df.PermuteOp, df.SliceOp)))
     if stages > c.pcus:
         return Verdict(False, f"{stages} stages exceed {c.pcus} PCUs", "pcus", stages, c.pcus)
-    need = min_sram_bytes(*group_boundary(ops), plan_streams(list(ops)))
+    need = min_sram_bytes(*group_boundary(ops), plan or plan_streams(list(ops)))
     cap = target.memory["sram"].capacity_bytes
     if need > cap:
         return Verdict(False, f"needs {need:,} bytes of SRAM, {cap:,} available", "sram", need, cap)
@@ -185,9 +194,10 @@ def can_fuse_dataflow(ops: Sequence[df.DfOp], target: Target) -> Verdict:
     return Verdict(True)
 
 
-def kernel_cycles(ops: Sequence[df.DfOp], target: Target) -> int:
-    """Modeled cycles of ``ops`` as one kernel at its best tiles."""
-    _, cycles = choose_tiles(group_boundary(ops), plan_streams(list(ops)), target)
+def kernel_cycles(ops: Sequence[df.DfOp], target: Target, plan: KernelPlan | None = None) -> int:
+    """Modeled cycles of ``ops`` as one kernel at its best tiles (``plan``: their stream
+    plan, when the caller has it; its tiles are chosen in place)."""
+    _, cycles = choose_tiles(group_boundary(ops), plan or plan_streams(list(ops)), target)
     return cycles
 
 
@@ -295,19 +305,41 @@ def step_graph(steps: Sequence[Sequence[df.DfOp]]) -> nx.DiGraph:
     return graph
 
 
-def kernel_bound(ops: Sequence[df.DfOp], target: Target) -> int:
+def kernel_bound(ops: Sequence[df.DfOp], target: Target, plan: KernelPlan | None = None) -> int:
     """A lower bound on ``kernel_cycles(ops)``, cheap: the launch the kernel pays at
-    least; its body, at least its matmul weights read once at the achievable HBM rate
-    after the tier's latency, and at least its FLOPs on every PCU at full rate; and
-    each op's fill."""
-    weights = {
-        op.b for op in ops if isinstance(op, df.MatmulOp) and isinstance(op.b.owner, df.WeightOp)
-    }
+    least; its body, at least its HBM bytes at the achievable rate after the tier's
+    latency, and at least its FLOPs on every PCU at full rate; and each op's fill.
+    With the kernel's stream ``plan`` the compute is bounded phase by phase
+    (``phase_bound``): tighter, but then not at most its parts' bounds added.
+
+    The HBM bytes are at least every input read once and every output written once,
+    leaving out what may move less: an embedding table (read by rows), an update's dest
+    when nothing in the kernel reads the update (its rows are written in place) and an
+    update's result. A kernel's boundary is within the union of its parts' boundaries,
+    so the bound of a union is at most its parts' bounds added (what the search's bound
+    of the rest rests on)."""
+    inputs, outputs = group_boundary(ops)
+    members = set(ops)
+
+    def read_whole(use) -> bool:
+        op = use.operation
+        if isinstance(op, df.GatherOp) and use.index == 0:
+            return False
+        if isinstance(op, df.UpdateOp) and use.index == 0:
+            return any(u.operation in members for u in op.results[0].uses)
+        return op in members
+
+    def moves_whole(v: SSAValue) -> bool:
+        return any(read_whole(u) for u in v.uses)
+
+    moved = sum(df.tensor_type(v).nbytes for v in inputs if moves_whole(v))
+    moved += sum(
+        df.tensor_type(v).nbytes for v, _ in outputs if not isinstance(v.owner, df.UpdateOp)
+    )
     hbm = target.memory["hbm"]
     c = target.compute
-    read = sum(df.tensor_type(v).nbytes for v in weights)
     hbm_cycles = (
-        int(hbm.latency_s * c.clock_hz + read * c.clock_hz / hbm.achievable_Bps) if read else 0
+        int(hbm.latency_s * c.clock_hz + moved * c.clock_hz / hbm.achievable_Bps) if moved else 0
     )
     work = [
         op_work(
@@ -318,13 +350,59 @@ def kernel_bound(ops: Sequence[df.DfOp], target: Target) -> int:
         )
         for op in ops
     ]
-    # every PCU busy at its full rate: no kernel computes faster
-    compute = int(
-        sum(w.matmul for w in work) / (c.pcus * c.matmul_flop_per_cycle_per_pcu)
-        + sum(w.vector for w in work) / (c.pcus * c.vector_flop_per_cycle_per_pcu)
-    )
+    pcu_cycles = [
+        w.matmul / c.matmul_flop_per_cycle_per_pcu + w.vector / c.vector_flop_per_cycle_per_pcu
+        for w in work
+    ]
+    if plan is None:  # every PCU busy at its full rate: no kernel computes faster
+        compute = int(sum(pcu_cycles) / c.pcus)
+    else:
+        phases = [plan.streams[op].phase for op in ops]
+        compute = phase_bound(
+            [(p, w) for p, w, full in zip(phases, pcu_cycles, work, strict=True) if full.total],
+            c.pcus,
+        )
     fill = len(ops) * target.launch.fill_cycles_per_stage
-    return launch_cycles(target, 10**18) + max(hbm_cycles, compute) + fill
+    return launch_cycles(target, 10**18) + max(hbm_cycles, compute, p2p_bound(ops, target)) + fill
+
+
+def p2p_bound(ops: Sequence[df.DfOp], target: Target) -> int:
+    """A lower bound on the cycles the kernel's collectives take: what each sends whole
+    (less a byte per row, for the whole bytes each tile rounds to) at the link bandwidth,
+    and the link latency per ring step of one tile each."""
+    n, net, clock = target.sockets, target.network, target.compute.clock_hz
+    if n < 2:
+        return 0
+    sent = steps = 0
+    for op in ops:
+        if isinstance(op, df.AllReduceOp | df.AllGatherOp):
+            kind, t = op.name.removeprefix("df."), df.tensor_type(op.results[0])
+            sent += max(0, collective_bytes(kind, t.nbytes, n) - max(t.shape_tuple, default=1))
+            steps += collective_steps(kind, n)
+    return int(sent * clock / net.p2p_bandwidth_Bps) + round(steps * net.p2p_latency_s * clock)
+
+
+def phase_bound(stages: Sequence[tuple[int, float]], pcus: int) -> int:
+    """A lower bound on a kernel's compute cycles from its stages' (phase, PCU-cycles at
+    full rate). Stages hold their PCUs for the whole kernel and its phases run one after
+    another (``kernel_cost``), so a phase whose stages do C_ph of the kernel's C
+    PCU-cycles has at most 2·n_ph + (P − n)·C_ph/C of the P PCUs (``allocate_pcus``: one
+    each, a share in proportion, one more for the largest remainders) and takes at least
+    C_ph over that. The bound grows with C_ph and C, so PCU-cycles at full rate (no idle
+    lanes, no waves) keep it below the kernel's compute."""
+    n, total = len(stages), sum(w for _, w in stages)
+    by_phase: dict[int, list[float]] = {}
+    for p, w in stages:
+        by_phase.setdefault(p, []).append(w)
+    if total == 0:
+        return 0
+    if n >= pcus:  # one PCU each
+        return int(sum(max(ws) for ws in by_phase.values()))
+    bound = 0.0
+    for ws in by_phase.values():
+        work = sum(ws)
+        bound += work * total / (2 * len(ws) * total + (pcus - n) * work)
+    return int(bound)
 
 
 def partition_searched(
@@ -344,20 +422,41 @@ def partition_searched(
     def views(group) -> bool:  # reshapes alone stay outside kernels and move nothing
         return all(isinstance(o, df.ReshapeOp) for o in group)
 
+    plans: dict = {}  # units -> stream plan, made once for fits and cost
+
+    def plan(units) -> KernelPlan:
+        if units not in plans:
+            plans[units] = plan_streams(flat(units))
+        return plans[units]
+
+    def fits(units) -> bool:
+        return can_fuse_dataflow(flat(units), target, plan(units)).ok
+
     def cost(units) -> int:
         group = flat(units)
-        return 0 if views(group) else kernel_cycles(group, target)
+        return 0 if views(group) else kernel_cycles(group, target, plans.pop(units, None))
 
     def bound(units) -> int:
         group = flat(units)
         return 0 if views(group) else kernel_bound(group, target)
 
+    def phase_bound(units) -> int:  # tighter, and it needs the plan
+        group = flat(units)
+        return 0 if views(group) else kernel_bound(group, target, plan(units))
+
+    def rest(units) -> int:
+        # any partition of the units pays at least each kernel's bound, and their sum is
+        # at least the bound of all as one kernel, less what each part's terms round off
+        return max(0, bound(units) - 2 * len(units))
+
     found = search_partition(
         step_graph(steps),
-        lambda units: can_fuse_dataflow(flat(units), target).ok,
+        fits,
         cost,
         limit,
-        bound,
+        (bound, phase_bound),
+        incumbent=greedy_cycles,
+        rest=rest,
     )
     if found is None or not found.complete or found.cycles >= greedy_cycles:
         why = f"greedy (search: {found.method})" if found and not found.complete else ""

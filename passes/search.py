@@ -18,7 +18,8 @@ the search says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -46,18 +47,35 @@ class OverLimit(Exception):
 
 @dataclass
 class _Oracle:
-    """``fits`` and ``cost`` of unit sets, each asked once, at most ``limit`` sets;
-    ``bound``: a cheap lower bound on ``cost`` that lets the search skip a set."""
+    """``fits`` and ``cost`` of unit sets, each asked once, at most ``limit`` sets.
+
+    ``bounds``: lower bounds on ``cost(units)``, cheapest first (a tighter one is asked
+    only when the cheaper ones do not prune); ``rest(units)``: a lower bound on any
+    partition of ``units`` into kernels; ``incumbent``: the cost of a partition already
+    in hand (the greedy's), which only a cheaper one is worth finding.
+    """
 
     fits: Callable[[Units], bool]
     cost: Callable[[Units], int]
     limit: int
     seen: dict[Units, int | None] = field(default_factory=dict)
-    bound: Callable[[Units], int] = lambda units: 0
+    bounds: Sequence[Callable[[Units], int]] = ()
+    rest: Callable[[Units], int] = lambda units: 0
+    incumbent: int | None = None
 
-    def beaten(self, before: int, units: Units, best: int | None) -> bool:
-        """Whether ``before`` plus any kernel of ``units`` cannot beat ``best``."""
-        return best is not None and before + self.bound(units) >= best
+    def to_go(self, units: Units) -> int:
+        """``rest(units)``, when there is an incumbent to beat and units are left."""
+        return self.rest(units) if self.incumbent is not None and units else 0
+
+    def beaten(self, before: int, units: Units, best: int | None, to_go: int = 0) -> bool:
+        """Whether ``before`` plus any kernel of ``units`` cannot beat ``best`` (the best
+        known way to the same point), or, with ``to_go`` (a lower bound on the kernels
+        after it), the incumbent."""
+        ceiling = min(
+            best if best is not None else math.inf,
+            self.incumbent - to_go if self.incumbent is not None else math.inf,
+        )
+        return any(before + bound(units) >= ceiling for bound in self.bounds)
 
     def __call__(self, units: Units) -> int | None:
         """The kernel's cost, or None when the units do not fit in one kernel."""
@@ -91,16 +109,21 @@ def _units(mask: int) -> Units:
 
 
 def by_ideals(lattice: list[int], oracle: _Oracle) -> tuple[int, list[Units]] | None:
-    """The cheapest chain of ideals from ∅ to all (each step one kernel), or None."""
+    """The cheapest chain of ideals from ∅ to all (each step one kernel), or None.
+
+    With an incumbent, a way is followed only while its kernels so far, the next one's
+    bound and the ``rest`` of the units after it can still beat it."""
     best: dict[int, tuple[int, int]] = {0: (0, -1)}  # ideal -> (cost, previous ideal)
-    for j in lattice[1:]:
-        for i in lattice:
-            if i.bit_count() >= j.bit_count():
-                break
-            if i & ~j or i not in best:
+    full = lattice[-1]
+    for n, j in enumerate(lattice[1:], 1):
+        to_go = oracle.to_go(_units(full & ~j))
+        # the smallest kernels first: they set a good best for ``j`` early, against which
+        # the bound prunes the larger ones
+        for i in reversed(lattice[:n]):
+            if i.bit_count() >= j.bit_count() or i & ~j or i not in best:
                 continue
             units = _units(j & ~i)
-            if oracle.beaten(best[i][0], units, best.get(j, (None,))[0]):
+            if oracle.beaten(best[i][0], units, best.get(j, (None,))[0], to_go):
                 continue
             c = oracle(units)
             if c is not None and (j not in best or best[i][0] + c < best[j][0]):
@@ -112,12 +135,14 @@ def by_cut_points(n: int, oracle: _Oracle) -> tuple[int, list[Units]] | None:
     """The cheapest cutting of units 0..n−1 (program order) into runs, or None.
 
     Growing a run backwards stops at the first that does not fit (a longer run needs at
-    least the stages and, nearly always, the SRAM of a shorter one)."""
+    least the stages and, nearly always, the SRAM of a shorter one). With an incumbent,
+    what follows a run is bounded by ``rest``."""
     best: dict[int, tuple[int, int]] = {0: (0, -1)}
     for j in range(1, n + 1):
+        to_go = oracle.to_go(tuple(range(j, n)))
         for i in range(j - 1, -1, -1):
             units = tuple(range(i, j))
-            if i in best and oracle.beaten(best[i][0], units, best.get(j, (None,))[0]):
+            if i in best and oracle.beaten(best[i][0], units, best.get(j, (None,))[0], to_go):
                 continue
             c = oracle(units)
             if c is None:
@@ -143,14 +168,21 @@ def search_partition(
     fits: Callable[[Units], bool],
     cost: Callable[[Units], int],
     limit: int,
-    bound: Callable[[Units], int] = lambda units: 0,
+    bounds: Sequence[Callable[[Units], int]] = (),
     max_ideals: int = MAX_IDEALS,
+    incumbent: int | None = None,
+    rest: Callable[[Units], int] = lambda units: 0,
 ) -> Search | None:
     """The cheapest valid partition of ``graph``'s nodes 0..n−1 (numbered in program
     order), exact over every partition when its ideals are few enough, else over the
-    cut points of the program order; None when no partition fits. ``bound`` (a lower
-    bound on ``cost``) only prunes: the answer is the same with or without it."""
-    oracle = _Oracle(fits, cost, limit, bound=bound)
+    cut points of the program order; None when no partition fits. ``bounds`` (lower
+    bounds on ``cost``, cheapest first) only prune: the answer is the same without them.
+
+    With an ``incumbent`` (the cost of a partition already in hand) only cheaper
+    partitions are sought: a way whose kernels so far, its next kernel's bound and
+    ``rest`` (a lower bound on any partition of the units left) cannot beat it is not
+    followed; when none is cheaper the answer has no groups and the incumbent's cost."""
+    oracle = _Oracle(fits, cost, limit, bounds=bounds, rest=rest, incumbent=incumbent)
     lattice = ideals(graph, max_ideals)
     n = len(graph)
     # the kernels each walk may cost, known before it starts: one that could not finish
@@ -165,7 +197,9 @@ def search_partition(
         found = walk()
     except OverLimit:  # not reached: a walk costs at most the kernels counted for it
         return Search([], 0, method, len(oracle.seen), complete=False)
-    return None if found is None else Search(found[1], found[0], method, len(oracle.seen))
+    if found is None:
+        return None if incumbent is None else Search([], incumbent, method, len(oracle.seen))
+    return Search(found[1], found[0], method, len(oracle.seen))
 
 
 def _pairs(lattice: list[int]) -> int:

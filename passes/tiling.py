@@ -11,7 +11,7 @@ that fits SRAM wins; ties go to the larger tile.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
@@ -19,11 +19,12 @@ from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
 from coec.backend.plan import (
+    Footprint,
     KernelPlan,
     Layout,
     b_axis,
-    layout,
     plan_streams,
+    structure,
     write_plan,
 )
 from coec.backend.plan_cost import estimate
@@ -74,25 +75,56 @@ def kernel_boundary(kernel: df.KernelOp) -> Boundary:
     )
 
 
-def _fit_weights(boundary: Boundary, plan: KernelPlan, cap: int) -> Layout:
+class _Layouts:
+    """A group's layouts by the weights it streams (they do not depend on tile sizes), each
+    worked out once for a tile search that tries many tile sizes and weight chunks."""
+
+    def __init__(self, boundary: Boundary, plan: KernelPlan) -> None:
+        self.boundary, self.plan = boundary, plan
+        self.streamable = streamable_weights(*boundary, plan)
+        self._found: dict[frozenset, tuple[Layout, Footprint]] = {}
+
+    def __call__(self, streaming: frozenset) -> tuple[Layout, Footprint]:
+        if streaming not in self._found:
+            self._found[streaming] = structure(*self.boundary, self.plan, streaming)
+        return self._found[streaming]
+
+    def at(self, streaming: frozenset, tiles: Sequence[int], chunks: dict) -> Layout:
+        """The layout with its SRAM at these tile sizes and weight chunks."""
+        lay, footprint = self(streaming)
+        return replace(lay, sram_by_phase=footprint.sram_by_phase(tiles, chunks))
+
+
+def _chunks(n: int) -> list[int]:
+    """The weight chunks tried, largest first: the whole N dim, then powers of two below it."""
+    chunk, out = 1 << max(n - 1, 0).bit_length(), []
+    while True:
+        chunk = max(1, min(chunk, n))
+        out.append(chunk)
+        if chunk == 1:
+            return out
+        chunk //= 2
+
+
+def _fit_weights(layouts: _Layouts, cap: int) -> Layout:
     """Stream weights (largest first, largest chunk that fits) until SRAM suffices.
 
     Returns the final layout; its ``sram_bytes`` says whether it fits ``cap``.
     """
+    plan = layouts.plan
     plan.b_tiles = {}
-    lay = layout(*boundary, plan)
+    streaming: frozenset = frozenset()
+    lay = layouts.at(streaming, plan.tiles, plan.b_tiles)
     if lay.sram_bytes <= cap:
         return lay
-    for op in streamable_weights(*boundary, plan):
-        n = df.tensor_type(op.b).shape_tuple[b_axis(op)]
-        chunk = 1 << max(n - 1, 0).bit_length()
-        while True:
-            chunk = max(1, min(chunk, n))
+    for op in layouts.streamable:
+        streaming = streaming | {op}
+        _, footprint = layouts(streaming)
+        for chunk in _chunks(df.tensor_type(op.b).shape_tuple[b_axis(op)]):
             plan.b_tiles[op] = chunk
-            lay = layout(*boundary, plan)
-            if lay.sram_bytes <= cap or chunk == 1:
+            if max(footprint.sram_by_phase(plan.tiles, plan.b_tiles)) <= cap:
                 break
-            chunk //= 2
+        lay = layouts.at(streaming, plan.tiles, plan.b_tiles)
         if lay.sram_bytes <= cap:
             return lay
     return lay
@@ -109,13 +141,14 @@ def choose_tiles(
     cap = target.memory["sram"].capacity_bytes
     best: tuple[int, int, list[int], dict] | None = None
     smallest = None
+    layouts = _Layouts(boundary, plan)
 
     def tier_of(_):
         return "hbm"
 
     for t_cap in _tile_caps(plan.extents, max_tile):
         plan.tiles = [min(e, t_cap) for e in plan.extents]
-        lay = _fit_weights(boundary, plan, cap)
+        lay = _fit_weights(layouts, cap)
         if lay.sram_bytes > cap:
             smallest = lay.sram_bytes if smallest is None else min(smallest, lay.sram_bytes)
             continue
@@ -133,11 +166,11 @@ def min_sram_bytes(
     inputs: Sequence[SSAValue], outputs: Sequence[tuple[SSAValue, SSAValue]], plan: KernelPlan
 ) -> int:
     """SRAM a group needs at one-row tiles with every streamable weight in one-column chunks."""
-    plan.tiles = [1] * len(plan.extents)
-    plan.b_tiles = {op: 1 for op in streamable_weights(inputs, outputs, plan)}
-    need = layout(inputs, outputs, plan).sram_bytes
-    plan.tiles, plan.b_tiles = [], {}
-    return need
+    streaming = streamable_weights(inputs, outputs, plan)
+    _, footprint = structure(inputs, outputs, plan, frozenset(streaming))
+    return max(
+        footprint.sram_by_phase([1] * len(plan.extents), dict.fromkeys(streaming, 1)), default=0
+    )
 
 
 @dataclass(frozen=True)
