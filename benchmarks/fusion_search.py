@@ -1,22 +1,26 @@
 """The partition search against the greedy partition it starts from, model by model.
 
-    python benchmarks/fusion_search.py                  # zoo layers, examples, FFT conv
+    python benchmarks/fusion_search.py                  # zoo, examples, FFT conv, HF families
     python benchmarks/fusion_search.py --quick          # llama2-7b and the examples only
-    python benchmarks/fusion_search.py --json out.json
+    python benchmarks/fusion_search.py --limit 10000 --json out.json
 
 For each function coec fuses (a zoo model's embedding, decoder layer and head — the
-layer once, as regional compilation does — an example, the FFT convolution), on one
-socket and on an 8-socket node, with software and hardware launch: the greedy
-partition's modeled cycles, the searched one's, the improvement, how far the search is
-exact ("every partition": the optimum of all valid partitions on coec's cost model;
-"cut points of the program order": the optimum of partitions into runs of that order),
-the kernels it costed and the seconds it took. The searched partition is never worse.
+layer once, as regional compilation does — an example, the FFT convolution, the tiny
+whole models of ``benchmarks/hf_families.py``), on one socket and on an 8-socket node
+(examples and HF models: one), with software and hardware launch, at the default search
+limit unless ``--limit`` says otherwise: the greedy partition's modeled time, the
+searched one's, the improvement, a lower bound on every partition and the gap to it
+(0 when the search was exact over every partition: proven optimal on coec's cost model;
+else the bound of the function as one kernel), how far the search is exact ("cut points
+of the program order": the optimum of partitions into runs of that order), the kernels
+it costed and the seconds it took. The searched partition is never worse.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -28,7 +32,7 @@ from coec.backend.target import load_target
 from coec.frontend.export import export_module
 from coec.frontend.lower import lower_program
 from coec.frontend.model_file import load_model_file
-from coec.passes.fusion import compute_ops, partition_searched
+from coec.passes.fusion import SEARCH_LIMIT, compute_ops, partition_searched
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ("llama2-7b", "mistral-7b", "falcon-40b", "llama2-70b")
@@ -58,7 +62,15 @@ def fftconv_parts():
     return [("fftconv", model, (x,))]
 
 
-def measure(module, inputs, target, limit: int = 10_000) -> dict:
+def hf_parts(names=None):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from hf_families import FAMILIES
+
+    torch.manual_seed(0)
+    return [(f"hf {name}", *FAMILIES[name]()) for name in names or FAMILIES]
+
+
+def measure(module, inputs, target, limit: int = SEARCH_LIMIT) -> dict:
     program = lower_program(export_module(module.eval(), inputs), "bf16")
     fn = next(op for op in program.module.ops if isinstance(op, func.FuncOp))
     ops = compute_ops(fn)
@@ -70,6 +82,8 @@ def measure(module, inputs, target, limit: int = 10_000) -> dict:
         "greedy_cycles": searched.greedy_cycles,
         "searched_cycles": searched.cycles,
         "improvement": searched.greedy_cycles / max(1, searched.cycles),
+        "lower_cycles": searched.lower_cycles,
+        "gap": None if math.isinf(searched.gap) else searched.gap,
         "kernels": len(groups),
         "method": searched.method,
         "asked": searched.asked,
@@ -80,6 +94,7 @@ def measure(module, inputs, target, limit: int = 10_000) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="llama2-7b and the examples only")
+    ap.add_argument("--limit", type=int, default=SEARCH_LIMIT, help="kernels costed, at most")
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args(argv)
     cases = []
@@ -92,21 +107,24 @@ def main(argv=None) -> int:
         cases += [(n, 1, m, i) for n, m, i in example_parts(file)]
     if not args.quick:
         cases += [(n, 1, m, i) for n, m, i in fftconv_parts()]
+        cases += [(n, 1, m, i) for n, m, i in hf_parts()]
     rows = []
     print(
         f"{'function':34} {'sock':>4} {'launch':8} {'greedy µs':>10} {'searched µs':>11} "
-        f"{'gain':>6} {'kern':>4} {'asked':>5} {'s':>6}  exact over"
+        f"{'gain':>6} {'bound µs':>10} {'gap':>6} {'kern':>4} {'asked':>5} {'s':>6}  exact over"
     )
     for what, sockets, module, inputs in cases:
         base = load_target("sn40l-node" if sockets > 1 else "sn40l")
         for launch in ("software", "hardware"):
             target = base.with_launch(launch)
             row = {"function": what, "sockets": sockets, "launch": launch}
-            row.update(measure(module, inputs, target))
+            row.update(measure(module, inputs, target, args.limit))
             clock = target.compute.clock_hz
             print(
                 f"{what:34} {sockets:>4} {launch:8} {row['greedy_cycles'] / clock * 1e6:>10.1f} "
                 f"{row['searched_cycles'] / clock * 1e6:>11.1f} {row['improvement']:>5.2f}x "
+                f"{row['lower_cycles'] / clock * 1e6:>10.1f} "
+                f"{'-' if row['gap'] is None else format(row['gap'], '.1%'):>6} "
                 f"{row['kernels']:>4} {row['asked']:>5} {row['search_s']:>6.1f}  {row['method']}",
                 flush=True,
             )

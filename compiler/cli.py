@@ -162,8 +162,8 @@ _SEARCH_LIMIT = click.option(
     type=click.IntRange(min=0),
     default=None,
     help="Dataflow fusion: kernels the partition search may cost per function "
-    "(0: the greedy partition alone; a decoder layer's exact search needs ~3000). "
-    "Default: 300.",
+    "(0: the greedy partition alone; the zoo's decoder layers are searched exactly within "
+    "the default). Default: 2000.",
 )
 
 
@@ -438,7 +438,7 @@ def explain_cmd(
         model_file, zoo, options, phase=phase, seq=seq, batch=batch, entry=entry
     )
     if as_json:
-        _echo_json({"format": "coec.explain/1", "parts": [e.to_json() for e in explained]})
+        _echo_json({"format": "coec.explain/2", "parts": [e.to_json() for e in explained]})
         return
     from coec.explain import render
 

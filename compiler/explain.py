@@ -51,6 +51,9 @@ class Explanation:
     boundaries: list[Boundary]
     search: str  # how far the partition is exact
     cycles: int
+    greedy_cycles: int  # the greedy partition's, which the search started from
+    lower_cycles: int  # a lower bound on every partition (= cycles when proven optimal)
+    costed: int  # kernels the search costed
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -149,17 +152,33 @@ def explain_program(
         cuts,
         searched.method,
         searched.cycles,
+        searched.greedy_cycles,
+        searched.lower_cycles,
+        searched.asked,
     )
 
 
 def render(explanations: list[Explanation], clock_hz: float) -> list[str]:
     """The explanations as text lines."""
     lines = []
+
+    def us(cycles: int) -> str:
+        return f"{cycles / clock_hz * 1e6:,.2f} µs"
+
     for e in explanations:
         lines.append(
-            f"{e.part}: {len(e.kernels)} kernel(s), {e.cycles / clock_hz * 1e6:,.2f} µs on "
+            f"{e.part}: {len(e.kernels)} kernel(s), {us(e.cycles)} on "
             f"{e.target} ({e.launch} launch); partition: {e.search}"
         )
+        if e.costed:
+            proof = (
+                "optimal on the cost model"
+                if e.lower_cycles == e.cycles
+                else f"every partition takes at least {us(e.lower_cycles)}"
+            )
+            lines.append(
+                f"  searched: {e.costed:,} kernels costed; greedy {us(e.greedy_cycles)}; {proof}"
+            )
         for i, cut in enumerate(e.boundaries):
             lines.append(f"  k{i} | k{i + 1}  after {cut.before}")
             lines.append(f"          before {cut.after}")

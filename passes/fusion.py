@@ -20,6 +20,7 @@ from profitability (``fusion_score``, bytes saved first, then launches).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,16 +32,13 @@ from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
 from coec.backend.cost import (
-    collective_bytes,
-    collective_steps,
-    launch_cycles,
-    op_work,
     pmus_for,
 )
 from coec.backend.plan import KernelPlan, plan_streams
 from coec.backend.target import FUSION_POLICIES, Target, load_target
 from coec.ir import ops as df
 from coec.ir.errors import ConfigError
+from coec.passes.bounds import Bounds, mask_of
 from coec.passes.outline import outline, restore_order
 from coec.passes.search import search_partition
 from coec.passes.tiling import Boundary, choose_tiles, min_sram_bytes
@@ -276,10 +274,9 @@ def merge_neighbours(groups: list[list[df.DfOp]], target: Target) -> list[list[d
 
 
 #: kernels (unit sets) the partition search may cost per function: a count, not a clock,
-#: so a compile is deterministic. The default searches small graphs exactly and keeps
-#: compiles quick; a decoder layer's exact search needs ~3,000 (tens of seconds):
-#: ``--search-limit`` raises it
-SEARCH_LIMIT = 300
+#: so a compile is deterministic. The zoo's decoder layers are searched over every
+#: partition within it (at most ~1,900 costed, 0.1–4 s here); ``--search-limit`` moves it
+SEARCH_LIMIT = 2000
 
 
 @dataclass
@@ -290,6 +287,19 @@ class Searched:
     cycles: int
     method: str  # how far the search is exact, or why the greedy partition stands
     asked: int  # kernels costed
+    #: a lower bound on every partition's cycles: ``cycles`` itself when the search was
+    #: exact over every partition, else the bound of the function as one kernel
+    lower_cycles: int = 0
+
+    @property
+    def proven(self) -> bool:
+        """Whether the partition is the cheapest of every valid one (on the cost model)."""
+        return self.lower_cycles == self.cycles
+
+    @property
+    def gap(self) -> float:
+        """How far above the lower bound the partition may be: 0 when proven optimal."""
+        return self.cycles / self.lower_cycles - 1 if self.lower_cycles else math.inf
 
 
 def step_graph(steps: Sequence[Sequence[df.DfOp]]) -> nx.DiGraph:
@@ -305,106 +315,6 @@ def step_graph(steps: Sequence[Sequence[df.DfOp]]) -> nx.DiGraph:
     return graph
 
 
-def kernel_bound(ops: Sequence[df.DfOp], target: Target, plan: KernelPlan | None = None) -> int:
-    """A lower bound on ``kernel_cycles(ops)``, cheap: the launch the kernel pays at
-    least; its body, at least its HBM bytes at the achievable rate after the tier's
-    latency, and at least its FLOPs on every PCU at full rate; and each op's fill.
-    With the kernel's stream ``plan`` the compute is bounded phase by phase
-    (``phase_bound``): tighter, but then not at most its parts' bounds added.
-
-    The HBM bytes are at least every input read once and every output written once,
-    leaving out what may move less: an embedding table (read by rows), an update's dest
-    when nothing in the kernel reads the update (its rows are written in place) and an
-    update's result. A kernel's boundary is within the union of its parts' boundaries,
-    so the bound of a union is at most its parts' bounds added (what the search's bound
-    of the rest rests on)."""
-    inputs, outputs = group_boundary(ops)
-    members = set(ops)
-
-    def read_whole(use) -> bool:
-        op = use.operation
-        if isinstance(op, df.GatherOp) and use.index == 0:
-            return False
-        if isinstance(op, df.UpdateOp) and use.index == 0:
-            return any(u.operation in members for u in op.results[0].uses)
-        return op in members
-
-    def moves_whole(v: SSAValue) -> bool:
-        return any(read_whole(u) for u in v.uses)
-
-    moved = sum(df.tensor_type(v).nbytes for v in inputs if moves_whole(v))
-    moved += sum(
-        df.tensor_type(v).nbytes for v, _ in outputs if not isinstance(v.owner, df.UpdateOp)
-    )
-    hbm = target.memory["hbm"]
-    c = target.compute
-    hbm_cycles = (
-        int(hbm.latency_s * c.clock_hz + moved * c.clock_hz / hbm.achievable_Bps) if moved else 0
-    )
-    work = [
-        op_work(
-            op.name.removeprefix("df."),
-            op.props(),
-            [df.tensor_type(v).shape_tuple for v in op.operands],
-            df.tensor_type(op.results[0]).shape_tuple,
-        )
-        for op in ops
-    ]
-    pcu_cycles = [
-        w.matmul / c.matmul_flop_per_cycle_per_pcu + w.vector / c.vector_flop_per_cycle_per_pcu
-        for w in work
-    ]
-    if plan is None:  # every PCU busy at its full rate: no kernel computes faster
-        compute = int(sum(pcu_cycles) / c.pcus)
-    else:
-        phases = [plan.streams[op].phase for op in ops]
-        compute = phase_bound(
-            [(p, w) for p, w, full in zip(phases, pcu_cycles, work, strict=True) if full.total],
-            c.pcus,
-        )
-    fill = len(ops) * target.launch.fill_cycles_per_stage
-    return launch_cycles(target, 10**18) + max(hbm_cycles, compute, p2p_bound(ops, target)) + fill
-
-
-def p2p_bound(ops: Sequence[df.DfOp], target: Target) -> int:
-    """A lower bound on the cycles the kernel's collectives take: what each sends whole
-    (less a byte per row, for the whole bytes each tile rounds to) at the link bandwidth,
-    and the link latency per ring step of one tile each."""
-    n, net, clock = target.sockets, target.network, target.compute.clock_hz
-    if n < 2:
-        return 0
-    sent = steps = 0
-    for op in ops:
-        if isinstance(op, df.AllReduceOp | df.AllGatherOp):
-            kind, t = op.name.removeprefix("df."), df.tensor_type(op.results[0])
-            sent += max(0, collective_bytes(kind, t.nbytes, n) - max(t.shape_tuple, default=1))
-            steps += collective_steps(kind, n)
-    return int(sent * clock / net.p2p_bandwidth_Bps) + round(steps * net.p2p_latency_s * clock)
-
-
-def phase_bound(stages: Sequence[tuple[int, float]], pcus: int) -> int:
-    """A lower bound on a kernel's compute cycles from its stages' (phase, PCU-cycles at
-    full rate). Stages hold their PCUs for the whole kernel and its phases run one after
-    another (``kernel_cost``), so a phase whose stages do C_ph of the kernel's C
-    PCU-cycles has at most 2·n_ph + (P − n)·C_ph/C of the P PCUs (``allocate_pcus``: one
-    each, a share in proportion, one more for the largest remainders) and takes at least
-    C_ph over that. The bound grows with C_ph and C, so PCU-cycles at full rate (no idle
-    lanes, no waves) keep it below the kernel's compute."""
-    n, total = len(stages), sum(w for _, w in stages)
-    by_phase: dict[int, list[float]] = {}
-    for p, w in stages:
-        by_phase.setdefault(p, []).append(w)
-    if total == 0:
-        return 0
-    if n >= pcus:  # one PCU each
-        return int(sum(max(ws) for ws in by_phase.values()))
-    bound = 0.0
-    for ws in by_phase.values():
-        work = sum(ws)
-        bound += work * total / (2 * len(ws) * total + (pcus - n) * work)
-    return int(bound)
-
-
 def partition_searched(
     ops: Sequence[df.DfOp], target: Target, limit: int = SEARCH_LIMIT
 ) -> tuple[list[list[df.DfOp]], Searched]:
@@ -414,7 +324,8 @@ def partition_searched(
     greedy_cycles = sum(kernel_cycles(g, target) for g in greedy)
     steps = _steps(ops)
     if limit <= 0 or len(steps) < 2:
-        return greedy, Searched(greedy_cycles, greedy_cycles, "greedy (no search)", 0)
+        lower = greedy_cycles if len(steps) < 2 else 0
+        return greedy, Searched(greedy_cycles, greedy_cycles, "greedy (no search)", 0, lower)
 
     def flat(units) -> list[df.DfOp]:
         return [op for k in units for op in steps[k]]
@@ -436,18 +347,16 @@ def partition_searched(
         group = flat(units)
         return 0 if views(group) else kernel_cycles(group, target, plans.pop(units, None))
 
+    bounds = Bounds(steps, target)
+
     def bound(units) -> int:
-        group = flat(units)
-        return 0 if views(group) else kernel_bound(group, target)
+        return bounds.kernel(mask_of(units))
 
     def phase_bound(units) -> int:  # tighter, and it needs the plan
-        group = flat(units)
-        return 0 if views(group) else kernel_bound(group, target, plan(units))
+        return bounds.kernel(mask_of(units), plan(units))
 
     def rest(units) -> int:
-        # any partition of the units pays at least each kernel's bound, and their sum is
-        # at least the bound of all as one kernel, less what each part's terms round off
-        return max(0, bound(units) - 2 * len(units))
+        return bounds.partition(mask_of(units))
 
     found = search_partition(
         step_graph(steps),
@@ -458,17 +367,20 @@ def partition_searched(
         incumbent=greedy_cycles,
         rest=rest,
     )
-    if found is None or not found.complete or found.cycles >= greedy_cycles:
-        why = f"greedy (search: {found.method})" if found and not found.complete else ""
-        method = why or (
-            f"greedy (as good as the search over {found.method})" if found else "greedy"
+    exact = found.complete and found.method == "every partition"
+    lower = found.cycles if exact else rest(tuple(range(len(steps))))
+    if not found.complete or not found.groups:
+        method = (
+            f"greedy (as good as the search over {found.method})"
+            if found.complete
+            else f"greedy (search: {found.method})"
         )
-        asked = found.asked if found else 0
-        return greedy, Searched(greedy_cycles, greedy_cycles, method, asked)
+        lower = greedy_cycles if exact else lower
+        return greedy, Searched(greedy_cycles, greedy_cycles, method, found.asked, lower)
     groups = [flat(units) for units in found.groups]
-    groups = [g for g in groups if not all(isinstance(o, df.ReshapeOp) for o in g)]
+    groups = [g for g in groups if not views(g)]
     log.debug("dataflow search: %d -> %d cycles", greedy_cycles, found.cycles)
-    return groups, Searched(greedy_cycles, found.cycles, found.method, found.asked)
+    return groups, Searched(greedy_cycles, found.cycles, found.method, found.asked, lower)
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,17 @@ each kernel one difference ``I(k+1) − I(k)`` (which is always convex). So the 
 partition is a shortest path over the lattice of ideals (``by_ideals``), exact over
 every valid partition. Where the lattice is too large it falls back to the cut points
 of the program order (``by_cut_points``), exact over partitions into runs of that
-order (a run of a topological order is always convex).
+order (a run of a topological order is always convex). The cut points are walked
+first in any case: their best cutting is the incumbent the walk over ideals prunes
+against.
 
 The hardware model stays outside: ``fits(units)`` says whether a set of units may be
 one kernel, ``cost(units)`` what that kernel costs (modeled cycles). Each set is asked
-once. ``limit`` bounds the sets asked (a count, not a clock, so the same model and
-options always get the same partition): a walk that could need more is not begun, and
-the search says so.
+once. ``limit`` bounds the sets costed (a count, not a clock, so the same model and
+options always get the same partition): a walk that needs more stops there, and the
+search says so. Lower bounds on a kernel's cost prune what cannot beat the best way
+known, and, given an incumbent partition, what cannot beat it, so a walk costs far
+fewer kernels than the pairs of ideals it could.
 """
 
 from __future__ import annotations
@@ -37,17 +41,17 @@ class Search:
     groups: list[Units]  # unit indices per kernel, kernels in an executable order
     cycles: int  # the partition's modeled cost
     method: str  # "every partition" or "cut points of the program order"
-    asked: int  # distinct unit sets costed (fits and cost)
+    asked: int  # distinct unit sets costed (each found to fit)
     complete: bool = True
 
 
 class OverLimit(Exception):
-    """The search asked for more unit sets than its limit allows."""
+    """The search would cost more unit sets than its limit allows."""
 
 
 @dataclass
 class _Oracle:
-    """``fits`` and ``cost`` of unit sets, each asked once, at most ``limit`` sets.
+    """``fits`` and ``cost`` of unit sets, each asked once, at most ``limit`` costed.
 
     ``bounds``: lower bounds on ``cost(units)``, cheapest first (a tighter one is asked
     only when the cheaper ones do not prune); ``rest(units)``: a lower bound on any
@@ -62,6 +66,7 @@ class _Oracle:
     bounds: Sequence[Callable[[Units], int]] = ()
     rest: Callable[[Units], int] = lambda units: 0
     incumbent: int | None = None
+    _fit: dict[Units, bool] = field(default_factory=dict)
 
     def to_go(self, units: Units) -> int:
         """``rest(units)``, when there is an incumbent to beat and units are left."""
@@ -77,12 +82,20 @@ class _Oracle:
         )
         return any(before + bound(units) >= ceiling for bound in self.bounds)
 
+    def fit(self, units: Units) -> bool:
+        """Whether the units fit in one kernel, asked once."""
+        if units not in self._fit:
+            self._fit[units] = self.fits(units)
+        return self._fit[units]
+
     def __call__(self, units: Units) -> int | None:
         """The kernel's cost, or None when the units do not fit in one kernel."""
+        if not self.fit(units):
+            return None
         if units not in self.seen:
             if len(self.seen) >= self.limit:
                 raise OverLimit
-            self.seen[units] = self.cost(units) if self.fits(units) else None
+            self.seen[units] = self.cost(units)
         return self.seen[units]
 
 
@@ -134,15 +147,15 @@ def by_ideals(lattice: list[int], oracle: _Oracle) -> tuple[int, list[Units]] | 
 def by_cut_points(n: int, oracle: _Oracle) -> tuple[int, list[Units]] | None:
     """The cheapest cutting of units 0..n−1 (program order) into runs, or None.
 
-    Growing a run backwards stops at the first that does not fit (a longer run needs at
-    least the stages and, nearly always, the SRAM of a shorter one). With an incumbent,
-    what follows a run is bounded by ``rest``."""
+    Growing a run backwards stops at the first costed that does not fit (a longer run
+    needs at least the stages and, nearly always, the SRAM of a shorter one). With an
+    incumbent, what follows a run is bounded by ``rest``."""
     best: dict[int, tuple[int, int]] = {0: (0, -1)}
     for j in range(1, n + 1):
         to_go = oracle.to_go(tuple(range(j, n)))
         for i in range(j - 1, -1, -1):
             units = tuple(range(i, j))
-            if i in best and oracle.beaten(best[i][0], units, best.get(j, (None,))[0], to_go):
+            if i not in best or oracle.beaten(best[i][0], units, best.get(j, (None,))[0], to_go):
                 continue
             c = oracle(units)
             if c is None:
@@ -178,30 +191,35 @@ def search_partition(
     cut points of the program order; None when no partition fits. ``bounds`` (lower
     bounds on ``cost``, cheapest first) only prune: the answer is the same without them.
 
+    The cut points are walked first (a small space, and the best cutting found is the
+    incumbent the walk over every partition then prunes against); when that second
+    walk would pass ``limit``, the best cutting stands.
+
     With an ``incumbent`` (the cost of a partition already in hand) only cheaper
     partitions are sought: a way whose kernels so far, its next kernel's bound and
     ``rest`` (a lower bound on any partition of the units left) cannot beat it is not
     followed; when none is cheaper the answer has no groups and the incumbent's cost."""
     oracle = _Oracle(fits, cost, limit, bounds=bounds, rest=rest, incumbent=incumbent)
-    lattice = ideals(graph, max_ideals)
-    n = len(graph)
-    # the kernels each walk may cost, known before it starts: one that could not finish
-    # within the limit is not begun
-    if lattice is not None and _pairs(lattice) <= limit:
-        method, walk = "every partition", lambda: by_ideals(lattice, oracle)
-    elif n * (n + 1) // 2 <= limit:
-        method, walk = "cut points of the program order", lambda: by_cut_points(n, oracle)
-    else:
-        return Search([], 0, f"none: more than {limit:,} kernels to cost", 0, complete=False)
+    best: tuple[int, list[Units]] | None = None
+    method = ""
+
+    def keep(found: tuple[int, list[Units]] | None) -> None:
+        nonlocal best
+        if found is not None and (oracle.incumbent is None or found[0] < oracle.incumbent):
+            best, oracle.incumbent = found, found[0]
+
     try:
-        found = walk()
-    except OverLimit:  # not reached: a walk costs at most the kernels counted for it
-        return Search([], 0, method, len(oracle.seen), complete=False)
-    if found is None:
+        keep(by_cut_points(len(graph), oracle))
+        method = "cut points of the program order"
+        lattice = ideals(graph, max_ideals)
+        if lattice is not None:
+            keep(by_ideals(lattice, oracle))
+            method = "every partition"
+    except OverLimit:  # a walk needed more kernels costed than the limit: it stops
+        stopped = f"stopped at {limit:,} kernels costed"
+        if not method:
+            return Search([], 0, stopped, len(oracle.seen), complete=False)
+        method += f" (every partition: {stopped})"
+    if best is None:
         return None if incumbent is None else Search([], incumbent, method, len(oracle.seen))
-    return Search(found[1], found[0], method, len(oracle.seen))
-
-
-def _pairs(lattice: list[int]) -> int:
-    """The (ideal, larger ideal) pairs: the kernels the walk over ideals may cost."""
-    return sum(1 for j in lattice for i in lattice if i != j and not i & ~j)
+    return Search(best[1], best[0], method, len(oracle.seen))

@@ -91,7 +91,7 @@ def test_explain_cli_text_and_json(capsys):
     assert out.startswith("mlp.py: 1 kernel(s)") and "nothing to explain" in out
     assert main(["explain", "examples/mlp.py", "--json"]) in (None, 0)
     data = json.loads(capsys.readouterr().out)
-    assert data["format"] == "coec.explain/1" and data["parts"][0]["kernels"]
+    assert data["format"] == "coec.explain/2" and data["parts"][0]["kernels"]
 
 
 def test_explain_needs_one_model(capsys):

@@ -7,9 +7,11 @@ import torch
 from hypothesis import given, settings
 from test_differential import COMMON, RandomGraph, programs
 
+from coec.backend.plan import plan_streams
 from coec.backend.target import load_target
 from coec.frontend.export import export_module
 from coec.frontend.lower import lower_program
+from coec.passes.bounds import kernel_bound, phase_bound
 from coec.passes.fusion import (
     _steps,
     can_fuse_dataflow,
@@ -88,11 +90,12 @@ def test_ideals_of_a_diamond():
     assert ideals(diamond, cap=3) is None
 
 
-def test_a_limit_too_small_keeps_the_greedy_partition():
+def test_a_limit_too_small_stops_the_search_at_the_limit():
     graph = nx.DiGraph([(0, 1), (1, 2), (2, 3)])
     asked = []
     found = search_partition(graph, lambda u: True, lambda u: asked.append(u) or 1, limit=2)
-    assert not found.complete and found.method.startswith("none") and not asked
+    assert not found.complete and found.method == "stopped at 2 kernels costed"
+    assert len(asked) == found.asked == 2
 
 
 def lowered_ops(program):
@@ -134,3 +137,65 @@ def test_the_search_equals_brute_force_on_random_graphs(program):
     # the partition handed back costs what the search says
     units = [tuple(k for k, step in enumerate(steps) if step[0] in set(g)) for g in groups]
     assert sum(cost(u) for u in units) == best
+
+
+def test_an_incumbent_is_beaten_only_by_a_cheaper_partition():
+    """The toy of the two chains: with the greedy's cost in hand the search finds the
+    optimum below it, and says so when nothing is cheaper (no groups, the incumbent)."""
+    graph = nx.DiGraph([(0, 2), (1, 3)])  # chains 0->2 and 1->3, interleaved
+
+    def cost(units):
+        return 1 if set(units) in ({0, 2}, {1, 3}) else 5 * len(units)
+
+    best = brute_force(graph, lambda u: True, cost)
+    found = search_partition(graph, lambda u: True, cost, 10_000, incumbent=20)
+    assert found.cycles == best == 2 and sorted(found.groups) == [(0, 2), (1, 3)]
+    none = search_partition(graph, lambda u: True, cost, 10_000, incumbent=2)
+    assert none.groups == [] and none.cycles == 2 and none.complete
+
+
+@settings(max_examples=25, **COMMON)
+@given(programs())
+def test_the_bounds_are_below_the_costs_they_prune(program):
+    """Every kernel of a random graph: ``kernel_bound`` (with and without its plan) is at
+    most its modeled cycles, and the bound of the whole less two cycles a unit (the
+    search's ``rest``) is at most the cheapest partition of it (brute force)."""
+    target = load_target("sn40l-node").with_launch("hardware")  # p2p and fill counted
+    ops = lowered_ops(program)
+    steps = _steps(ops)
+    if len(steps) > 7:
+        return
+
+    def flat(units):
+        return [op for k in units for op in steps[k]]
+
+    def fits(units):
+        return can_fuse_dataflow(flat(units), target).ok
+
+    graph = step_graph(steps)
+    for mask in ideals(graph)[1:]:
+        units = tuple(k for k in range(len(steps)) if mask >> k & 1)
+        group = flat(units)
+        if not fits(units) or all(op.name == "df.reshape" for op in group):
+            continue
+        cycles = kernel_cycles(group, target)
+        assert kernel_bound(group, target) <= cycles
+        assert kernel_bound(group, target, plan_streams(group)) <= cycles
+
+    def cost(units):
+        group = flat(units)
+        return 0 if all(op.name == "df.reshape" for op in group) else kernel_cycles(group, target)
+
+    least = brute_force(graph, fits, cost)
+    if not all(op.name == "df.reshape" for op in ops):  # views alone: no kernel, no bound
+        assert kernel_bound(ops, target) - 2 * len(steps) <= least
+
+
+def test_phase_bound_by_hand():
+    """Two phases on 10 PCUs: stages of 40 and 40 PCU-cycles in phase 0, 20 in phase 1
+    (C = 100, n = 3). Phase 0 holds at most 2·2 + 7·80/100 = 9.6 PCUs: ≥ 80/9.6 = 8.33;
+    phase 1 at most 2 + 7·20/100 = 3.4: ≥ 20/3.4 = 5.88; the bound is int(14.22) = 14.
+    One PCU each when stages outnumber PCUs: the slowest stage of each phase."""
+    assert phase_bound([(0, 40.0), (0, 40.0), (1, 20.0)], 10) == 14
+    assert phase_bound([(0, 40.0), (0, 30.0), (1, 20.0)], 2) == 40 + 20
+    assert phase_bound([], 10) == 0
