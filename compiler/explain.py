@@ -177,7 +177,7 @@ def render(explanations: list[Explanation], clock_hz: float) -> list[str]:
                 else f"every partition takes at least {us(e.lower_cycles)}"
             )
             lines.append(
-                f"  searched: {e.costed:,} kernels costed; greedy {us(e.greedy_cycles)}; {proof}"
+                f"  searched: {e.costed:,} kernel{'' if e.costed == 1 else 's'} costed; greedy {us(e.greedy_cycles)}; {proof}"
             )
         for i, cut in enumerate(e.boundaries):
             lines.append(f"  k{i} | k{i + 1}  after {cut.before}")
