@@ -318,6 +318,47 @@ def _slice_scatter(lw: Lowering, node, a):
     return lw.emit(df.UpdateOp(x, src, axis, start))
 
 
+def _update_at(lw: Lowering, x, src, axis: int, index):
+    """``x`` with ``src`` written at ``index`` along ``axis``, where ``index`` is a
+    compile-time tensor of consecutive positions (a static KV cache's ``cache_position``):
+    a ``df.update``, as a slice_scatter is."""
+    positions = lw.consts.get(index) if isinstance(index, torch.fx.Node) else None
+    if positions is None or positions.device.type == "meta":
+        raise lw.unsupported("a write at positions known only at run time")
+    positions = [int(p) for p in positions.flatten().tolist()]
+    start = positions[0] if positions else 0
+    if positions != list(range(start, start + len(positions))):
+        raise lw.unsupported(f"a write at positions {positions[:4]}... (only consecutive)")
+    x, src = lw.value(x), lw.value(src)
+    slot = list(df.tensor_type(x).shape_tuple)
+    slot[axis] = len(positions)
+    if list(df.tensor_type(src).shape_tuple) != slot:
+        raise lw.unsupported(f"a write of {df.tensor_type(src).shape_tuple} into rows {slot}")
+    want = df.tensor_type(x).dtype
+    if df.tensor_type(src).dtype != want:
+        src = lw.emit(df.ElementwiseOp("cast", [src], lw.like(src, dtype=want)))
+    return lw.emit(df.UpdateOp(x, src, axis, start))
+
+
+@lowers("index_copy")
+def _index_copy(lw: Lowering, node, a):
+    """``x.index_copy(dim, index, src)``: rows written at consecutive known positions."""
+    x = a["self"]
+    axis = norm_dim(a["dim"], len(x.meta["val"].shape))
+    return _update_at(lw, x, a["source"], axis, a["index"])
+
+
+@lowers("index_put")
+def _index_put(lw: Lowering, node, a):
+    """``x[:, ..., index] = values`` with one index tensor (the others ``None``), known at
+    compile time and consecutive: what index_copy decomposes into."""
+    indices = list(a["indices"])
+    given = [i for i, t in enumerate(indices) if t is not None]
+    if a.get("accumulate") or len(given) != 1:
+        raise lw.unsupported("index_put other than one index of consecutive known positions")
+    return _update_at(lw, a["self"], a["values"], given[0], indices[given[0]])
+
+
 @lowers("select")
 def _select(lw: Lowering, node, a):
     x = lw.value(a["self"])
