@@ -13,16 +13,18 @@ kernels and counts are the same by construction (the paper's kernel looping).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr
-from xdsl.ir import Block, Region, SSAValue
+from xdsl.ir import Block, Operation, Region, SSAValue
 
 from coec.frontend.common import Program
 from coec.frontend.export import export_module
 from coec.frontend.lower import lower_program
 from coec.ir import ops as df
+from coec.ir.errors import ConfigError, UnsupportedOpError
 from coec.models.zoo import ZooInstance, make_embed, make_head, make_layer
 from coec.pipeline import Compiled, Options, Pipeline
 
@@ -34,10 +36,13 @@ class _Stitcher:
         self.block = Block()
         self.weights: list[dict[str, torch.Tensor]] = [{} for _ in range(sockets)]
         self.shared: dict[str, SSAValue] = {}
+        self.mutated: list[str] = []  # the arguments written in place, in result order
+        self.names: list[str] = []  # the arguments' names, as given
 
     def arg(self, t, hint: str) -> SSAValue:
         a = self.block.insert_arg(t, len(self.block.args))
         a.name_hint = hint
+        self.names.append(hint)
         return a
 
     def clone(
@@ -47,11 +52,14 @@ class _Stitcher:
         prefix: str,
         params: dict[str, torch.Tensor],
         shard: Callable[[str, dict[str, torch.Tensor], int], torch.Tensor] | None = None,
+        rename: Callable[[str], str] | None = None,
     ) -> list[SSAValue]:
         """Clone ``part``'s body reading ``inputs``; returns what it returns.
 
         ``params`` is the unsharded module's state dict; ``shard(name, params, socket)``,
-        when given, is socket ``socket``'s tensor of the part's parameter ``name``.
+        when given, is socket ``socket``'s tensor of the part's parameter ``name``. A
+        parameter is named ``prefix + name`` in the whole function, or ``rename(name)``,
+        which then also names it in ``params``.
         """
         fn = part.func
         mapping: dict[SSAValue, SSAValue] = dict(zip(fn.body.block.args, inputs, strict=True))
@@ -61,22 +69,23 @@ class _Stitcher:
             if isinstance(op, df.WeightOp):
                 name = op.sym_name.data
                 if op.kind.data == "param":
-                    new_name = prefix + name
-                    for s, weights in enumerate(self.weights):
-                        weights[new_name] = shard(name, params, s) if shard else params[name]
+                    new_name = rename(name) if rename else prefix + name
+                    key = new_name if rename else name
                 else:  # folded constants depend on shapes only: one copy serves every layer
-                    new_name = "const." + name
-                    if new_name in self.shared:
-                        mapping[op.result] = self.shared[new_name]
-                        continue
-                    for weights in self.weights:
+                    new_name = key = "const." + name
+                # one weight read by two parts (tied embedding and LM head) is one weight
+                if new_name in self.shared:
+                    mapping[op.result] = self.shared[new_name]
+                    continue
+                for s, weights in enumerate(self.weights):
+                    if op.kind.data != "param":
                         weights[new_name] = part.weights[name]
+                    else:
+                        weights[new_name] = shard(key, params, s) if shard else params[key]
                 clone = df.WeightOp(new_name, op.kind.data, op.out_type)
                 clone.result.name_hint = op.result.name_hint
                 self.block.add_op(clone)
-                mapping[op.result] = clone.result
-                if op.kind.data != "param":
-                    self.shared[new_name] = clone.result
+                mapping[op.result] = self.shared[new_name] = clone.result
                 continue
             clone = op.clone(value_mapper=mapping)
             self.block.add_op(clone)
@@ -209,3 +218,282 @@ def compile_zoo(inst: ZooInstance, options: Options, progress: Progress | None =
     if progress:
         progress(done, total, "compiled")
     return Compiled(program, target, schedule, {})
+
+
+# -- a transformers model from its config: the lowered short model cut into its parts --------
+@dataclass
+class _Segment:
+    """One part of a lowered model: the ops before the layers, one layer, or those after;
+    ``program``'s arguments stand for ``inputs`` and its results for ``outputs`` (values of
+    the whole lowered function)."""
+
+    name: str
+    program: Program
+    inputs: list[SSAValue]
+    outputs: list[SSAValue]
+
+
+def split_layers(program: Program, layer_of: Callable[[Operation], int | None]) -> list[_Segment]:
+    """``program``'s function cut into ``pre``, one segment per layer, and ``post``.
+
+    ``layer_of(op)`` names the layer a compute op belongs to (from its module path); an
+    op of no layer is ``pre`` unless it reads what a layer or ``post`` made. Weights and
+    constants are copied into each segment that reads them. A layer may read only what
+    ``pre``, the layer before it and the function's arguments hold."""
+    fn = program.func
+    body = [op for op in fn.body.block.ops if not isinstance(op, func.ReturnOp)]
+    sources = (df.WeightOp, df.ConstantOp)
+    computes = [op for op in body if not isinstance(op, sources)]
+    layers = sorted({j for op in computes if (j := layer_of(op)) is not None})
+    if layers != list(range(len(layers))) or not layers:
+        raise UnsupportedOpError(f"the model's layers {layers} are not its first ones in order")
+    post = len(layers) + 1
+    seg: dict[Operation, int] = {}
+    for op in computes:
+        j = layer_of(op)
+        if j is not None:
+            seg[op] = j + 1
+        else:
+            made = [seg.get(v.owner, 0) for v in op.operands if isinstance(v.owner, Operation)]
+            seg[op] = post if any(m >= 1 for m in made) else 0
+        for v in op.operands:
+            k, here = seg.get(v.owner), seg[op]
+            if k is None:
+                continue
+            skips = 1 <= k < here - 1 and here < post  # a layer reading past the one before
+            if k > here or skips:
+                raise UnsupportedOpError(
+                    f"{op.name} in part {here} reads what part {k} makes: each layer may "
+                    "read only the parts before the layers and the layer before it"
+                )
+    returned = list(fn.body.block.last_op.operands)
+    segments = []
+    for k in range(post + 1):
+        ops = [op for op in computes if seg[op] == k]
+        name = "pre" if k == 0 else "post" if k == post else f"layer {k - 1}"
+        segments.append(_segment(name, program, ops, seg, k, returned))
+    return segments
+
+
+def _segment(name, program, ops, seg, k, returned) -> _Segment:
+    members = set(ops)
+    inputs: list[SSAValue] = []
+    for op in ops:
+        for v in op.operands:
+            made_here = v.owner in members or isinstance(v.owner, df.WeightOp | df.ConstantOp)
+            if not made_here and v not in inputs:
+                inputs.append(v)
+    outputs = [
+        op.results[0]
+        for op in ops
+        if op.results[0] in returned
+        or any(seg.get(u.operation, k) != k for u in op.results[0].uses)
+    ]
+    block = Block()
+    mapping: dict[SSAValue, SSAValue] = {}
+    for v in inputs:
+        a = block.insert_arg(v.type, len(block.args))
+        a.name_hint = v.name_hint
+        mapping[v] = a
+    weights, origins = {}, {}
+    for op in ops:
+        for v in op.operands:
+            if v not in mapping and isinstance(v.owner, df.WeightOp | df.ConstantOp):
+                source = v.owner.clone()
+                block.add_op(source)
+                mapping[v] = source.results[0]
+                mapping[v].name_hint = v.name_hint
+                if isinstance(source, df.WeightOp):
+                    weights[source.sym_name.data] = program.weights[source.sym_name.data]
+        clone = op.clone(value_mapper=mapping)
+        block.add_op(clone)
+        for old, new in zip(op.results, clone.results, strict=True):
+            new.name_hint = old.name_hint
+        if op in program.origins:
+            origins[clone] = program.origins[op]
+    block.add_op(func.ReturnOp(*(mapping[v] for v in outputs)))
+    fn = func.FuncOp(
+        "main", ([a.type for a in block.args], [v.type for v in outputs]), Region(block)
+    )
+    part = Program(ModuleOp([fn]), weights, [v.name_hint or "x" for v in inputs], program.dtype)
+    part.origins = origins
+    return _Segment(name, part, inputs, outputs)
+
+
+def _stream(outputs: list[SSAValue], inputs: list[SSAValue], made_by: set) -> list[SSAValue]:
+    """The inputs of a layer that its ``outputs`` (what the next part reads) become for
+    the next layer — the residual stream: read from ``made_by`` (the part before), one
+    for each output, matched by type in order."""
+    free = [v for v in inputs if v in made_by]
+    stream = []
+    for out in outputs:
+        match = next((v for v in free if v.type == out.type and v not in stream), None)
+        if match is None:
+            raise UnsupportedOpError(
+                f"cannot tell which input of a layer its output {out.name_hint} continues"
+            )
+        stream.append(match)
+    return stream
+
+
+def hf_steps(hf) -> int:
+    """How many steps ``compile_hf`` reports: export, its parts, each layer, placement,
+    emission."""
+    return 1 + hf.short_layers + 2 + len(hf.kinds) + 2
+
+
+def compile_hf(
+    hf,
+    phase: str,
+    seq: int,
+    batch: int,
+    options: Options,
+    device: str = "meta",
+    progress: Progress | None = None,
+) -> tuple[Compiled, tuple]:
+    """Compile a transformers model (``coec.models.hf_config.HFModel``) with each kind of
+    layer compiled once: a short model holding one layer of each kind is exported and
+    lowered whole (through the family's own forward: embeddings, positions, masks), cut
+    into the part before the layers, one part per layer and the part after
+    (``split_layers``), each fused and tiled, then cloned into the whole model: layer i
+    is its kind's part, reading the layer before's output and its own KV caches, its
+    weights the whole model's layer i. Returns the compiled model and its inputs."""
+    from coec.frontend.export import export_module
+    from coec.models.hf_config import build_model, layer_index, step_and_inputs
+
+    total, done = hf_steps(hf), 0
+
+    def step(what: str) -> None:
+        nonlocal done
+        if progress:
+            progress(done, total, what)
+        done += 1
+
+    pipeline = Pipeline(options)
+    options, target = pipeline.options, pipeline.target
+    if target.sockets > 1:
+        raise ConfigError(
+            f"{hf.name} on {target.sockets} sockets: a model from its config compiles on "
+            "one socket so far"
+        )
+    n = len(hf.kinds)
+    short = build_model(hf.config, device, hf.short_layers) if hf.short_layers < n else hf.model
+    short_step, short_inputs = step_and_inputs(hf, short, phase, seq, batch, device)
+    whole, inputs = step_and_inputs(hf, hf.model, phase, seq, batch, device)
+    step(f"exporting {hf.short_layers} layer(s)")
+    program = lower_program(export_module(short_step, short_inputs), options.dtype)
+
+    def layer_of(op: Operation) -> int | None:
+        return layer_index(program.origins.get(op, "").split(" at ")[0], hf.layers_path)
+
+    segments = split_layers(program, layer_of)
+    for seg in segments:
+        step(f"compiling {seg.name}")
+        pipeline.run(seg.program.module, until="tile")
+    st = _Stitcher(1)
+    stitched = _stitch_layers(st, program, segments, hf, dict(whole.state_dict()), step)
+    step("placing memory")
+    module = ModuleOp([stitched])
+    pipeline.run(module, start="place")
+    whole_program = Program(module, st.weights[0], list(st.names), options.dtype)
+    whole_program.mutated_inputs = st.mutated
+    step("emitting the schedule")
+    meta = {"model": hf.name, "phase": phase, "batch": batch, "seq": seq, "layers": n}
+    schedule = pipeline.emit(module, {**meta, "sockets": 1})
+    if progress:
+        progress(done, total, "compiled")
+    return Compiled(whole_program, target, schedule, {}), inputs
+
+
+def _stitch_layers(st: _Stitcher, program: Program, segments, hf, params, step) -> func.FuncOp:
+    """The whole model's function from the short model's segments (``compile_hf``): its
+    arguments the short model's, each layer's own (its KV caches) once per layer; its
+    results each layer's updated caches (written in place: ``st.mutated`` names them),
+    then the model's outputs."""
+    import re
+
+    pre, layers, post = segments[0], segments[1:-1], segments[-1]
+    args = list(program.func.body.block.args)
+    read_by: dict[SSAValue, list[int]] = {}
+    for k, seg in enumerate(segments):
+        for v in seg.inputs:
+            read_by.setdefault(v, []).append(k)
+    own = {a for a in args if len(ks := read_by.get(a, [])) == 1 and 1 <= ks[0] <= len(layers)}
+    name = dict(zip(args, program.input_names, strict=True))
+    shared = {a: st.arg(a.type, name[a]) for a in args if a not in own}
+    made = dict(
+        zip(
+            pre.outputs,
+            st.clone(pre.program, [shared[a] for a in pre.inputs], "", params, rename=str),
+            strict=True,
+        )
+    )
+    returned = list(program.func.body.block.last_op.operands)
+    outputs = returned[len(program.mutated_inputs) :]  # the model's own (not caches)
+    # what each layer hands the parts after it (the residual stream), by position: what a
+    # later part reads, or the model returns (an encoder's last hidden state)
+    handed = [
+        [v for v in seg.outputs if v in outputs or any(k > j + 1 for k in read_by.get(v, []))]
+        for j, seg in enumerate(layers)
+    ]
+    if any([v.type for v in h] != [v.type for v in handed[0]] for h in handed):
+        raise UnsupportedOpError(f"{hf.name}: its kinds of layer hand on different values")
+    first = _stream(handed[0], layers[0].inputs, set(pre.outputs))
+    stream = [made[v] for v in first]
+    position = [{v: p for p, v in enumerate(first)}]
+    for j in range(1, len(layers)):
+        position.append({v: handed[j - 1].index(v) for v in layers[j].inputs if v in handed[j - 1]})
+    mutated_args = {name[a]: a for a in args if name[a] in program.mutated_inputs}
+    results: list[SSAValue] = []
+    st.mutated = []
+    path = re.escape(hf.layers_path)
+    for i, j in enumerate(hf.kinds):
+        step(f"layer {i + 1}/{len(hf.kinds)}")
+        seg, mine = layers[j], {}
+        ins = []
+        for v in seg.inputs:
+            if v in own:
+                mine[v] = st.arg(v.type, f"{name[v]}_layer{i}")
+                ins.append(mine[v])
+            elif v in shared:
+                ins.append(shared[v])
+            elif v in position[j]:
+                ins.append(stream[position[j][v]])
+            elif v in made:
+                ins.append(made[v])
+            else:
+                raise UnsupportedOpError(f"{hf.name}: layer {j} reads {v.name_hint} of no part")
+
+        def rename(name: str, j: int = j, i: int = i) -> str:
+            return re.sub(rf"(^|\.)({path})\.{j}\.", rf"\g<1>\g<2>.{i}.", name, count=1)
+
+        outs = dict(
+            zip(seg.outputs, st.clone(seg.program, ins, "", params, rename=rename), strict=True)
+        )
+        stream = [outs[v] for v in handed[j]]
+        for p, arg in enumerate(program.mutated_inputs):
+            if returned[p] in outs:  # this layer's cache, updated in place
+                results.append(outs[returned[p]])
+                st.mutated.append(st.names[st.block.args.index(mine[mutated_args[arg]])])
+    last = {v: p for p, v in enumerate(handed[-1])}
+    ins = []
+    for v in post.inputs:
+        if v in last:
+            ins.append(stream[last[v]])
+        elif v in made:
+            ins.append(made[v])
+        elif v in shared:
+            ins.append(shared[v])
+        else:
+            raise UnsupportedOpError(f"{hf.name}: the head reads {v.name_hint} of no part")
+    outs = dict(zip(post.outputs, st.clone(post.program, ins, "", params, rename=str), strict=True))
+    for v in outputs:
+        results.append(outs[v] if v in outs else stream[last[v]] if v in last else made[v])
+    st.block.add_op(func.ReturnOp(*results))
+    for k, kernel in enumerate(op for op in st.block.ops if isinstance(op, df.KernelOp)):
+        kernel.sym_name = StringAttr(f"k{k}")
+    return func.FuncOp(
+        "main",
+        ([a.type for a in st.block.args], [v.type for v in results]),
+        Region(st.block),
+    )
