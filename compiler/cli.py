@@ -172,6 +172,14 @@ _SEARCH_LIMIT = click.option(
 @click.option(
     "--zoo", metavar="NAME", help="Compile a zoo model by name instead of MODEL.py (see coec zoo)."
 )
+@click.option(
+    "--hf-config",
+    "hf_config",
+    metavar="PATH",
+    type=click.Path(path_type=Path),
+    help="Compile a transformers model from its config.json (or a model folder holding one; "
+    "never the network), each kind of layer once.",
+)
 @_PHASE
 @_SEQ
 @_BATCH
@@ -179,7 +187,7 @@ _SEARCH_LIMIT = click.option(
     "--layers",
     type=click.IntRange(min=1),
     default=None,
-    help="Zoo models: override the number of decoder layers.",
+    help="Zoo models and HF configs: override the number of decoder layers.",
 )
 @_ENTRY
 @click.option(
@@ -263,6 +271,7 @@ def compile_cmd(
     ctx,
     model_file,
     zoo,
+    hf_config,
     phase,
     seq,
     batch,
@@ -297,9 +306,9 @@ def compile_cmd(
     from coec.commands import compile_model_file
     from coec.report.text import describe, header, render_report, report_json
 
-    if (model_file is None) == (zoo is None):
-        raise ConfigError("give either MODEL.py (or MODEL.onnx) or --zoo NAME")
-    _check_compile_options(ctx, model_file, zoo)
+    if sum(x is not None for x in (model_file, zoo, hf_config)) != 1:
+        raise ConfigError("give one of MODEL.py (or MODEL.onnx), --zoo NAME or --hf-config PATH")
+    _check_compile_options(ctx, model_file, zoo, hf_config)
     points = _dump_points(dump_ir)
     from coec.pipeline import Options
 
@@ -324,6 +333,26 @@ def compile_cmd(
                 ),
             )
         model_file = f"{zoo} {phase} batch {batch} seq {seq}"
+    elif hf_config:
+        from coec.commands import compile_hf_model
+
+        with _progress_bar(quiet) as bar:
+            task = bar.add_task(f"compiling {hf_config}", total=None)
+            result = compile_hf_model(
+                hf_config,
+                options,
+                trace=trace_file,
+                phase=phase,
+                seq=seq,
+                batch=batch,
+                layers=layers,
+                execute=execute,
+                output=output,
+                progress=lambda done, total, what: bar.update(
+                    task, completed=done, total=total, description=what
+                ),
+            )
+        model_file = f"{hf_config} {phase} batch {batch} seq {seq}"
     else:
         result = compile_model_file(
             model_file,
@@ -342,7 +371,7 @@ def compile_cmd(
             click.echo(f"// ----- df IR {point} -----")
         click.echo(result.dumps[point], nl=False)
     if as_json:
-        about = describe(schedule, zoo or str(model_file), execute)
+        about = describe(schedule, str(zoo or hf_config or model_file), execute)
         click.echo(report_json(result.report, about), nl=False)
     elif not points:
         title = header(
@@ -358,19 +387,27 @@ def compile_cmd(
 
 #: options of ``coec compile`` that only some kinds of model take: (options, kinds, why)
 _COMPILE_ONLY_FOR = (
-    (("phase", "seq", "batch", "layers"), {"zoo"}, "is for zoo models (--zoo NAME), not {what}"),
+    (
+        ("phase", "seq", "batch", "layers"),
+        {"zoo", "hf"},
+        "is for zoo models and HF configs, not {what}",
+    ),
     (("entry",), {"py"}, "names a function of a MODEL.py, not of {what}"),
     (("inputs_file",), {"onnx"}, "gives data to ONNX models, not to {what}"),
     (("dump_ir",), {"py", "onnx"}, "dumps a MODEL.py's or .onnx's IR, not {what}'s"),
-    (("execute",), {"py", "onnx", "zoo"}, "runs with weights, which {what} does not hold"),
+    (("execute",), {"py", "onnx", "zoo", "hf"}, "runs with weights, which {what} does not hold"),
     (("emulate_bf16",), {"py", "onnx"}, "is for MODEL.py and .onnx models, not {what}"),
 )
 
 
-def _check_compile_options(ctx: click.Context, model_file: str | None, zoo: str | None) -> None:
+def _check_compile_options(
+    ctx: click.Context, model_file: str | None, zoo: str | None, hf_config=None
+) -> None:
     """Refuse options that do not apply to this compile, rather than ignore them."""
     if zoo:
         kind, what = "zoo", "a zoo model"
+    elif hf_config:
+        kind, what = "hf", "an HF config"
     elif Path(model_file).suffix.lower() == ".onnx":
         kind, what = "onnx", "an ONNX model"
     elif Path(model_file).suffix.lower() == ".mlir":

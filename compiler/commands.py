@@ -254,6 +254,68 @@ def compile_zoo_model(
     return CompileResult(report, {}, name, cm)
 
 
+def compile_hf_model(
+    path: str | Path,
+    options: Options | None = None,
+    *,
+    phase: str = "prefill",
+    seq: int = 128,
+    batch: int = 1,
+    layers: int | None = None,
+    execute: bool = False,
+    output: Path | None = None,
+    progress=None,
+    trace: Path | None = None,
+    **overrides,
+) -> CompileResult:
+    """Compile a transformers model from its config.json (or a model folder holding one):
+    transformers' own class, built on the meta device (count-only) unless ``execute``
+    (random weights, seed 0; the outputs and updated caches are compared with
+    transformers'), each kind of layer compiled once (``coec.regional.compile_hf``)."""
+    from coec.models.hf_config import HFModel, read_config, step_and_inputs, truncate
+    from coec.regional import compile_hf, hf_steps
+
+    options = Options.of(options, **overrides)
+    _check_outputs(output, trace, options)
+    config = read_config(path)
+    if layers is not None:
+        truncate(config, layers)
+    device = "cpu" if execute else "meta"
+
+    def step(done: int, total: int, what: str) -> None:
+        if progress:
+            progress(done, total, what)
+
+    name = Path(path).stem if Path(path).is_file() else Path(path).name
+    step(0, 1, f"building {name}")
+    torch.manual_seed(0)
+    hf = HFModel.of(config, name, device)
+    total = 1 + hf_steps(hf) + 1 + (2 if execute else 0)
+    compiled, inputs = compile_hf(
+        hf, phase, seq, batch, options, device, lambda d, _, what: step(1 + d, total, what)
+    )
+    done = 1 + hf_steps(hf)
+    step(done, total, f"{name}: counting")
+    cm = CompiledModel(compiled)
+    report = dict(cm.report)
+    if execute:
+        step(done + 1, total, f"{name}: running transformers")
+        whole, _ = step_and_inputs(hf, hf.model, phase, seq, batch, device)
+        copies = [x.clone() for x in inputs]
+        with torch.no_grad():
+            reference = flatten_outputs(whole(*copies))
+        step(done + 2, total, f"{name}: running the schedule")
+        outs, report = cm.executor.run([to_numpy(x) for x in inputs])
+        # the model's outputs, then each cache as the step left it (written in place)
+        names, mutated = compiled.program.input_names, compiled.program.mutated_inputs
+        reference += [copies[names.index(m)] for m in mutated]
+        outs = [*outs[len(mutated) :], *outs[: len(mutated)]]
+        report["max_abs_err"], report["max_rel_err"] = compare(outs, reference)
+    step(total, total, f"{name}: done")
+    write_outputs(cm, report, output, inputs if execute else None, trace, None)
+    return CompileResult(report, {}, compiled.target.name, cm)
+
+
 def write_outputs(
     cm: CompiledModel,
     report: dict,

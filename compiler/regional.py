@@ -418,8 +418,15 @@ def _stitch_layers(st: _Stitcher, program: Program, segments, hf, params, step) 
     for k, seg in enumerate(segments):
         for v in seg.inputs:
             read_by.setdefault(v, []).append(k)
-    own = {a for a in args if len(ks := read_by.get(a, [])) == 1 and 1 <= ks[0] <= len(layers)}
+    returned = list(program.func.body.block.last_op.operands)
     name = dict(zip(args, program.input_names, strict=True))
+    # a layer's own arguments, made once per layer of the whole model: what only it reads
+    # and what it writes in place (its KV caches)
+    own = {a: ks[0] - 1 for a in args if len(ks := read_by.get(a, [])) == 1}
+    own = {a: j for a, j in own.items() if 0 <= j < len(layers)}
+    for p, arg in enumerate(program.mutated_inputs):
+        a = next(a for a in args if name[a] == arg)
+        own[a] = next(j for j, seg in enumerate(layers) if returned[p] in seg.outputs)
     shared = {a: st.arg(a.type, name[a]) for a in args if a not in own}
     made = dict(
         zip(
@@ -428,7 +435,6 @@ def _stitch_layers(st: _Stitcher, program: Program, segments, hf, params, step) 
             strict=True,
         )
     )
-    returned = list(program.func.body.block.last_op.operands)
     outputs = returned[len(program.mutated_inputs) :]  # the model's own (not caches)
     # what each layer hands the parts after it (the residual stream), by position: what a
     # later part reads, or the model returns (an encoder's last hidden state)
@@ -449,11 +455,11 @@ def _stitch_layers(st: _Stitcher, program: Program, segments, hf, params, step) 
     path = re.escape(hf.layers_path)
     for i, j in enumerate(hf.kinds):
         step(f"layer {i + 1}/{len(hf.kinds)}")
-        seg, mine = layers[j], {}
+        seg = layers[j]
+        mine = {a: st.arg(a.type, f"{name[a]}_layer{i}") for a in args if own.get(a) == j}
         ins = []
         for v in seg.inputs:
-            if v in own:
-                mine[v] = st.arg(v.type, f"{name[v]}_layer{i}")
+            if v in mine:
                 ins.append(mine[v])
             elif v in shared:
                 ins.append(shared[v])

@@ -11,8 +11,8 @@ compiles each kind once (``coec.regional.compile_hf``).
 
 The step (``HFStep``) calls the model with a cache of coec's own layers
 (``PresetLayer``): each holds a preallocated K/V tensor that is a model input, and
-writes the new token's K/V into it in place at compile-time positions (an
-``index_copy``, which coec lowers to a one-row ``df.update``). A layer with a sliding
+writes the new token's K/V into it in place at a compile-time position (a slice
+assignment, which coec lowers to a one-row ``df.update``). A layer with a sliding
 window holds only the window and writes round it (a ring buffer: attention over a full
 window does not depend on the order of its keys), so a decode step reads only the
 window's KV bytes. The cache shapes come from a probe run on the meta device, so
@@ -22,6 +22,7 @@ charged. Prefill returns the last token's logits, as generation does.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -47,16 +48,30 @@ _KIND_ATTRS = (
 )
 
 
+#: config.json files coec ships, each with its source (``_source``): ``--hf-config NAME``
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIGS.glob("*.json"))
+
+
 def read_config(path: str | Path):
-    """transformers' config of a config.json, or of a model folder holding one."""
+    """transformers' config of a config.json, of a model folder holding one, or of a
+    config coec ships (by name: ``shipped_configs()``)."""
     from transformers import CONFIG_MAPPING
 
     path = Path(path)
+    if not path.exists() and (CONFIGS / f"{path}.json").is_file():
+        path = CONFIGS / f"{path}.json"
     file = path / "config.json" if path.is_dir() else path
     try:
         data = json.loads(file.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{file}: no such file (give a config.json or a model folder)") from None
+        raise ConfigError(
+            f"{file}: no such file (give a config.json, a model folder or one of "
+            f"{', '.join(shipped_configs())})"
+        ) from None
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"{file}: not a readable JSON config: {e}") from None
     if not isinstance(data, dict) or "model_type" not in data:
@@ -89,7 +104,7 @@ def build_model(config, device: str = "meta", layers: int | None = None):
 
     config = copy.deepcopy(config)
     if layers is not None:
-        _truncate(config, layers)
+        truncate(config, layers)
     if getattr(config, "attn_logit_softcapping", None) or getattr(
         config, "final_logit_softcapping", None
     ):
@@ -110,7 +125,7 @@ def build_model(config, device: str = "meta", layers: int | None = None):
     return model.eval()
 
 
-def _truncate(config, layers: int) -> None:
+def truncate(config, layers: int) -> None:
     """``config`` with its first ``layers`` layers (per-layer lists cut to match)."""
     n = num_layers(config)
     config.num_hidden_layers = layers
@@ -189,7 +204,7 @@ class HFModel:
 class PresetLayer(CacheLayerMixin):
     """One layer's K/V cache for ``HFStep``: tensors the step is given (model inputs),
     ``past`` positions filled; the new K/V are written in place at compile-time
-    positions, round the window when it is a sliding one."""
+    positions (round the window when it is a sliding one)."""
 
     is_compileable = True
     is_croppable = False
@@ -205,15 +220,17 @@ class PresetLayer(CacheLayerMixin):
 
     def update(self, key_states, value_states, *args, **kwargs):
         n = key_states.shape[-2]
+        # rows at positions known when compiling (a slice written in place: a df.update)
         if self.past == 0:  # prefill: keep what fits (a window keeps the last keys)
             keep = min(n, self.size)
-            at = torch.arange(keep, device=self.device)
-            self.keys.index_copy_(2, at, key_states[:, :, n - keep :])
-            self.values.index_copy_(2, at, value_states[:, :, n - keep :])
+            self.keys[:, :, :keep] = key_states[:, :, n - keep :]
+            self.values[:, :, :keep] = value_states[:, :, n - keep :]
             return key_states, value_states  # attention over the prompt itself
-        at = (torch.arange(n) + self.past) % self.size
-        self.keys.index_copy_(2, at.to(self.device), key_states)
-        self.values.index_copy_(2, at.to(self.device), value_states)
+        if n != 1:
+            raise ConfigError("a decode step writes one token per sequence")
+        at = self.past % self.size
+        self.keys[:, :, at : at + 1] = key_states
+        self.values[:, :, at : at + 1] = value_states
         return self.keys, self.values
 
     def get_mask_sizes(self, query_length: int, *args) -> tuple[int, int]:
@@ -270,6 +287,9 @@ class HFStep(torch.nn.Module):
     def __init__(self, hf: HFModel, model: torch.nn.Module, past: int, windows: list):
         super().__init__()
         self.hf, self.model, self.past, self.windows = hf, model, past, windows
+        params = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.eval()
 
     def forward(self, ids, *caches):
         if not self.windows:
@@ -280,7 +300,7 @@ class HFStep(torch.nn.Module):
         ]
         out = self.model(
             input_ids=ids,
-            past_key_values=_cache(layers),
+            **{self.cache_arg: _cache(layers)},
             use_cache=True,
             **({"logits_to_keep": 1} if self.hf.causal else {}),
         )
@@ -302,8 +322,10 @@ def cache_shapes(hf: HFModel, model, batch: int, seq: int) -> list[tuple[int, ..
     with torch.device("meta"):
         ids = torch.zeros(batch, 1, dtype=torch.long)
         meta = build_model(hf.config, "meta", n)
+    params = inspect.signature(meta.forward).parameters
+    arg = "cache" if "cache" in params else "past_key_values"
     try:
-        meta(input_ids=ids, past_key_values=_cache(probes), use_cache=True)
+        meta(input_ids=ids, **{arg: _cache(probes)}, use_cache=True)
     except TypeError:  # no past_key_values: an encoder
         return None
     if any(p.shapes is None for p in probes):
@@ -344,16 +366,17 @@ def step_and_inputs(
     n = _count_layers(model, hf)
     windows = [_window(model, hf.config, i) for i in range(n)] if shapes else []
     vocab = getattr(hf.config, "vocab_size", 2)
+    dtype = next(model.parameters()).dtype  # the caches hold what the attention makes
     gen = torch.Generator().manual_seed(seed)
     if device == "meta":
         with torch.device("meta"):
             ids = torch.empty(batch, tokens, dtype=torch.long)
-            caches = [torch.empty(s) for s in shapes or []]
+            caches = [torch.empty(s, dtype=dtype) for s in shapes or []]
     else:
         ids = torch.randint(0, vocab, (batch, tokens), generator=gen)
         caches = []
         for i, s in enumerate(shapes or []):
-            c = torch.zeros(s)
+            c = torch.zeros(s, dtype=dtype)
             if past:  # the filled positions (all of a full window)
                 filled = min(past, s[-2]) if windows[i // 2] is not None else past
                 c[..., :filled, :] = torch.randn(*s[:-2], filled, s[-1], generator=gen)
