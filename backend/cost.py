@@ -246,15 +246,16 @@ def kernel_cost(
     pcus = allocate_pcus(
         [sum(pcu_cycles(w) * n for w, n in op.items()) for _, op in stages], c.pcus
     )
+    by_phase: list[list[tuple[TileWork, int]]] = [[] for _ in phases]
+    for (p, op), n_pcus in zip(stages, pcus, strict=True):
+        by_phase[p].append((op, n_pcus))
     compute = fill = 0
     stage_phases: list[int] = []
     stage_cycles: list[int] = []
     stage_starts: list[int] = []
     for p, ops in enumerate(phases):
         per_stage, first_tile = [], []
-        for (q, op), n_pcus in zip(stages, pcus, strict=True):
-            if q != p:
-                continue
+        for op, n_pcus in by_phase[p]:
 
             def cycles(w: Work, n_pcus: int = n_pcus) -> int:
                 waves = wave_efficiency(w, n_pcus, c.matmul_tile_rows, c.matmul_tile_cols)
@@ -269,10 +270,12 @@ def kernel_cost(
         # as the phase's fill allows (it counts all but the largest first piece), so every
         # stage ends within the phase's slowest stage plus its fill
         start, fill_cap = compute + fill, sum(first_tile) - max(first_tile, default=0)
-        for i, busy in enumerate(per_stage):
+        before = 0  # the first pieces of the stages before this one
+        for busy, first in zip(per_stage, first_tile, strict=True):
             stage_phases.append(p)
             stage_cycles.append(busy)
-            stage_starts.append(start + min(sum(first_tile[:i]), fill_cap))
+            stage_starts.append(start + min(before, fill_cap))
+            before += first
         compute += max(per_stage, default=0)
         fill += sum(first_tile) - max(first_tile, default=0)
         fill += max(len(ops), 1) * target.launch.fill_cycles_per_stage

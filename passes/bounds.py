@@ -102,6 +102,14 @@ class Bounds:
             self.sent.append(sent)
             self.rings.append(rings)
         self.values = self._values(steps, step_of)
+        # the values each step makes or reads, so a set's bytes walk only its own
+        self.touching: list[list[int]] = [[] for _ in steps]
+        for i, v in enumerate(self.values):
+            mask = v.producer
+            for bit, _ in v.readers:
+                mask |= bit
+            for k in _units(mask):
+                self.touching[k].append(i)
 
     @staticmethod
     def _values(steps, step_of) -> list[_Value]:
@@ -150,7 +158,8 @@ class Bounds:
     def moved(self, mask: int) -> int:
         """Bytes a kernel of ``mask``'s steps reads and writes at least."""
         total = 0
-        for v in self.values:
+        touched = {i for k in _units(mask) for i in self.touching[k]}
+        for v in (self.values[i] for i in sorted(touched)):
             if v.producer & mask:
                 if v.written and (v.external or v.users & ~mask):
                     total += v.nbytes
@@ -158,17 +167,18 @@ class Bounds:
                 total += v.nbytes
         return total
 
-    def kernel(self, mask: int, plan: KernelPlan | None = None) -> int:
+    def kernel(self, mask: int, plan: KernelPlan | None = None, hbm: bool = True) -> int:
         """A lower bound on the cycles of one kernel of ``mask``'s steps; with its stream
-        ``plan``, compute is bounded phase by phase (tighter, no longer additive)."""
+        ``plan``, compute is bounded phase by phase (tighter, no longer additive); without
+        ``hbm``, the bytes are not walked (cheaper, looser: a first sieve)."""
         if mask & ~self.views == 0:
             return 0  # views alone: no kernel
         t, c = self.target, self.target.compute
-        units = [k for k in range(mask.bit_length()) if mask >> k & 1]
-        hbm = t.memory["hbm"]
-        moved = self.moved(mask)
+        units = _units(mask)
+        tier = t.memory["hbm"]
+        moved = self.moved(mask) if hbm else 0
         hbm_cycles = (
-            int(hbm.latency_s * c.clock_hz + moved * c.clock_hz / hbm.achievable_Bps)
+            int(tier.latency_s * c.clock_hz + moved * c.clock_hz / tier.achievable_Bps)
             if moved
             else 0
         )
@@ -191,6 +201,10 @@ class Bounds:
 
 def mask_of(units: Iterable[int]) -> int:
     return sum(1 << k for k in units)
+
+
+def _units(mask: int) -> list[int]:
+    return [k for k in range(mask.bit_length()) if mask >> k & 1]
 
 
 def kernel_bound(ops: Sequence[df.DfOp], target: Target, plan: KernelPlan | None = None) -> int:

@@ -277,6 +277,11 @@ def merge_neighbours(groups: list[list[df.DfOp]], target: Target) -> list[list[d
 #: so a compile is deterministic. The zoo's decoder layers are searched over every
 #: partition within it (at most ~1,900 costed, 0.1–4 s here); ``--search-limit`` moves it
 SEARCH_LIMIT = 2000
+#: functions of more steps keep the greedy partition: the search is sized for what
+#: regional compilation hands it (a decoder layer: ~30 steps); a whole CNN of hundreds of
+#: tiny ops has a lattice of cut points the bounds cannot prune (its pipeline fill, which
+#: no bound sees without tiles, dominates) and kernels of hundreds of ops to cost
+SEARCH_MAX_STEPS = 160
 
 
 @dataclass
@@ -326,6 +331,9 @@ def partition_searched(
     if limit <= 0 or len(steps) < 2:
         lower = greedy_cycles if len(steps) < 2 else 0
         return greedy, Searched(greedy_cycles, greedy_cycles, "greedy (no search)", 0, lower)
+    if len(steps) > SEARCH_MAX_STEPS:
+        method = f"greedy (no search: {len(steps)} steps, more than {SEARCH_MAX_STEPS})"
+        return greedy, Searched(greedy_cycles, greedy_cycles, method, 0, 0)
 
     def flat(units) -> list[df.DfOp]:
         return [op for k in units for op in steps[k]]
@@ -349,6 +357,9 @@ def partition_searched(
 
     bounds = Bounds(steps, target)
 
+    def sieve(units) -> int:  # the bound without its bytes: cheap
+        return bounds.kernel(mask_of(units), hbm=False)
+
     def bound(units) -> int:
         return bounds.kernel(mask_of(units))
 
@@ -363,7 +374,7 @@ def partition_searched(
         fits,
         cost,
         limit,
-        (bound, phase_bound),
+        (sieve, bound, phase_bound),
         incumbent=greedy_cycles,
         rest=rest,
     )
@@ -375,7 +386,6 @@ def partition_searched(
             if found.complete
             else f"greedy (search: {found.method})"
         )
-        lower = greedy_cycles if exact else lower
         return greedy, Searched(greedy_cycles, greedy_cycles, method, found.asked, lower)
     groups = [flat(units) for units in found.groups]
     groups = [g for g in groups if not views(g)]

@@ -76,10 +76,9 @@ class _Oracle:
         """Whether ``before`` plus any kernel of ``units`` cannot beat ``best`` (the best
         known way to the same point), or, with ``to_go`` (a lower bound on the kernels
         after it), the incumbent."""
-        ceiling = min(
-            best if best is not None else math.inf,
-            self.incumbent - to_go if self.incumbent is not None else math.inf,
-        )
+        ceiling = math.inf if best is None else best
+        if self.incumbent is not None:
+            ceiling = min(ceiling, self.incumbent - to_go)
         return any(before + bound(units) >= ceiling for bound in self.bounds)
 
     def fit(self, units: Units) -> bool:

@@ -150,7 +150,7 @@ def test_a_negative_max_tile_is_refused(mlp_ir):
     "flag, message",
     [
         (["--run"], "--run runs with weights, which df IR text does not hold"),
-        (["--phase", "decode"], "--phase is for zoo models (--zoo NAME), not df IR text"),
+        (["--phase", "decode"], "--phase is for zoo models and HF configs, not df IR text"),
         (["--dump-ir"], "not df IR text's"),
     ],
 )
