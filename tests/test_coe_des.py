@@ -5,6 +5,7 @@ Costs are given by hand (no compiles), so every figure below can be worked out o
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
@@ -345,3 +346,176 @@ def test_capacity_by_bisection_by_hand():
     assert max_rate(at, SLO(0.05, 0.2), 1.0, 64.0) is None  # even 1 req/s misses
     # 100 req/s at 19.99 a node: 6 nodes (5 serve 99.95)
     assert nodes_for(100, 19.99) == 6 and nodes_for(100, 20.0) == 5 and nodes_for(1, None) is None
+
+
+# -- the profile a step is charged from ---------------------------------------------------------
+
+
+def test_a_step_is_charged_from_the_compiled_points_by_hand():
+    from coec.coe.profile import ExpertProfile
+
+    # compiled: prefill 10 / 50 ms at batch 1 / 5 (prompt 100) and 30 / 130 ms (prompt 300);
+    # decode 2 / 4 ms at batch 1 / 5 for KV 100, 3 / 7 ms for KV 100 + 400
+    prof = ExpertProfile(
+        "x", 1, 1, (0.010, 0.050), ((0.002, 0.003), (0.004, 0.007)), 5, 100, 400, 0,
+        (0.030, 0.130), 300,
+    )  # fmt: skip
+    # batch 3 is halfway from 1 to 5; prompt 200 halfway from 100 to 300
+    assert prof.prefill_at(3, 100) == pytest.approx(0.030)
+    assert prof.prefill_at(3, 200) == pytest.approx((0.030 + 0.080) / 2)
+    assert prof.prefill_at(1, 300) == pytest.approx(0.030)
+    # KV 200 is a quarter of the way from 100 to 500: batch 1 2.25 ms, batch 5 4.75 ms
+    assert prof.decode_at(1, 200) == pytest.approx(0.00225)
+    assert prof.decode_at(5, 200) == pytest.approx(0.00475)
+    assert prof.decode_at(3, 200) == pytest.approx(0.0035)
+    # the batch model's whole-request time: prefill + tokens steps at KV 100 .. 100+tokens-1
+    steps = sum(prof.decode_at(3, 100 + i) for i in range(40))
+    assert prof.seconds(3, 40) == pytest.approx(prof.prefill_at(3, 100) + steps)
+
+
+# -- coe.toml's [traffic] and [serving] additions --------------------------------------------------
+
+
+def _data(**over):
+    data = {
+        "format": "coec.coe/1",
+        "experts": {"coder": {"zoo": "tiny-llama"}, "solver": {"zoo": "tiny-llama"}},
+        "categories": {"coding": "coder", "math": "solver"},
+    }
+    return data | over
+
+
+def test_traffic_and_serving_keys_parse():
+    from coec.coe.config import parse_coe
+
+    coe = parse_coe(
+        _data(
+            traffic={"rate": 3, "cv": 2.5, "spread": 0.25, "mix": {"coding": 3, "math": 1}},
+            serving={"policy": "belady", "prefetch": "none", "overlap": False, "max_wait": 0.01},
+        ),
+        "c.toml",
+        ["coding", "math"],
+    )
+    assert (coe.traffic.rate, coe.traffic.cv, coe.traffic.spread) == (3.0, 2.5, 0.25)
+    assert coe.traffic.mix == {"coding": 3.0, "math": 1.0}
+    s = coe.serving
+    assert (s.policy, s.prefetch, s.overlap, s.max_wait) == ("belady", "none", False, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"traffic": {"rate": 0}}, r"\[traffic\]: 'rate' must be > 0"),
+        ({"traffic": {"cv": "high"}}, "'cv' must be a number"),
+        ({"traffic": {"spread": 1.0}}, "'spread' must be < 1"),
+        ({"traffic": {"mix": {"cooking": 1}}}, "'cooking' is not a category"),
+        ({"traffic": {"mix": {"coding": 0}}}, "weights are all zero"),
+        ({"traffic": {"burst": 1}}, "unknown key 'burst'"),
+        ({"serving": {"prefetch": "all"}}, "prefetch 'all'"),
+        ({"serving": {"overlap": "yes"}}, "'overlap' must be true or false"),
+    ],
+)
+def test_traffic_errors_are_one_line(over, message):
+    from coec.coe.config import parse_coe
+
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_coe(_data(**over), "c.toml", ["coding", "math"])
+    assert "c.toml" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_category_mix_draws_the_experts():
+    from coec.coe.commands import choose_experts
+    from coec.coe.config import parse_coe
+
+    coe = parse_coe(_data(traffic={"mix": {"coding": 0, "math": 1}}), "c.toml", None)
+    chosen, prompts = choose_experts(coe, None, 30, None, seed=0)
+    assert set(chosen) == {"solver"} and prompts is None
+    with pytest.raises(ConfigError, match="mix already gives one"):
+        choose_experts(coe, None, 30, 1.0, seed=0)
+
+
+# -- traces ------------------------------------------------------------------------------------
+
+
+def test_the_bundled_bursty_trace_is_what_its_recipe_makes():
+    # examples/bursty_trace.jsonl: 240 of the router's labelled prompts in a seeded order,
+    # gamma gaps (cv 3) at 2 requests/s, lengths +-50% of 512 and 200 (seed 0)
+    import json
+
+    import numpy as np
+    from conftest import EXAMPLES
+
+    from coec.coe.commands import read_requests
+    from coec.coe.router import load_prompts
+    from coec.coe.workload import trace
+
+    ps = load_prompts()
+    order = np.random.default_rng(0).permutation(len(ps))[:240]
+    rows = trace([ps[k].prompt for k in order], 2.0, 3.0, 0, 512, 200, 0.5)
+    path = EXAMPLES / "bursty_trace.jsonl"
+    assert path.read_text() == "".join(json.dumps(r) + "\n" for r in rows)
+    read = read_requests(path)
+    gaps = np.diff([0.0] + [r["t"] for r in read])
+    assert len(read) == 240 and gaps.std() / gaps.mean() > 2  # bursty: far above Poisson's 1
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (['{"prompt": "a", "t": 1.0}', '{"prompt": "b"}'], "1 of 2 rows have a time"),
+        (['{"prompt": "a", "t": 2.0}', '{"prompt": "b", "t": 1.0}'], "2: 't' 1.0 is earlier"),
+        (['{"prompt": "a", "t": -1}'], "'t' must be a time"),
+        (['{"prompt": "a", "output_tokens": 0}'], "'output_tokens' must be a positive"),
+    ],
+)
+def test_trace_errors_name_the_line(tmp_path, lines, message):
+    from coec.coe.commands import read_requests
+
+    path = tmp_path / "trace.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=message) as info:
+        read_requests(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+# -- the bench's load sweep, on hand-made costs ---------------------------------------------------
+
+
+def _hand_system(copy_scale=1.0):
+    from coec.backend.target import load_target
+    from coec.bench.coe_load import prepare
+    from coec.coe.profile import ExpertProfile
+
+    # a 13.5 GB expert: prefill 10 / 40 ms at batch 1 / 8 (prompt 256), 30 / 120 ms (768);
+    # decode 2 / 3 ms (KV 256), 3 / 5 ms (KV 1068)
+    prof = ExpertProfile(
+        "llama2-7b", 13_500_000_000, 524288, (0.010, 0.040), ((0.002, 0.003), (0.003, 0.005)),
+        8, 256, 812, 0, (0.030, 0.120), 768,
+    )  # fmt: skip
+    return prepare(load_target("sn40l-node"), 30, prof, ((1e-4, 2e-4), 45_000_000))
+
+
+def test_the_load_sweep_and_the_capacity_plan(tmp_path):
+    from coec.bench import coe_load
+
+    system = _hand_system()
+    slo = SLO(2.0, 0.2)
+    rows = [
+        coe_load.row(system.name, r, 1.0, coe_load.point(system, r, 1.0, slo, n=200, warmup=40))
+        for r in (1.0, 40.0)
+    ]
+    low, high = rows
+    # far past what one node computes, the queue grows: latency far above the light load's
+    assert high["latency_p99_s"] > 10 * low["latency_p99_s"]
+    assert low["throughput_rps"] == pytest.approx(1.0, rel=0.35)
+    assert high["throughput_rps"] < 40
+    plan = coe_load.capacity([system], (0.5, 64.0), slo, demand=100.0)
+    (p,) = plan
+    assert 0.5 < p["max_rps_per_node"] < 64
+    assert p["nodes"] == math.ceil(100.0 / p["max_rps_per_node"])
+    assert p["share_rps"] <= p["max_rps_per_node"]
+    files = coe_load.write_outputs(tmp_path, rows, plan, slo, 30)
+    assert {f.name for f in files} == {"load.csv", "load.json", "load_sweep.png"}
+    report = json.loads((tmp_path / "load.json").read_text())
+    assert report["format"] == "coec.bench.coe-load/1" and report["capacity"] == plan
+    assert (tmp_path / "load_sweep.png").read_bytes()[:4] == b"\x89PNG"

@@ -56,3 +56,29 @@ def prompt_lengths(n: int, mean: int, spread: float = 0.0, seed: int = 0) -> lis
 
 def output_lengths(n: int, mean: int, spread: float = 0.0, seed: int = 0) -> list[int]:
     return lengths(n, mean, spread, seed, _OUTPUTS)
+
+
+def trace(
+    prompts: list[str],
+    rate: float,
+    cv: float,
+    seed: int,
+    prompt_tokens: int,
+    tokens: int,
+    spread: float,
+) -> list[dict]:
+    """``prompts`` as a timed trace (the rows of a ``coec coe serve --requests`` file):
+    arrivals at ``rate`` with gap variation ``cv``, lengths within ``spread`` of the means;
+    times to 0.1 ms."""
+    n = len(prompts)
+    times = arrival_times(n, rate, cv, seed)
+    p, o = prompt_lengths(n, prompt_tokens, spread, seed), output_lengths(n, tokens, spread, seed)
+    return [
+        {
+            "t": round(times[i], 4),
+            "prompt": prompts[i],
+            "prompt_tokens": p[i],
+            "output_tokens": o[i],
+        }
+        for i in range(n)
+    ]
