@@ -773,15 +773,15 @@ def bench_coe_cmd(ctx, out, experts, skew, rates, demand, slo_ttft, slo_tpot, no
             from coec.coe.slo import SLO
 
             slo = SLO(slo_ttft, slo_tpot)
-            load, plan = coe_load.bench_load(
+            load, plan, compared = coe_load.bench_load(
                 experts, sweep_rates or coe_load.RATES, slo, demand, skew, advance
             )
     ratios = summary(rows)
     _show(tables.bench_coe(experts, rows, ratios, footprint(curve), assumptions(skew)))
     written = write_outputs(out, rows, curve, ratios)
     if not no_load:
-        _show(tables.bench_coe_load(load, plan, coe_load.assumptions(experts, slo, skew)))
-        written += coe_load.write_outputs(out, load, plan, slo, experts, skew)
+        _show(tables.bench_coe_load(load, plan, compared, coe_load.assumptions(experts, slo, skew)))
+        written += coe_load.write_outputs(out, load, plan, slo, experts, skew, compared)
     _show(tables.written(written))
 
 

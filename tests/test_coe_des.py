@@ -514,8 +514,16 @@ def test_the_load_sweep_and_the_capacity_plan(tmp_path):
     assert 0.5 < p["max_rps_per_node"] < 64
     assert p["nodes"] == math.ceil(100.0 / p["max_rps_per_node"])
     assert p["share_rps"] <= p["max_rps_per_node"]
-    files = coe_load.write_outputs(tmp_path, rows, plan, slo, 30)
+    compared = coe_load.policies([system], slo, rate=2.0, n=200, warmup=40)
+    assert [(r["copies"], r["policy"]) for r in compared] == [
+        (mode, policy) for mode, *_ in coe_load.MODES for policy in coe_load.POLICIES
+    ]
+    files = coe_load.write_outputs(tmp_path, rows, plan, slo, 30, compared=compared)
     assert {f.name for f in files} == {"load.csv", "load.json", "load_sweep.png"}
     report = json.loads((tmp_path / "load.json").read_text())
     assert report["format"] == "coec.bench.coe-load/1" and report["capacity"] == plan
+    assert report["policies"] == compared
+    from coec.report.tables import bench_coe_load
+
+    assert len(bench_coe_load(rows, plan, compared, ["x"])) == 2 + len(plan) + 1 + 2
     assert (tmp_path / "load_sweep.png").read_bytes()[:4] == b"\x89PNG"

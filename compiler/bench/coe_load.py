@@ -38,6 +38,14 @@ RATES = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)
 REQUESTS = 1500
 WARMUP = 300
 DEMAND_RPS = 100.0
+#: the policies table: each copy mode and cache policy at this Poisson rate
+POLICY_RPS = 2.0
+MODES = (
+    ("in series", False, "none"),
+    ("beside compute, on demand", True, "none"),
+    ("beside compute, prefetch next", True, "next"),
+)
+POLICIES = ("lru", "lfu", "belady")
 #: the bisection's resolution: (highest rate - lowest) / 2**STEPS
 STEPS = 7
 
@@ -157,6 +165,32 @@ def sweep(systems: list[System], rates, slo: SLO, skew: float = SKEW, progress=N
     return rows
 
 
+def policies(
+    systems: list[System],
+    slo: SLO,
+    rate: float = POLICY_RPS,
+    skew: float = SKEW,
+    n: int = REQUESTS,
+    warmup: int = WARMUP,
+):
+    """Every system at ``rate`` (Poisson) with copies in series, beside compute on demand
+    and with prefetch, under each cache policy: what overlap and the cache buy."""
+    out = []
+    for s in systems:
+        for mode, overlap, prefetch in MODES:
+            for policy in POLICIES:
+                o = replace(s.options, overlap=overlap, prefetch=prefetch, policy=policy)
+                m = point(replace(s, options=o), rate, 1.0, slo, skew, n=n, warmup=warmup)
+                out.append(
+                    {"system": s.name, "copies": mode, "policy": policy, "rate_rps": rate}
+                    | {f"ttft_{q}_s": m["ttft_s"][q] for q in ("p50", "p99")}
+                    | {f"latency_{q}_s": m["latency_s"][q] for q in ("p50", "p99")}
+                    | {"hit_rate": m["hit_rate"], "expert_copies": m["copies"]}
+                    | {"requests": m["requests"]}
+                )
+    return out
+
+
 def capacity(systems: list[System], rates, slo: SLO, demand: float, skew: float = SKEW):
     """Per system: the highest Poisson rate a node serves within ``slo`` at p99, the nodes
     ``demand`` requests/s take, and the p99s one of those nodes sees at its share."""
@@ -225,7 +259,7 @@ def plot(rows: list[dict], plan: list[dict], slo: SLO) -> bytes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     left.set_title("latency vs load (Poisson arrivals)")
-    right.set_title("p99 TTFT vs load; shaded: the most a node serves within the SLO")
+    right.set_title("p99 TTFT vs load; bands: the most a node serves within the SLO")
     lines = ", ".join(
         f"{p['system']} {p['max_rps_per_node']:.2f}/s -> {p['nodes']} nodes"
         for p in plan
@@ -246,7 +280,13 @@ def plot(rows: list[dict], plan: list[dict], slo: SLO) -> bytes:
 
 
 def write_outputs(
-    out: Path, rows: list[dict], plan: list[dict], slo: SLO, experts: int, skew: float = SKEW
+    out: Path,
+    rows: list[dict],
+    plan: list[dict],
+    slo: SLO,
+    experts: int,
+    skew: float = SKEW,
+    compared: list[dict] | None = None,
 ):
     """load.csv, load.json and load_sweep.png in ``out``, in one transaction."""
     files: dict[Path, bytes | str] = {
@@ -258,6 +298,7 @@ def write_outputs(
                 "slo": {"ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s},
                 "sweep": rows,
                 "capacity": plan,
+                "policies": compared or [],
             },
             indent=1,
         )
@@ -296,8 +337,9 @@ def bench_load(
     skew: float = SKEW,
     progress=None,
 ):
-    """The sweep and the capacity plan for the SN40L node and the DGX A100 and H100."""
+    """The sweep, the capacity plan and the policies table for the SN40L node and the DGX
+    A100 and H100."""
     slo = slo or SLO()
     systems = [prepare(system_target(s), experts) for s in SYSTEMS]
     rows = sweep(systems, rates, slo, skew, progress)
-    return rows, capacity(systems, rates, slo, demand, skew)
+    return rows, capacity(systems, rates, slo, demand, skew), policies(systems, slo, skew=skew)

@@ -226,9 +226,11 @@ def bench_coe(
 
 
 # -- coec coe ---------------------------------------------------------------------------------
-def bench_coe_load(rows: list[dict], plan: list[dict], assumptions: list[str]) -> Rendered:
+def bench_coe_load(
+    rows: list[dict], plan: list[dict], compared: list[dict], assumptions: list[str]
+) -> Rendered:
     """The load sweep: per system and rate, the percentiles and rates (Poisson; the bursty
-    run's p99 TTFT beside), then the capacity plan."""
+    run's p99 TTFT beside), the capacity plan, and copy modes and cache policies compared."""
     bursty = {(r["system"], r["rate_rps"]): r for r in rows if r["cv"] != 1.0}
     table = _table(
         (
@@ -277,6 +279,25 @@ def bench_coe_load(rows: list[dict], plan: list[dict], assumptions: list[str]) -
             f"p99 TTFT {_ms(p['share_ttft_p99_s'])}, p99 TPOT {_ms(p['share_tpot_p99_s'])}"
             f"{'' if p['share_meets_slo'] else ', MISSES the SLO'})"
         )
+    if compared:
+        table = _table(
+            ("system", "expert copies", "policy", "p50", "p99", "p99 TTFT", "hit rate", "copies"),
+            left=("system", "expert copies", "policy"),
+            title=f"copies and cache policies at {compared[0]['rate_rps']:g} req/s (Poisson; "
+            "hit: the expert resident when its turn came; copies: experts copied in)",
+        )
+        for r in compared:
+            table.add_row(
+                r["system"],
+                r["copies"],
+                r["policy"],
+                _ms(r["latency_p50_s"]),
+                _ms(r["latency_p99_s"]),
+                _ms(r["ttft_p99_s"]),
+                f"{r['hit_rate']:.0%}",
+                f"{r['expert_copies']} / {r['requests']}",
+            )
+        out.append(table)
     return out + _assumptions(assumptions)
 
 
