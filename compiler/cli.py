@@ -846,7 +846,8 @@ def coe_compile_cmd(coe_file, target, fusion, as_json):
     "requests_file",
     metavar="FILE",
     type=click.Path(dir_okay=False, path_type=Path),
-    help='Requests to serve, as JSON lines: {"prompt": ..., "expert"?: ...}.',
+    help='Requests to serve, as JSON lines: {"prompt": ..., "expert"?: ..., "t"?: arrival s, '
+    '"prompt_tokens"?: ..., "output_tokens"?: ...}; with "t" on every row, a timed trace.',
 )
 @click.option("--synthetic", type=click.IntRange(min=1), help="N synthetic requests instead.")
 @click.option(

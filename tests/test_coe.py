@@ -553,5 +553,5 @@ def test_a_trace_keeps_its_own_times(capsys, tmp_path):
 def test_example_serving_coe_loads():
     coe = load(EXAMPLES / "coe_serving.toml")
     assert len(coe.experts) == 8 and len({e.arch for e in coe.experts}) == 6
-    assert coe.traffic.rate == 1.5 and sum(coe.traffic.mix.values()) == 100
+    assert coe.traffic.rate == 0.5 and sum(coe.traffic.mix.values()) == 100
     assert set(coe.traffic.mix) == set(coe.categories)

@@ -439,7 +439,7 @@ def test_the_category_mix_draws_the_experts():
 
 def test_the_bundled_bursty_trace_is_what_its_recipe_makes():
     # examples/bursty_trace.jsonl: 240 of the router's labelled prompts in a seeded order,
-    # gamma gaps (cv 3) at 2 requests/s, lengths +-50% of 512 and 200 (seed 0)
+    # gamma gaps (cv 3) at 0.5 requests/s, lengths +-50% of 512 and 200 (seed 0)
     import json
 
     import numpy as np
@@ -451,7 +451,7 @@ def test_the_bundled_bursty_trace_is_what_its_recipe_makes():
 
     ps = load_prompts()
     order = np.random.default_rng(0).permutation(len(ps))[:240]
-    rows = trace([ps[k].prompt for k in order], 2.0, 3.0, 0, 512, 200, 0.5)
+    rows = trace([ps[k].prompt for k in order], 0.5, 3.0, 0, 512, 200, 0.5)
     path = EXAMPLES / "bursty_trace.jsonl"
     assert path.read_text() == "".join(json.dumps(r) + "\n" for r in rows)
     read = read_requests(path)

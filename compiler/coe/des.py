@@ -279,7 +279,6 @@ class _Node:
     # -- the compute ---------------------------------------------------------------------
 
     def compute(self):
-        env = self.env
         while self.finished < len(self.requests):
             if self._router_ready():
                 yield from self._route()
@@ -291,7 +290,7 @@ class _Node:
                 yield from self._turn(order[0])
             else:
                 yield self._sleep("_compute_wake")
-        self.run.occupancy.append((env.now, self.cache.used()))
+        self._note_occupancy()  # where HBM stands at the end
 
     def _turn(self, name: str):
         """Start ``name``'s turn: make it resident (waiting for its copy if need be), then
