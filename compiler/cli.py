@@ -732,14 +732,47 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
     show_default=True,
     help="Expert popularity: Zipf exponent over the experts, each prompt drawn alone (0: uniform).",
 )
+@click.option(
+    "--rates",
+    default=None,
+    help="The load sweep's offered rates, requests/s per node, comma-separated (default: "
+    "0.25 to 6).",
+)
+@click.option(
+    "--demand",
+    type=click.FloatRange(min=0, min_open=True),
+    default=100.0,
+    show_default=True,
+    help="Capacity planning: the requests/s to serve within the SLO.",
+)
+@click.option(
+    "--slo-ttft",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="p99 time-to-first-token target, s (MLPerf Llama-2-70B server's).",
+)
+@click.option(
+    "--slo-tpot",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.2,
+    show_default=True,
+    help="p99 time-per-output-token target, s (MLPerf Llama-2-70B server's).",
+)
+@click.option("--no-load", is_flag=True, help="Skip the load sweep and capacity planning.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def bench_coe_cmd(out, experts, skew, quiet):
+@click.pass_context
+def bench_coe_cmd(ctx, out, experts, skew, rates, demand, slo_ttft, slo_tpot, no_load, quiet):
     """The SN40L paper's CoE experiment: many 7B experts on SN40L vs DGX A100/H100.
 
     SN40L launched by the chip (hardware), GPUs by their own stream; each prompt routed to
     its own expert; cold start and steady state apart; DGX copies under the target's PCIe
-    topology and its two bounds.
+    topology and its two bounds. Then the load sweep: the experts served as requests
+    arrive, latency against offered load (Poisson and bursty), and the nodes --demand
+    requests/s take at the p99 SLO (load.csv/json, load_sweep.png).
     """
+    import math
+
     from coec.bench.coe import (
         SYSTEMS,
         assumptions,
@@ -750,12 +783,43 @@ def bench_coe_cmd(out, experts, skew, quiet):
     )
     from coec.report import tables
 
+    if no_load:
+        _refuse(
+            ctx,
+            ("rates", "demand", "slo_ttft", "slo_tpot"),
+            "is for the load sweep: not with --no-load",
+        )
+    sweep_rates = None
+    if rates is not None:
+        try:
+            sweep_rates = sorted({float(r) for r in rates.split(",") if r.strip()})
+        except ValueError:
+            raise ConfigError(f"--rates {rates!r}: comma-separated requests per second") from None
+        if not sweep_rates or sweep_rates[0] <= 0 or not all(map(math.isfinite, sweep_rates)):
+            raise ConfigError(f"--rates {rates!r}: positive requests per second, at least one")
+    steps = 4 * len(SYSTEMS) + len(SYSTEMS) + (0 if no_load else len(SYSTEMS))
     with _progress_bar(quiet) as bar:
-        task = bar.add_task("compiling experts and routers", total=4 * len(SYSTEMS) + len(SYSTEMS))
-        rows, curve = bench_coe(experts, progress=lambda: bar.update(task, advance=1), skew=skew)
+        task = bar.add_task("compiling and serving", total=steps)
+
+        def advance() -> None:
+            bar.update(task, advance=1)
+
+        rows, curve = bench_coe(experts, progress=advance, skew=skew)
+        if not no_load:
+            from coec.bench import coe_load
+            from coec.coe.slo import SLO
+
+            slo = SLO(slo_ttft, slo_tpot)
+            load, plan, compared = coe_load.bench_load(
+                experts, sweep_rates or coe_load.RATES, slo, demand, skew, advance
+            )
     ratios = summary(rows)
     _show(tables.bench_coe(experts, rows, ratios, footprint(curve), assumptions(skew)))
-    _show(tables.written(write_outputs(out, rows, curve, ratios)))
+    written = write_outputs(out, rows, curve, ratios)
+    if not no_load:
+        _show(tables.bench_coe_load(load, plan, compared, coe_load.assumptions(experts, slo, skew)))
+        written += coe_load.write_outputs(out, load, plan, slo, experts, skew, compared)
+    _show(tables.written(written))
 
 
 @cli.group("coe")
@@ -819,22 +883,85 @@ def coe_compile_cmd(coe_file, target, fusion, as_json):
     "requests_file",
     metavar="FILE",
     type=click.Path(dir_okay=False, path_type=Path),
-    help='Requests to serve, as JSON lines: {"prompt": ..., "expert"?: ...}.',
+    help='Requests to serve, as JSON lines: {"prompt": ..., "expert"?: ..., "t"?: arrival s, '
+    '"prompt_tokens"?: ..., "output_tokens"?: ...}; with "t" on every row, a timed trace.',
 )
 @click.option("--synthetic", type=click.IntRange(min=1), help="N synthetic requests instead.")
 @click.option(
     "--skew",
     type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="Zipf skew of synthetic experts (0: uniform).",
+    default=None,
+    help="Zipf skew of synthetic experts (default: coe.toml's [traffic] mix, else 0: uniform).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of synthetic requests.")
 @click.option(
-    "--batch", type=click.IntRange(min=1), help="Prompts per batch (default: coe.toml's)."
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of synthetic requests, arrival times and lengths.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    help="Prompts per batch; with arrivals, the sequences decoding at once (default: coe.toml's).",
 )
 @click.option("--tokens", type=click.IntRange(min=1), help="Output tokens per request.")
-@click.option("--policy", type=click.Choice(["lru", "lfu"]), help="Expert-cache eviction.")
+@click.option(
+    "--policy",
+    type=click.Choice(["lru", "lfu", "belady"]),
+    help="Expert-cache eviction (belady: the offline optimum, a bound).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Requests per second arriving (Poisson, or gamma with --cv): serve with arrival "
+    "times, queues and overlap (default: coe.toml's [traffic] rate; a trace with 't' has its own).",
+)
+@click.option(
+    "--cv",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Arrival gaps' coefficient of variation: 1 Poisson, > 1 bursty (default: [traffic]'s, 1).",
+)
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0),
+    help="Seconds the router waits for its batch to fill (default: [serving]'s, 0).",
+)
+@click.option(
+    "--prefetch",
+    type=click.Choice(["none", "next"]),
+    help="Copy the next queued experts in while computing, or on demand (default: next).",
+)
+@click.option(
+    "--overlap/--no-overlap",
+    default=None,
+    help="Expert copies beside compute (DMA / copy engines), or holding it (default: overlap).",
+)
+@click.option(
+    "--length-spread",
+    "spread",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    help="Draw prompt and output lengths uniformly within +-this share of the mean.",
+)
+@click.option(
+    "--slo-ttft",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Time-to-first-token target, s (goodput; MLPerf Llama-2-70B server's p99).",
+)
+@click.option(
+    "--slo-tpot",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.2,
+    show_default=True,
+    help="Time-per-output-token target, s (goodput; MLPerf Llama-2-70B server's p99).",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    help="Leave the first N requests (the cold start) out of the metrics.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
     "-o",
@@ -855,26 +982,60 @@ def coe_serve_cmd(
     batch,
     tokens,
     policy,
+    rate,
+    cv,
+    max_wait,
+    prefetch,
+    overlap,
+    spread,
+    slo_ttft,
+    slo_tpot,
+    warmup,
     as_json,
     output,
 ):
-    """Serve requests: route each batch, switch experts into HBM, run them.
+    """Serve requests: route them, switch experts into HBM, run them.
 
     The requests come from a file (--requests) or are drawn at random (--synthetic).
+    With a rate (--rate, or coe.toml's [traffic]) or a trace whose rows have times ('t'),
+    they arrive, queue and are served as they come (a discrete-event model: percentiles,
+    goodput, HBM over time); else batch after batch.
     """
     import json
 
     from coec.coe.commands import load, read_requests, serve
+    from coec.coe.slo import SLO
     from coec.report.tables import coe_serve
 
     if (requests_file is None) == (synthetic is None):
         raise ConfigError("give either --requests FILE or --synthetic N")
+    coe = load(coe_file)
+    rows = read_requests(requests_file) if requests_file else None
+    timed = bool(rows) and "t" in rows[0]
     if requests_file is not None:
-        _refuse(ctx, ("skew", "seed"), "draws synthetic requests: not with --requests")
+        _refuse(ctx, ("skew",), "draws synthetic requests: not with --requests")
+        if rate is None and not spread:
+            _refuse(
+                ctx, ("seed",), "draws arrival times or lengths: give --rate or --length-spread"
+            )
+    if timed:
+        _refuse(ctx, ("rate", "cv"), "draws arrival times: the trace has its own ('t')")
+    if not (timed or rate is not None or coe.traffic.rate is not None):
+        _refuse(
+            ctx,
+            ("cv", "max_wait", "prefetch", "overlap", "spread", "slo_ttft", "slo_tpot", "warmup"),
+            "applies to a run with arrival times: give --rate R (or a trace with times)",
+        )
+    arrivals = dict(
+        rate=rate, cv=cv, max_wait=max_wait, prefetch=prefetch, overlap=overlap, spread=spread
+    )
+    arrivals |= {"warmup": warmup}
+    if timed or rate is not None or coe.traffic.rate is not None:
+        arrivals["slo"] = SLO(slo_ttft, slo_tpot)
     report = serve(
-        load(coe_file),
+        coe,
         target,
-        requests=read_requests(requests_file) if requests_file else None,
+        requests=rows,
         synthetic=synthetic,
         skew=skew,
         seed=seed,
@@ -882,6 +1043,7 @@ def coe_serve_cmd(
         tokens=tokens,
         policy=policy,
         fusion=fusion,
+        **{k: v for k, v in arrivals.items() if v is not None},
     )
     text = json.dumps(report, indent=1) + "\n"
     if output:

@@ -465,3 +465,93 @@ def test_request_file_errors_name_the_line(tmp_path, line, message):
     with pytest.raises(ConfigError, match=message) as info:
         read_requests(requests)
     assert str(requests) in str(info.value) and "\n" not in str(info.value)
+
+
+# -- serving with arrivals from the CLI ---------------------------------------------------------
+
+
+def _serve_json(capsys, *extra):
+    # the synthetic-CLI test's target and batch: its compiles are reused
+    argv = ["coe", "serve", str(EXAMPLES / "coe.toml"), "--target", "sn40l", "--batch", "1"]
+    main([*argv, *extra, "--json"])
+    return json.loads(capsys.readouterr().out)
+
+
+def test_serve_with_a_rate_from_the_cli(capsys, tmp_path):
+    argv = ["--synthetic", "24", "--rate", "40", "--cv", "3", "--seed", "5", "--skew", "1"]
+    report = _serve_json(capsys, *argv)
+    assert report["format"] == "coec.coe-serve/2"
+    assert report["arrivals"] == {
+        "source": "gamma",
+        "rate_rps": 40.0,
+        "cv": 3.0,
+        "seed": 5,
+        "requests": 24,
+    }
+    rows = report["requests"]
+    assert [r["request"] for r in rows] == list(range(24))
+    for r in rows:  # each request's times in the order they happen
+        assert (
+            r["arrival_s"] <= r["routed_s"] <= r["admitted_s"] < r["first_token_s"] <= r["done_s"]
+        )
+        assert r["latency_s"] == pytest.approx(r["done_s"] - r["arrival_s"])
+    m = report["metrics"]
+    assert m["requests"] == 24 and m["latency_s"]["p50"] <= m["latency_s"]["p99"]
+    assert m["copies"] == len({r["expert"] for r in rows})  # every expert fits: one copy each
+    assert report["hbm_occupancy"][0] == [0.0, 0]
+    assert _serve_json(capsys, *argv) == report  # the same seed: the same report
+    main(["coe", "serve", str(EXAMPLES / "coe.toml"), "--target", "sn40l", "--batch", "1", *argv])
+    text = capsys.readouterr().out
+    assert "time to first token" in text and "goodput" in text and "cache hit rate" in text
+
+
+def test_serve_a_timed_trace_from_the_cli(capsys, tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    rows = [
+        {"t": 0.0, "prompt": "x", "expert": "coder", "prompt_tokens": 40, "output_tokens": 3},
+        {"t": 0.5, "prompt": "y", "expert": "writer", "prompt_tokens": 64, "output_tokens": 20},
+        {"t": 0.5, "prompt": "z", "expert": "coder"},
+    ]
+    trace.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = _serve_json(capsys, "--requests", str(trace), "--policy", "belady")
+    assert report["arrivals"] == {"source": "trace", "requests": 3}
+    got = report["requests"]
+    assert [r["arrival_s"] for r in got] == [0.0, 0.5, 0.5]
+    # lengths from the rows, else coe.toml's [serving] (prompt 64, 20 tokens)
+    assert [(r["prompt_tokens"], r["output_tokens"]) for r in got] == [(40, 3), (64, 20), (64, 20)]
+    assert report["lengths"]["prompt_tokens"] == {"min": 40, "mean": 56.0, "max": 64}
+    assert report["policy"] == "belady"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--synthetic", "4", "--cv", "2"], "--cv applies to a run with arrival times"),
+        (["--synthetic", "4", "--warmup", "1"], "--warmup applies to a run with arrival"),
+        (
+            ["--synthetic", "4", "--rate", "1", "--prefetch", "next", "--no-overlap"],
+            "needs overlap",
+        ),
+    ],
+)
+def test_serve_arrival_options_refused_where_they_do_not_apply(capsys, extra, message):
+    with pytest.raises(SystemExit) as e:
+        main(["coe", "serve", str(EXAMPLES / "coe.toml"), "--target", "sn40l", *extra])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err and message in err
+
+
+def test_a_trace_keeps_its_own_times(capsys, tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text('{"t": 0.0, "prompt": "x", "expert": "coder"}\n')
+    with pytest.raises(SystemExit) as e:
+        main(["coe", "serve", str(EXAMPLES / "coe.toml"), "--requests", str(trace), "--rate", "2"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "the trace has its own ('t')" in err
+
+
+def test_example_serving_coe_loads():
+    coe = load(EXAMPLES / "coe_serving.toml")
+    assert len(coe.experts) == 8 and len({e.arch for e in coe.experts}) == 6
+    assert coe.traffic.rate == 0.5 and sum(coe.traffic.mix.values()) == 100
+    assert set(coe.traffic.mix) == set(coe.categories)

@@ -21,10 +21,19 @@
     math = "scholar"
 
     [serving]                # defaults for coec coe serve (all optional)
-    batch = 1
+    batch = 1                # prompts per batch; with arrivals, the KV cache's sequences too
     tokens = 20              # output tokens per request
     prompt_tokens = 128
-    policy = "lru"
+    policy = "lru"           # expert cache: lru, lfu or belady (the offline bound)
+    max_wait = 0.0           # with arrivals: seconds the router waits for a batch to fill
+    prefetch = "next"        # with arrivals: copy the next queued experts in ("none": on demand)
+    overlap = true           # with arrivals: copies beside compute (DMA / copy engines)
+
+    [traffic]                # serve with arrivals (coec coe serve --rate overrides; optional)
+    rate = 2.0               # requests per second
+    cv = 1.0                 # gaps' coefficient of variation: 1 Poisson, > 1 bursty (gamma)
+    spread = 0.0             # lengths drawn uniformly within +-spread of the [serving] ones
+    mix = { coding = 3, math = 1 }   # synthetic requests' categories, by weight
 
 Every category the router knows must map to an expert; every key is checked.
 Experts of the same architecture (zoo name and options, or MODEL.py and entry)
@@ -39,7 +48,8 @@ from pathlib import Path
 from coec.ir.errors import ConfigError
 
 FORMAT = "coec.coe/1"
-POLICIES = ("lru", "lfu")
+POLICIES = ("lru", "lfu", "belady")
+PREFETCH = ("none", "next")
 ROUTER_MODELS = ("all-MiniLM-L6-v2",)
 
 
@@ -65,6 +75,19 @@ class Serving:
     tokens: int = 20
     prompt_tokens: int = 128
     policy: str = "lru"
+    max_wait: float = 0.0
+    prefetch: str = "next"
+    overlap: bool = True
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What arrives, when coec coe serve runs with arrival times."""
+
+    rate: float | None = None  # requests per second (None: no arrivals unless asked)
+    cv: float = 1.0
+    spread: float = 0.0
+    mix: dict[str, float] | None = None  # category -> weight
 
 
 @dataclass(frozen=True)
@@ -75,6 +98,7 @@ class CoE:
     router_seq: int = 64
     serving: Serving = field(default_factory=Serving)
     source: str = "<coe>"
+    traffic: Traffic = field(default_factory=Traffic)
 
     def expert(self, name: str) -> Expert:
         for e in self.experts:
@@ -98,6 +122,44 @@ def _int(file: str, where: str, table: dict, key: str, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise _fail(file, where, f"'{key}' must be a positive whole number, got {value!r}")
     return value
+
+
+def _number(file: str, where: str, table: dict, key: str, default, low: float, strict: bool):
+    """A number >= ``low`` (> ``low`` when ``strict``), or ``default`` when absent."""
+    value = table.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(file, where, f"'{key}' must be a number, got {value!r}")
+    if value < low or (strict and value == low):
+        raise _fail(file, where, f"'{key}' must be {'>' if strict else '>='} {low:g}, got {value}")
+    return float(value)
+
+
+def _traffic(file: str, data, mapping: dict[str, str]) -> Traffic:
+    where = "[traffic]"
+    if not isinstance(data, dict):
+        raise _fail(file, where, "must be a table")
+    _check_keys(file, where, data, {"rate", "cv", "spread", "mix"})
+    spread = _number(file, where, data, "spread", 0.0, 0.0, strict=False)
+    if spread >= 1:
+        raise _fail(file, where, f"'spread' must be < 1, got {spread}")
+    mix = data.get("mix")
+    if mix is not None:
+        if not isinstance(mix, dict) or not mix:
+            raise _fail(file, where, "'mix' must be a table: category = weight")
+        for category in mix:
+            if category not in mapping:
+                raise _fail(file, where, f"mix: {category!r} is not a category of [categories]")
+        mix = {c: _number(file, where, mix, c, 0, 0.0, strict=False) for c in mix}
+        if not sum(mix.values()):
+            raise _fail(file, where, "mix: the weights are all zero")
+    return Traffic(
+        rate=_number(file, where, data, "rate", None, 0.0, strict=True),
+        cv=_number(file, where, data, "cv", 1.0, 0.0, strict=True),
+        spread=spread,
+        mix=mix,
+    )
 
 
 def _experts(file: str, ename: str, spec) -> list[Expert]:
@@ -140,7 +202,9 @@ def _experts(file: str, ename: str, spec) -> list[Expert]:
 
 def parse_coe(data: dict, file: str = "<coe>", categories: list[str] | None = None) -> CoE:
     """Check a parsed ``coe.toml``; ``categories`` are the router's (all must be mapped)."""
-    _check_keys(file, "", data, {"format", "name", "router", "experts", "categories", "serving"})
+    _check_keys(
+        file, "", data, {"format", "name", "router", "experts", "categories", "serving", "traffic"}
+    )
     if data.get("format") != FORMAT:
         raise _fail(file, "", f"format {data.get('format')!r} is not {FORMAT!r}")
     name = data.get("name", Path(file).stem)
@@ -194,10 +258,21 @@ def parse_coe(data: dict, file: str = "<coe>", categories: list[str] | None = No
     serving = data.get("serving", {})
     if not isinstance(serving, dict):
         raise _fail(file, "[serving]", "must be a table")
-    _check_keys(file, "[serving]", serving, {"batch", "tokens", "prompt_tokens", "policy"})
+    _check_keys(
+        file,
+        "[serving]",
+        serving,
+        {"batch", "tokens", "prompt_tokens", "policy", "max_wait", "prefetch", "overlap"},
+    )
     policy = serving.get("policy", "lru")
     if policy not in POLICIES:
         raise _fail(file, "[serving]", f"policy {policy!r}: choose from {', '.join(POLICIES)}")
+    prefetch = serving.get("prefetch", "next")
+    if prefetch not in PREFETCH:
+        raise _fail(file, "[serving]", f"prefetch {prefetch!r}: choose from {', '.join(PREFETCH)}")
+    overlap = serving.get("overlap", True)
+    if not isinstance(overlap, bool):
+        raise _fail(file, "[serving]", f"'overlap' must be true or false, got {overlap!r}")
     return CoE(
         name=str(name),
         experts=experts,
@@ -208,8 +283,12 @@ def parse_coe(data: dict, file: str = "<coe>", categories: list[str] | None = No
             tokens=_int(file, "[serving]", serving, "tokens", 20),
             prompt_tokens=_int(file, "[serving]", serving, "prompt_tokens", 128),
             policy=policy,
+            max_wait=_number(file, "[serving]", serving, "max_wait", 0.0, 0.0, strict=False),
+            prefetch=prefetch,
+            overlap=overlap,
         ),
         source=file,
+        traffic=_traffic(file, data.get("traffic", {}), mapping),
     )
 
 

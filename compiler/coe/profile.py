@@ -5,7 +5,10 @@ Experts are zoo models compiled count-only (meta device) for the node's sockets
 expert's time is prefill of the prompt plus one decode step per output token;
 decode is compiled at two KV lengths (prompt, prompt + tokens) and interpolated
 linearly between them (a decode step's cost is linear in the KV length), and at
-batch 1 and the serving batch, interpolated linearly in between.
+batch 1 and the serving batch, interpolated linearly in between. Prompts of
+several lengths compile prefill at the shortest and the longest too, interpolated
+linearly between them: the discrete-event serving model (``coec.coe.des``)
+charges each step at its own batch and context (``prefill_at``, ``decode_at``).
 
 A MODEL.py expert has no prefill/decode phases: it is compiled once on one socket
 and runs its forward once for the prompt and once per output token, the prompts
@@ -162,6 +165,9 @@ class ExpertProfile:
     prompt: int
     tokens: int
     sockets: int = 0  # sockets its weights are spread over (0: all the node's)
+    #: prefill at batch 1 and ``batch`` for prompts of ``prompt_long`` tokens (None: one length)
+    prefill_long: tuple[float, float] | None = None
+    prompt_long: int = 0
 
     @property
     def prefill_s(self) -> float:
@@ -176,11 +182,25 @@ class ExpertProfile:
             return pair[0]
         return pair[0] + (pair[1] - pair[0]) * (b - 1) / (self.batch - 1)
 
+    def prefill_at(self, b: int, prompt: float) -> float:
+        """Prefill of ``b`` prompts of ``prompt`` tokens (their mean), within the profiled
+        lengths: linear in the batch and in the prompt length between the compiled points."""
+        at = self._at(self.prefill, b)
+        if not self.prefill_long:
+            return at
+        span = self.prompt_long - self.prompt
+        return at + (self._at(self.prefill_long, b) - at) * (prompt - self.prompt) / span
+
+    def decode_at(self, b: int, kv: float) -> float:
+        """One decode step of ``b`` sequences whose KV lengths average ``kv``: linear in the
+        batch, and in the length between S and S + T (attention reads each sequence's KV)."""
+        lo, hi = (self._at((self.decode[0][i], self.decode[1][i]), b) for i in (0, 1))
+        return lo + (hi - lo) * (kv - self.prompt) / self.tokens
+
     def seconds(self, b: int, tokens: int) -> float:
         """Prefill of ``b`` prompts plus ``tokens`` decode steps (tokens <= profiled)."""
-        lo, hi = (self._at((self.decode[0][i], self.decode[1][i]), b) for i in (0, 1))
         # mean decode step over KV lengths S .. S+tokens-1, linear in the length
-        mean = lo + (hi - lo) * (tokens - 1) / 2 / self.tokens
+        mean = self.decode_at(b, self.prompt + (tokens - 1) / 2)
         return self._at(self.prefill, b) + tokens * mean
 
 
@@ -202,6 +222,12 @@ class FileExpertProfile:
     def decode_step_s(self) -> float:
         return self.forward_s
 
+    def prefill_at(self, b: int, prompt: float) -> float:
+        return b * self.forward_s
+
+    def decode_at(self, b: int, kv: float) -> float:
+        return b * self.forward_s
+
     def seconds(self, b: int, tokens: int) -> float:
         return b * (1 + tokens) * self.forward_s
 
@@ -215,9 +241,10 @@ def profile_expert(
     tokens: int,
     layers: int | None = None,
     launch: str | None = None,
+    prompt_long: int | None = None,
 ):
     """``zoo``'s costs on ``target`` with ``fusion``, launched as ``launch`` (None: the
-    target's own mode)."""
+    target's own mode); ``prompt_long``: prefill compiled at this prompt length too."""
     from coec.models.zoo import get_arch
 
     arch = get_arch(zoo, layers)
@@ -233,15 +260,30 @@ def profile_expert(
     )
     weights = run("prefill", prompt, 1)["weight_bytes"] * t.sockets
     kv_per_token = 2 * arch.layers * arch.kv_heads * arch.head_dim * BF16
-    return ExpertProfile(zoo, weights, kv_per_token, pre, dec, batch, prompt, tokens)
+    long = None
+    if prompt_long and prompt_long != prompt:
+        long = tuple(run("prefill", prompt_long, b)["seconds"] for b in batches)
+    return ExpertProfile(
+        zoo, weights, kv_per_token, pre, dec, batch, prompt, tokens, 0, long, prompt_long or 0
+    )
 
 
-def profile_of(expert: Expert, target: str, fusion: str, batch: int, prompt: int, tokens: int):
+def profile_of(
+    expert: Expert,
+    target: str,
+    fusion: str,
+    batch: int,
+    prompt: int,
+    tokens: int,
+    prompt_long: int | None = None,
+):
     """The profile of ``expert``'s architecture (compiled once per architecture)."""
     if expert.file:
         c = _compiled_file(expert.file, expert.entry, target, fusion)
         return FileExpertProfile(expert.arch, c["weight_bytes"], c["seconds"])
-    return profile_expert(expert.zoo, target, fusion, batch, prompt, tokens, expert.layers)
+    return profile_expert(
+        expert.zoo, target, fusion, batch, prompt, tokens, expert.layers, prompt_long=prompt_long
+    )
 
 
 @functools.cache

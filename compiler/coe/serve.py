@@ -19,22 +19,37 @@ steady state).
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from coec.ir.errors import CapacityError, ConfigError
 
 FORMAT = "coec.coe-serve/1"
+POLICIES = ("lru", "lfu", "belady")
 
 
 class ExpertCache:
-    """Experts resident in HBM, by bytes; ``policy`` picks the victim: lru or lfu."""
+    """Experts resident in HBM, by bytes; ``policy`` picks the victim: lru, lfu, or belady.
 
-    def __init__(self, capacity: int, policy: str = "lru"):
-        if policy not in ("lru", "lfu"):
-            raise ConfigError(f"cache policy {policy!r}: choose lru or lfu")
-        self.capacity, self.policy = capacity, policy
+    Belady (evict the expert needed farthest ahead) is the offline optimum for experts of
+    one size, a bound no online policy beats; it needs the future: ``next_use(name)``, when
+    ``name`` is next needed (``math.inf``: never).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        policy: str = "lru",
+        next_use: Callable[[str], float] | None = None,
+    ):
+        if policy not in POLICIES:
+            raise ConfigError(f"cache policy {policy!r}: choose {', '.join(POLICIES)}")
+        if policy == "belady" and next_use is None:
+            raise ValueError("the belady policy needs next_use (the future)")
+        self.capacity, self.policy, self.next_use = capacity, policy, next_use
         self.resident: OrderedDict[str, int] = OrderedDict()  # name -> bytes, LRU first
         self.uses: dict[str, int] = {}  # lifetime uses (LFU counts survive eviction)
         self.evictions = 0
@@ -42,25 +57,57 @@ class ExpertCache:
     def used(self) -> int:
         return sum(self.resident.values())
 
-    def access(self, name: str, nbytes: int) -> bool:
-        """Touch ``name``; True on a hit. A miss makes room and loads it."""
+    def touch(self, name: str) -> bool:
+        """Count a use of ``name`` (most recent now); True when it is resident."""
         self.uses[name] = self.uses.get(name, 0) + 1
         if name in self.resident:
             self.resident.move_to_end(name)
             return True
-        if nbytes > self.capacity:
-            raise CapacityError("hbm", nbytes, self.capacity, f"expert {name} in the expert cache")
-        while self.used() + nbytes > self.capacity:
-            del self.resident[self._victim()]
-            self.evictions += 1
-        self.resident[name] = nbytes
         return False
 
-    def _victim(self) -> str:
+    def make_room(self, name: str, nbytes: int, *tiers: Collection[str]) -> list[str] | None:
+        """Evict until ``nbytes`` more fit, victims by the policy from the first of ``tiers``
+        (sets of evictable experts), then the next; the victims, or None (and nothing
+        evicted) when the tiers cannot make room. No tiers: every resident is evictable."""
+        if nbytes > self.capacity:
+            raise CapacityError("hbm", nbytes, self.capacity, f"expert {name} in the expert cache")
+        tiers = tiers or (self.resident.keys(),)
+        pool = {n for tier in tiers for n in tier if n in self.resident}
+        if self.used() - sum(self.resident[n] for n in pool) + nbytes > self.capacity:
+            return None
+        victims = []
+        for tier in tiers:
+            while self.used() + nbytes > self.capacity:
+                candidates = [n for n in self.resident if n in tier]
+                if not candidates:
+                    break
+                victim = self._victim(candidates)
+                del self.resident[victim]
+                victims.append(victim)
+                self.evictions += 1
+        return victims
+
+    def insert(self, name: str, nbytes: int) -> None:
+        """Make ``name`` resident (most recent); room must have been made."""
+        assert self.used() + nbytes <= self.capacity, "make_room first"
+        self.resident[name] = nbytes
+
+    def access(self, name: str, nbytes: int) -> bool:
+        """Touch ``name``; True on a hit. A miss makes room and loads it."""
+        if self.touch(name):
+            return True
+        self.make_room(name, nbytes)
+        self.insert(name, nbytes)
+        return False
+
+    def _victim(self, candidates: list[str]) -> str:
+        """Of ``candidates`` (least recently used first), the one the policy evicts; among
+        equals, the least recently used."""
         if self.policy == "lru":
-            return next(iter(self.resident))
-        # least used; among equals the least recently used (dict order)
-        return min(self.resident, key=lambda n: self.uses[n])
+            return candidates[0]
+        if self.policy == "lfu":
+            return min(candidates, key=lambda n: self.uses[n])
+        return max(candidates, key=self.next_use)
 
 
 @dataclass
@@ -122,18 +169,34 @@ def simulate(
     ``copy_Bps`` the rate its weights are copied into HBM (one for all, or per expert).
     """
     rate = copy_Bps if isinstance(copy_Bps, dict) else dict.fromkeys(expert_bytes, copy_Bps)
-    cache = ExpertCache(cache_bytes, policy)
-    out = Served()
+    batches = []
     for start in range(0, len(experts), batch):
-        chosen = list(experts[start : start + batch])
         groups: dict[str, list[int]] = {}
-        for i, name in enumerate(chosen):
+        for i, name in enumerate(experts[start : start + batch]):
             groups.setdefault(name, []).append(start + i)
+        batches.append((start, groups))
+    # the accesses, in order: known up front (no cache decides them), so Belady can look ahead
+    accesses = [name for _, groups in batches for name in groups]
+    at: dict[str, list[int]] = {}
+    for k, name in enumerate(accesses):
+        at.setdefault(name, []).append(k)
+    now = -1  # the position of the access being made
+
+    def next_use(name: str) -> float:
+        later = at.get(name, [])
+        i = bisect.bisect_right(later, now)
+        return later[i] if i < len(later) else math.inf
+
+    cache = ExpertCache(cache_bytes, policy, next_use)
+    out = Served()
+    for start, groups in batches:
+        chosen = list(experts[start : start + batch])
         clock = router_s  # the batch's time so far
         b = {"requests": len(chosen), "router_s": router_s, "switch_s": 0.0, "expert_s": 0.0}
         b.update(activations=0, hits=0)
         for name, members in groups.items():
             evicted = cache.evictions
+            now += 1
             hit = cache.access(name, expert_bytes[name])
             if out.filled_at is None and cache.evictions > evicted:
                 out.filled_at = start // batch

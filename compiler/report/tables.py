@@ -226,6 +226,81 @@ def bench_coe(
 
 
 # -- coec coe ---------------------------------------------------------------------------------
+def bench_coe_load(
+    rows: list[dict], plan: list[dict], compared: list[dict], assumptions: list[str]
+) -> Rendered:
+    """The load sweep: per system and rate, the percentiles and rates (Poisson; the bursty
+    run's p99 TTFT beside), the capacity plan, and copy modes and cache policies compared."""
+    bursty = {(r["system"], r["rate_rps"]): r for r in rows if r["cv"] != 1.0}
+    table = _table(
+        (
+            "system",
+            "offered",
+            "throughput",
+            "goodput",
+            "p50",
+            "p99",
+            "p99 TTFT",
+            "p99 TPOT",
+            "p99 TTFT bursty",
+            "hit rate",
+            "HBM",
+            "busy",
+        ),
+        left=("system",),
+        title="CoE serving under load (modeled; Poisson arrivals; p50/p99: end to end)",
+    )
+    for r in rows:
+        if r["cv"] != 1.0:
+            continue
+        b = bursty.get((r["system"], r["rate_rps"]))
+        table.add_row(
+            r["system"],
+            f"{r['rate_rps']:g}/s",
+            _per_s(r["throughput_rps"]),
+            _per_s(r["goodput_rps"]),
+            _ms(r["latency_p50_s"]),
+            _ms(r["latency_p99_s"]),
+            _ms(r["ttft_p99_s"]),
+            _ms(r["tpot_p99_s"]),
+            _ms(b["ttft_p99_s"]) if b else "-",
+            "-" if r["hit_rate"] is None else f"{r['hit_rate']:.0%}",
+            f"{r['hbm_mean_share']:.0%}",
+            f"{r['compute_utilization']:.0%}",
+        )
+    out: Rendered = [table, "capacity planning:"]
+    for p in plan:
+        if not p["max_rps_per_node"]:
+            out.append(f"  {p['system']}: not even the lowest rate meets the SLO")
+            continue
+        out.append(
+            f"  {p['system']}: {p['max_rps_per_node']:.2f} req/s a node within the SLO -> "
+            f"{p['nodes']} nodes for {p['demand_rps']:g} req/s (each at {p['share_rps']:.2f}/s: "
+            f"p99 TTFT {_ms(p['share_ttft_p99_s'])}, p99 TPOT {_ms(p['share_tpot_p99_s'])}"
+            f"{'' if p['share_meets_slo'] else ', MISSES the SLO'})"
+        )
+    if compared:
+        table = _table(
+            ("system", "expert copies", "policy", "p50", "p99", "p99 TTFT", "hit rate", "copies"),
+            left=("system", "expert copies", "policy"),
+            title=f"copies and cache policies at {compared[0]['rate_rps']:g} req/s (Poisson; "
+            "hit: the expert resident when its turn came; copies: experts copied in)",
+        )
+        for r in compared:
+            table.add_row(
+                r["system"],
+                r["copies"],
+                r["policy"],
+                _ms(r["latency_p50_s"]),
+                _ms(r["latency_p99_s"]),
+                _ms(r["ttft_p99_s"]),
+                f"{r['hit_rate']:.0%}",
+                f"{r['expert_copies']} / {r['requests']}",
+            )
+        out.append(table)
+    return out + _assumptions(assumptions)
+
+
 def coe_placement(coe, node, profiles: dict, plan: dict) -> Rendered:
     """``coec coe compile``: the architectures compiled, the HBM/DDR placement, the footprint.
 
@@ -262,8 +337,76 @@ def coe_placement(coe, node, profiles: dict, plan: dict) -> Rendered:
     return out
 
 
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.1f} ms"
+
+
+def _per_s(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.2f}/s"
+
+
+def coe_serve_arrivals(report: dict, target: str, max_rows: int = 12) -> Rendered:
+    """``coec coe serve`` with arrivals: the first requests, the latency distributions, the
+    rates, the cache and HBM, the assumptions."""
+    a, m = report["arrivals"], report["metrics"]
+    came = (
+        "a trace's arrival times"
+        if a["source"] == "trace"
+        else f"{a['source']} arrivals at {a['rate_rps']:g}/s (cv {a['cv']:g}, seed {a['seed']})"
+    )
+    title = (
+        f"{report['coe']} on {target}: {came}; batch {report['batch']}, {report['policy']}, "
+        f"prefetch {report['prefetch']}, {'overlap' if report['overlap'] else 'no overlap'}"
+    )
+    rows = _table(
+        ("request", "expert", "arrival", "hit", "queue", "TTFT", "TPOT", "latency"),
+        left=("expert",),
+        title=title,
+    )
+    for r in report["requests"][:max_rows]:
+        rows.add_row(
+            str(r["request"]),
+            r["expert"],
+            f"{r['arrival_s']:.3f} s",
+            "yes" if r["hit"] else "no",
+            _ms(r["queue_s"]),
+            _ms(r["ttft_s"]),
+            _ms(r["tpot_s"]),
+            _ms(r["latency_s"]),
+        )
+    dist = _table(
+        ("", "p50", "p90", "p99", "mean", "max"),
+        left=("",),
+        title=f"{m['requests']} requests measured (the first {m['warmup']} left out)",
+    )
+    for key, name in (
+        ("ttft_s", "time to first token"),
+        ("tpot_s", "time per output token"),
+        ("latency_s", "end to end"),
+        ("queue_s", "queue wait"),
+    ):
+        d = m[key]
+        dist.add_row(name, *(_ms(d[q]) for q in ("p50", "p90", "p99", "mean", "max")))
+    slo, hbm = m["slo"], m["hbm"]
+    hit = "-" if m["hit_rate"] is None else f"{m['hit_rate']:.0%}"
+    return [
+        rows,
+        dist,
+        f"offered {_per_s(m['offered_rps'])}, throughput {_per_s(m['throughput_rps'])}, "
+        f"goodput {_per_s(m['goodput_rps'])} (TTFT <= {slo['ttft_s']:g} s and TPOT <= "
+        f"{slo['tpot_s']:g} s: {m['slo_attainment']:.0%} of requests); compute busy "
+        f"{m['compute_utilization']:.0%}",
+        f"experts: {m['turns']} turns, cache hit rate {hit} ({m['hits']}/{m['turns']}), "
+        f"{m['copies']} copies; HBM held by experts: mean {hbm['mean_bytes'] / 1e9:.1f} GB "
+        f"({hbm['mean_share']:.0%} of the expert cache), peak {hbm['peak_bytes'] / 1e9:.1f} GB",
+        *(f"  - {x}" for x in report["assumptions"]),
+    ]
+
+
 def coe_serve(report: dict, target: str, max_rows: int = 20) -> Rendered:
     """``coec coe serve``: the first requests, the totals and the assumptions."""
+    if report["format"] != "coec.coe-serve/1":
+        return coe_serve_arrivals(report, target)
     table = _table(
         ("request", "expert", "hit", "router", "switch", "expert time", "latency"),
         title=f"{report['coe']} on {target}: batch {report['batch']}, {report['tokens']} tokens, "
