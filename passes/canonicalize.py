@@ -68,6 +68,44 @@ class FoldPermuteChain(RewritePattern):
         rewriter.replace(op, df.PermuteOp(inner.input, [p[i] for i in q], op.out_type))
 
 
+def unrepeated(v):
+    """``x`` when ``v`` is x's K/V heads repeated for grouped-query attention (HF's
+    ``repeat_kv``: [.., H, S, D] -> [.., H, 1, S, D] -> broadcast [.., H, r, S, D] ->
+    [.., H·r, S, D], head h from x's head h // r), else None."""
+    outer = v.owner
+    if not isinstance(outer, df.ReshapeOp) or not isinstance(outer.input.owner, df.BroadcastOp):
+        return None
+    wide = outer.input.owner
+    inner = wide.input.owner
+    if not isinstance(inner, df.ReshapeOp):
+        return None
+    x = inner.input
+    xs, mid = df.tensor_type(x).shape_tuple, df.tensor_type(inner.result).shape_tuple
+    ws, out = df.tensor_type(wide.result).shape_tuple, df.tensor_type(outer.result).shape_tuple
+    if len(xs) < 3 or mid != (*xs[:-2], 1, *xs[-2:]):
+        return None
+    rep = ws[-3]
+    if ws != (*xs[:-2], rep, *xs[-2:]) or out != (*xs[:-3], xs[-3] * rep, *xs[-2:]):
+        return None
+    return x
+
+
+class FoldKVRepeat(RewritePattern):
+    """attention(q, repeat(k), repeat(v)) -> attention(q, k, v): ``df.attention`` repeats
+    grouped K/V heads itself, so the model's own repeat (``unrepeated``) is one too many
+    (and a sharding of heads can then split the K/V heads, not their copies)."""
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: df.AttentionOp, rewriter: PatternRewriter) -> None:
+        k, v = unrepeated(op.k), unrepeated(op.v)
+        if k is None or v is None:
+            return
+        p = op.props()
+        rewriter.replace(
+            op, df.AttentionOp(op.q, k, v, op.mask, p["scale"], p["is_causal"], op.out_type)
+        )
+
+
 class EraseDeadOp(RewritePattern):
     """A df op whose results nobody reads computes nothing anyone sees (df ops have no effects)."""
 
@@ -85,6 +123,7 @@ PATTERNS = (
     DropNoOpReshape(),
     DropIdentityPermute(),
     FoldPermuteChain(),
+    FoldKVRepeat(),
     EraseDeadOp(),
 )
 
