@@ -81,7 +81,7 @@ def _lower(key: dict) -> dict:
             "layers": get_arch(key["model"]).layers,
         }
     except CoecError as e:
-        return {"format": LOWERED, "error": f"{type(e).__name__}: {e}"}
+        return {"format": LOWERED, "error": failed(e)["reason"]}
 
 
 def run_point(point: dict, target_spec: str, folder: str, lowered: dict) -> dict:
@@ -89,23 +89,20 @@ def run_point(point: dict, target_spec: str, folder: str, lowered: dict) -> dict
     not fit and why."""
     from coec.pipeline import Pipeline
 
-    row = {"fits": True, "reason": ""}
+    if "error" in lowered:
+        return {"fits": False, "reason": lowered["error"]}
     try:
-        if "error" in lowered:
-            raise _Lowering(lowered["error"])
         pipeline = Pipeline(point_options(point, target_spec, folder))
         if "parts" in lowered:
             report = zoo_report(_parsed(lowered["parts"]), lowered["layers"], pipeline)
         else:
             report = program_report(lowered["program"], pipeline)
-    except _Lowering as e:
-        return {**row, "fits": False, "reason": str(e)}
-    except CapacityError as e:
-        return {**row, "fits": False, "reason": str(e)}
     except CoecError as e:
-        return {**row, "fits": False, "reason": f"{type(e).__name__}: {e}"}
+        return failed(e)
     nbytes = report["bytes"]
-    row.update(
+    return dict(
+        fits=True,
+        reason="",
         seconds=report["seconds"],
         kernels=report["kernels"],
         hbm_bytes=sum(n for p, n in nbytes.items() if "hbm" in p),
@@ -114,11 +111,12 @@ def run_point(point: dict, target_spec: str, folder: str, lowered: dict) -> dict
         peak_hbm=report["peak_bytes"]["hbm"],
         peak_sram=report["peak_bytes"]["sram"],
     )
-    return row
 
 
-class _Lowering(Exception):
-    """The point's model could not be lowered (the reason is the row's)."""
+def failed(e: CoecError) -> dict:
+    """The row of a point that does not compile (or does not fit): why."""
+    reason = str(e) if isinstance(e, CapacityError) else f"{type(e).__name__}: {e}"
+    return {"fits": False, "reason": reason}
 
 
 def zoo_report(parts, layers: int, pipeline) -> dict:

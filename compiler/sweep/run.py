@@ -14,8 +14,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from coec.ir.errors import CapacityError, CoecError
-from coec.sweep.compile import lower, lowering_key, run_point
+from coec.ir.errors import CoecError
+from coec.sweep.compile import failed, lower, lowering_key, run_point
 from coec.sweep.results import append_log, read_log
 from coec.sweep.runners import Runner, make_runner
 from coec.sweep.spec import Sweep, point_key
@@ -46,6 +46,8 @@ def run_sweep(
     points = sweep.points()
     keys = [point_key(p, sweep, folder) for p in points]
     todo = {k: p for k, p in zip(keys, points, strict=True) if k not in done}
+    if todo and runner is None:  # first, so a Ray that is missing or away is the one error
+        runner = make_runner(jobs, ray, ray_address)
     if progress:
         progress(len(points) - len(todo), len(points))
 
@@ -65,24 +67,19 @@ def run_sweep(
             continue
         name = json.dumps(lowering, sort_keys=True)
         groups.setdefault(name, (lowering, []))[1].append(key)
-    if groups:
-        with runner or make_runner(jobs, ray, ray_address) as pool:
-            for name, (lowering, _) in groups.items():
-                pool.submit(("lower", name), lower, lowering)
-            while pool.pending:
-                (kind, name), result = pool.next_done()
-                if kind == "point":
-                    record(name, result)
-                    continue
-                lowered = pool.share(result)
-                for key in groups[name][1]:
-                    pool.submit(
-                        ("point", key), run_point, todo[key], sweep.target, str(folder), lowered
-                    )
+    if runner is None:
+        return [done[k] for k in keys]
+    with runner as pool:
+        for name, (lowering, _) in groups.items():
+            pool.submit(("lower", name), lower, lowering)
+        while pool.pending:
+            (kind, name), result = pool.next_done()
+            if kind == "point":
+                record(name, result)
+                continue
+            lowered = pool.share(result)
+            for key in groups[name][1]:
+                pool.submit(
+                    ("point", key), run_point, todo[key], sweep.target, str(folder), lowered
+                )
     return [done[k] for k in keys]
-
-
-def failed(e: CoecError) -> dict:
-    """The row of a point that does not compile: why."""
-    reason = str(e) if isinstance(e, CapacityError) else f"{type(e).__name__}: {e}"
-    return {"fits": False, "reason": reason}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import queue
+import socket
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
@@ -104,6 +105,8 @@ class Ray(Runner):
         self.ray = ray
         self.owned = not ray.is_initialized()
         if self.owned:
+            if address:
+                _check_reachable(address)
             try:
                 ray.init(
                     address=address,
@@ -145,6 +148,21 @@ class Ray(Runner):
             self.ray.cancel(ref)
         if self.owned:
             self.ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a ``HOST:PORT`` (or ``ray://HOST:PORT``) nothing listens on: Ray itself
+    would retry for minutes before saying so."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", "local": Ray's own ways to find a cluster
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(
+            f"no Ray cluster answers at {address} ({e.strerror or e}); start one with "
+            "'ray start --head' and pass the address it prints"
+        ) from None
 
 
 def make_runner(jobs: int = 1, ray: bool = False, ray_address: str | None = None) -> Runner:
