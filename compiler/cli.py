@@ -494,7 +494,7 @@ def sweep_cmd(sweep_file, out, jobs, use_ray, ray_address, pareto, quiet):
 
     from coec.report import tables
     from coec.sweep import load_sweep, pareto_front, run_sweep, write_results
-    from coec.sweep.spec import check_pareto
+    from coec.sweep.spec import check_pareto, workload
 
     sweep = load_sweep(sweep_file)
     if pareto is not None:
@@ -507,7 +507,8 @@ def sweep_cmd(sweep_file, out, jobs, use_ray, ray_address, pareto, quiet):
     fits = sum(r["fits"] for r in rows)
     click.echo(f"{sweep.name}: {len(rows)} points, {fits} fit, {len(rows) - fits} do not")
     if sweep.pareto:
-        _show(tables.pareto(pareto_front(rows, *sweep.pareto), sweep.pareto, list(sweep.grid)))
+        front = pareto_front(rows, *sweep.pareto, workload(sweep))
+        _show(tables.pareto(front, sweep.pareto, list(sweep.grid)))
     _show(tables.written(write_results(sweep, rows, out)))
 
 

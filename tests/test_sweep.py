@@ -294,6 +294,19 @@ def test_the_pareto_front_keeps_only_the_points_nothing_beats():
         assert beaten == (r["i"] not in front)
 
 
+def test_a_pareto_front_is_drawn_for_each_workload():
+    from coec.sweep import pareto_front
+
+    rows = [
+        {"fits": True, "model": m, "t": t, "m": mem}
+        for m, t, mem in [("a", 1, 5), ("a", 2, 1), ("a", 3, 3), ("b", 10, 9), ("b", 20, 2)]
+    ]
+    # across workloads "a" beats every "b"; for each, b's two points are its front
+    assert [(r["model"], r["t"]) for r in pareto_front(rows, "t", "m")] == [("a", 1), ("a", 2)]
+    front = pareto_front(rows, "t", "m", by=["model"])
+    assert [(r["model"], r["t"]) for r in front] == [("a", 1), ("a", 2), ("b", 10), ("b", 20)]
+
+
 def test_sweep_cli_lists_and_plots_the_pareto_front(sweep_file, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["sweep", str(sweep_file), "--out", str(out), "--quiet"]

@@ -12,9 +12,10 @@ of the sweep's two objectives (``pareto.csv``) and the pictures (``coec.report.s
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
-from coec.sweep.spec import FIGURES, Sweep
+from coec.sweep.spec import FIGURES, Sweep, workload
 
 RESULTS = "coec.sweep-results/1"
 #: each figure's unit, as the tables record it
@@ -63,20 +64,24 @@ def columns(sweep: Sweep) -> list[str]:
     return ["key", *sweep.grid, "fits", "reason", *FIGURES]
 
 
-def pareto_front(rows: list[dict], a: str, b: str) -> list[dict]:
+def pareto_front(rows: list[dict], a: str, b: str, by: Sequence[str] = ()) -> list[dict]:
     """The fitting rows no other fitting row beats on both ``a`` and ``b`` (each minimised;
-    beaten: no worse on either and better on one), in order of ``a``."""
-    fitting = [r for r in rows if r["fits"]]
-    front, best = [], float("inf")
-    by_a: dict = {}
-    for r in fitting:
-        by_a.setdefault(r[a], []).append(r)
-    for value in sorted(by_a):
-        group = by_a[value]
-        low = min(r[b] for r in group)
-        if low < best:  # a smaller a with a b as low beats every row here
-            front += [r for r in group if r[b] == low]
-            best = low
+    beaten: no worse on either and better on one), in order of ``a``; with ``by``, the
+    front of each group of rows alike in ``by`` (each workload), groups in row order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["fits"]:
+            groups.setdefault(tuple(r[n] for n in by), []).append(r)
+    front = []
+    for group in groups.values():
+        best, by_a = float("inf"), {}
+        for r in group:
+            by_a.setdefault(r[a], []).append(r)
+        for value in sorted(by_a):
+            low = min(r[b] for r in by_a[value])
+            if low < best:  # a smaller a with a b as low beats every row here
+                front += [r for r in by_a[value] if r[b] == low]
+                best = low
     return front
 
 
@@ -151,7 +156,7 @@ def write_results(sweep: Sweep, rows: list[dict], out: Path) -> list[Path]:
             indent=1,
         ),
     }
-    front = pareto_front(rows, *sweep.pareto) if sweep.pareto else None
+    front = pareto_front(rows, *sweep.pareto, workload(sweep)) if sweep.pareto else None
     if front is not None:
         files[out / "pareto.csv"] = csv(front)
     for name, png in sweep_plots(sweep, rows, front).items():

@@ -7,7 +7,8 @@ relative to the sweep file), ``phase``, ``seq``, ``batch``, ``dtype``, ``sockets
 ``fusion``, ``launch``. What is not swept is llama2-7b decode at 4096 tokens, batch 1,
 bf16, with the target's own sockets, best fusion and launch. The points are the grid's
 product, or ``sample = N`` of them drawn with ``seed``. ``pareto = [A, B]`` names two
-objectives (figures or swept names), both minimised, whose Pareto front is reported.
+objectives (figures or swept numbers), both minimised: the points no other beats on both
+are reported, for each workload (each swept model, phase, seq, batch and dtype).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from coec.ir.errors import ConfigError
 FORMAT = "coec.sweep/1"
 #: the model options a sweep may vary, and their values where a sweep does not
 OPTIONS = {"model": "llama2-7b", "phase": "decode", "seq": 4096, "batch": 1, "dtype": "bf16"}
+#: what a point runs, rather than what it runs on: a Pareto front is drawn for each
+WORKLOAD = ("model", "phase", "seq", "batch", "dtype")
 #: compile options a sweep may vary (the target's own where it does not)
 COMPILE = ("sockets", "fusion", "launch")
 #: the figures each row reports
@@ -100,7 +103,16 @@ def check_pareto(value, grid: dict, where: str) -> tuple[str, str] | None:
             raise ConfigError(
                 f"{where}: {name!r} is neither a figure ({', '.join(FIGURES)}) nor a swept name"
             )
+        if name in grid and not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in grid[name]
+        ):
+            raise ConfigError(f"{where}: {name!r} takes values that are not numbers")
     return str(value[0]), str(value[1])
+
+
+def workload(sweep: Sweep) -> list[str]:
+    """The swept names that say what a point runs (a Pareto front is drawn for each)."""
+    return [n for n in sweep.grid if n in WORKLOAD and n not in (sweep.pareto or ())]
 
 
 def target_data(spec: str, folder: Path) -> dict:
