@@ -54,12 +54,14 @@ FIRST = """
 import json, sys, time
 t0 = time.perf_counter()
 from coec.sweep.compile import lower, lowering_key, run_point
+from coec.sweep.spec import BaseTarget, target_data
 point = json.loads(sys.argv[1])
-key = lowering_key(point, "sn40l-node", ".")
+base = BaseTarget("sn40l-node", target_data("sn40l-node", "."))
+key = lowering_key(point, base, ".")
 t1 = time.perf_counter()
 lowered = lower(key)
 t2 = time.perf_counter()
-row = run_point(point, "sn40l-node", ".", lowered)
+row = run_point(point, base, lowered)
 t3 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "lower": t2 - t1, "point": t3 - t2, "row": row,
                   "torch": "torch" in sys.modules}))
@@ -70,12 +72,13 @@ import json, sys, time
 from coec.models.zoo import instantiate
 from coec.regional import compile_zoo
 from coec.runtime.executor import Executor
-from coec.sweep.spec import point_options
+from coec.sweep.spec import BaseTarget, point_options, target_data
 point = json.loads(sys.argv[1])
+base = BaseTarget("sn40l-node", target_data("sn40l-node", "."))
 times = []
 for sram in (520, 260):
     t0 = time.perf_counter()
-    options = point_options({**point, "memory.sram.capacity_MiB": sram}, "sn40l-node", ".")
+    options = point_options({**point, "memory.sram.capacity_MiB": sram}, base)
     inst = instantiate("llama2-70b", "decode", 4096, 1, device="meta")
     _, report = Executor(compile_zoo(inst, options).schedule, count_only=True).run()
     times.append(time.perf_counter() - t0)
@@ -138,9 +141,11 @@ def first_point(env: dict) -> None:
 
 def later_points(n: int = 48) -> None:
     from coec.sweep.compile import lower, lowering_key, run_point
+    from coec.sweep.spec import BaseTarget, target_data
 
-    lowered = lower(lowering_key(POINT, TARGET, "."))
-    run_point(POINT, TARGET, ".", lowered)  # the first: parses the lowered text
+    base = BaseTarget(TARGET, target_data(TARGET, "."))
+    lowered = lower(lowering_key(POINT, base, "."))
+    run_point(POINT, base, lowered)  # the first: parses the lowered text
     times, rows = [], []
     for i in range(n):
         point = {
@@ -150,7 +155,7 @@ def later_points(n: int = 48) -> None:
             "network.p2p_bandwidth_GBps": (50, 100, 400)[i % 3],
         }
         t0 = time.perf_counter()
-        rows.append(run_point(point, TARGET, ".", lowered))
+        rows.append(run_point(point, base, lowered))
         times.append(time.perf_counter() - t0)
     assert all(r["fits"] for r in rows)
     times.sort()

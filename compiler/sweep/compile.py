@@ -25,18 +25,18 @@ import json
 from pathlib import Path
 
 from coec.ir.errors import CapacityError, CoecError
-from coec.sweep.spec import model_file, model_options, point_options
+from coec.sweep.spec import BaseTarget, model_file, model_options, point_options
 
 LOWERED = "coec.sweep-lowered/1"
 
 
-def lowering_key(point: dict, target_spec: str, folder: str | Path) -> dict:
+def lowering_key(point: dict, base: BaseTarget, folder: str | Path) -> dict:
     """What a point's IR before fusion depends on; points with one key share a lowering."""
     from coec.cache import file_digest
     from coec.pipeline import Pipeline
 
     opts = model_options(point)
-    pipeline = Pipeline(point_options(point, target_spec, folder))
+    pipeline = Pipeline(point_options(point, base))
     dtype = pipeline.options.dtype
     path = model_file(opts["model"], folder)
     if path is not None:  # a MODEL.py: its file, whatever the phase or shape
@@ -84,7 +84,7 @@ def _lower(key: dict) -> dict:
         return {"format": LOWERED, "error": failed(e)["reason"]}
 
 
-def run_point(point: dict, target_spec: str, folder: str, lowered: dict) -> dict:
+def run_point(point: dict, base: BaseTarget, lowered: dict) -> dict:
     """One point compiled count-only from its lowered model: its figures, or that it does
     not fit and why."""
     from coec.pipeline import Pipeline
@@ -92,7 +92,7 @@ def run_point(point: dict, target_spec: str, folder: str, lowered: dict) -> dict
     if "error" in lowered:
         return {"fits": False, "reason": lowered["error"]}
     try:
-        pipeline = Pipeline(point_options(point, target_spec, folder))
+        pipeline = Pipeline(point_options(point, base))
         if "parts" in lowered:
             report = zoo_report(_parsed(lowered["parts"]), lowered["layers"], pipeline)
         else:

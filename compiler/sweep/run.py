@@ -18,7 +18,7 @@ from coec.ir.errors import CoecError
 from coec.sweep.compile import failed, lower, lowering_key, run_point
 from coec.sweep.results import append_log, read_log
 from coec.sweep.runners import Runner, make_runner
-from coec.sweep.spec import Sweep, point_key
+from coec.sweep.spec import Sweep, base_target, point_key
 
 #: ``progress(done, total)``: points finished (read back or compiled) of all
 Progress = Callable[[int, int], None]
@@ -58,10 +58,11 @@ def run_sweep(
         if progress:
             progress(len(done), len(points))
 
+    base = base_target(sweep, folder)
     groups: dict[str, tuple[dict, list[str]]] = {}  # lowering -> (its key, its points)
     for key, point in todo.items():
         try:
-            lowering = lowering_key(point, sweep.target, folder)
+            lowering = lowering_key(point, base, folder)
         except CoecError as e:  # the point's options or target are not a compile
             record(key, failed(e))
             continue
@@ -70,6 +71,7 @@ def run_sweep(
     if runner is None:
         return [done[k] for k in keys]
     with runner as pool:
+        shared = pool.share(base)  # Ray: in its object store once, not with every task
         for name, (lowering, _) in groups.items():
             pool.submit(("lower", name), lower, lowering)
         while pool.pending:
@@ -79,7 +81,5 @@ def run_sweep(
                 continue
             lowered = pool.share(result)
             for key in groups[name][1]:
-                pool.submit(
-                    ("point", key), run_point, todo[key], sweep.target, str(folder), lowered
-                )
+                pool.submit(("point", key), run_point, todo[key], shared, lowered)
     return [done[k] for k in keys]

@@ -145,17 +145,30 @@ def model_file(model: str, folder: str | Path) -> Path | None:
     return Path(folder) / model if str(model).endswith(".py") else None
 
 
-def point_options(point: dict, target_spec: str, folder: str | Path):
+@dataclass(frozen=True)
+class BaseTarget:
+    """The sweep's base target as data (its TOML, parsed): what every point starts from,
+    sent to the workers whole, so that they read no target file."""
+
+    name: str
+    data: dict
+
+
+def base_target(sweep: Sweep, folder: str | Path) -> BaseTarget:
+    return BaseTarget(sweep.target, target_data(sweep.target, Path(folder)))
+
+
+def point_options(point: dict, base: BaseTarget):
     """The compile ``Options`` of a point: the base target with its swept keys set."""
     from coec.backend.target import parse_target
     from coec.pipeline import Options
 
-    data = target_data(target_spec, Path(folder))
+    data = copy.deepcopy(base.data)
     for name, value in point.items():
         if name not in OPTIONS and name not in COMPILE:
             _set(data, name, value, "point")
     return Options(
-        target=parse_target(data, f"{target_spec} (swept)"),
+        target=parse_target(data, f"{base.name} (swept)"),
         fusion=point.get("fusion"),
         launch=point.get("launch"),
         sockets=point.get("sockets"),
