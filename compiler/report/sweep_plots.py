@@ -16,8 +16,7 @@ spaced places.
 from __future__ import annotations
 
 from coec.report.plots import _figure_bytes, _pyplot
-from coec.sweep.results import AXES
-from coec.sweep.spec import FIGURES, WORKLOAD
+from coec.sweep.spec import AXES, FIGURES, WORKLOAD
 
 #: at most this many lines get a legend
 MAX_LEGEND = 40

@@ -145,7 +145,7 @@ def _assumptions(lines: list[str]) -> Rendered:
 
 def pareto(front: list[dict], objectives: tuple[str, str], names: list[str]) -> Rendered:
     """A sweep's Pareto front: its points' objectives (in people's units) and swept values."""
-    from coec.sweep.results import AXES
+    from coec.sweep.spec import AXES
 
     rest = [n for n in names if n not in objectives]
     heads = tuple(AXES.get(o, (o, 1))[0] for o in objectives)

@@ -15,29 +15,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from coec.sweep.spec import FIGURES, Sweep, workload
+from coec.sweep.spec import FIGURES, UNITS, Sweep, workload
 
 RESULTS = "coec.sweep-results/1"
-#: each figure's unit, as the tables record it
-UNITS = {
-    "seconds": "s",
-    "kernels": "kernels",
-    "hbm_bytes": "bytes",
-    "ddr_bytes": "bytes",
-    "p2p_bytes": "bytes",
-    "peak_hbm": "bytes",
-    "peak_sram": "bytes",
-}
-#: a figure as people read it: its label, and the factor that scales it to that unit
-AXES = {
-    "seconds": ("modeled time (ms)", 1e3),
-    "kernels": ("kernels", 1),
-    "hbm_bytes": ("HBM traffic (GB)", 1e-9),
-    "ddr_bytes": ("DDR traffic (GB)", 1e-9),
-    "p2p_bytes": ("P2P sent (MB)", 1e-6),
-    "peak_hbm": ("peak HBM (GB)", 1e-9),
-    "peak_sram": ("peak SRAM (MiB)", 2**-20),
-}
 
 
 def read_log(path: Path) -> dict[str, dict]:

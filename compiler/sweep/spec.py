@@ -32,6 +32,26 @@ WORKLOAD = ("model", "phase", "seq", "batch", "dtype")
 COMPILE = ("sockets", "fusion", "launch")
 #: the figures each row reports
 FIGURES = ("seconds", "kernels", "hbm_bytes", "ddr_bytes", "p2p_bytes", "peak_hbm", "peak_sram")
+#: each figure's unit, as the tables record it
+UNITS = {
+    "seconds": "s",
+    "kernels": "kernels",
+    "hbm_bytes": "bytes",
+    "ddr_bytes": "bytes",
+    "p2p_bytes": "bytes",
+    "peak_hbm": "bytes",
+    "peak_sram": "bytes",
+}
+#: a figure as people read it: its label, and the factor that scales it to that unit
+AXES = {
+    "seconds": ("modeled time (ms)", 1e3),
+    "kernels": ("kernels", 1),
+    "hbm_bytes": ("HBM traffic (GB)", 1e-9),
+    "ddr_bytes": ("DDR traffic (GB)", 1e-9),
+    "p2p_bytes": ("P2P sent (MB)", 1e-6),
+    "peak_hbm": ("peak HBM (GB)", 1e-9),
+    "peak_sram": ("peak SRAM (MiB)", 2**-20),
+}
 KEYS = {"format", "name", "target", "grid", "sample", "seed", "pareto"}
 
 
