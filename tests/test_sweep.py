@@ -325,3 +325,15 @@ def test_off_a_terminal_progress_is_a_plain_line(sweep_file, tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err and all(line.startswith("sweep tiny: ") for line in err)
     assert err[-1].startswith("sweep tiny: 4/4 points")
+
+
+def test_on_a_terminal_progress_is_a_bar_with_the_time_left(
+    sweep_file, tmp_path, capsys, monkeypatch
+):
+    import coec.cli
+
+    monkeypatch.setattr(coec.cli, "_stderr_is_terminal", lambda: True)
+    assert main(["sweep", str(sweep_file), "--out", str(tmp_path / "o")]) in (None, 0)
+    err = capsys.readouterr().err
+    assert "sweep tiny" in err and "points/s" not in err  # rich's bar, not the plain line
+    assert "-:--:--" in err  # the time left, not yet known as the bar starts
