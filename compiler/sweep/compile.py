@@ -15,12 +15,15 @@ only the passes that depend on the target, and the layers counted once and multi
   layer of the HBM's capacity, since there placement spills buffers to DDR and the
   layers stop being alike; so a row is what ``coec compile --zoo`` would report.
 
-Workers need neither torch nor transformers once the lowered text is cached.
+Workers need neither torch nor transformers once the lowered text is cached; after its
+first point a worker's heap is frozen out of the garbage collector (``_collected_after``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import json
 from pathlib import Path
 
@@ -92,11 +95,12 @@ def run_point(point: dict, base: BaseTarget, lowered: dict) -> dict:
     if "error" in lowered:
         return {"fits": False, "reason": lowered["error"]}
     try:
-        pipeline = Pipeline(point_options(point, base))
-        if "parts" in lowered:
-            report = zoo_report(_parsed(lowered["parts"]), lowered["layers"], pipeline)
-        else:
-            report = program_report(lowered["program"], pipeline)
+        with _collected_after():
+            pipeline = Pipeline(point_options(point, base))
+            if "parts" in lowered:
+                report = zoo_report(_parsed(lowered["parts"]), lowered["layers"], pipeline)
+            else:
+                report = program_report(lowered["program"], pipeline)
     except CoecError as e:
         return failed(e)
     nbytes = report["bytes"]
@@ -111,6 +115,30 @@ def run_point(point: dict, base: BaseTarget, lowered: dict) -> dict:
         peak_hbm=report["peak_bytes"]["hbm"],
         peak_sram=report["peak_bytes"]["sram"],
     )
+
+
+@contextlib.contextmanager
+def _collected_after():
+    """A point's garbage collected once, when it is done: no collection in the middle of
+    it (each would walk the point's live IR), and after a process's first point what the
+    process holds (torch, the parsed parts, xDSL's dialects) frozen out of the collector's
+    reach (``gc.freeze``), so no later point pays a full pass over it. Measured on
+    llama2-70b decode: the slowest of 96 points 0.15-0.18 s, where passes mid-point made
+    it 0.22-0.55 s."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+            gc.collect()
+            _freeze_once()
+
+
+@functools.cache
+def _freeze_once() -> None:
+    gc.freeze()
 
 
 def failed(e: CoecError) -> dict:
