@@ -6,6 +6,7 @@ Every coec error becomes one line on stderr and a non-zero exit code (set
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -86,8 +87,9 @@ def _stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
 
-def _progress_bar(quiet: bool):
-    """A rich progress bar on stderr: shown only on a terminal and without --quiet."""
+def _progress_bar(quiet: bool, *more):
+    """A rich progress bar on stderr: shown only on a terminal and without --quiet
+    (``more``: further columns, e.g. the time left)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     show = not quiet and _stderr_is_terminal()
@@ -96,6 +98,7 @@ def _progress_bar(quiet: bool):
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
+        *more,
         console=Console(stderr=True, force_terminal=show or None),
         disable=not show,
         transient=True,
@@ -495,30 +498,95 @@ def explain_cmd(
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Local worker processes.",
+    help="Local worker processes (without --ray).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def sweep_cmd(sweep_file, out, jobs, quiet):
+@click.option(
+    "--ray",
+    "use_ray",
+    is_flag=True,
+    help="Run the points as Ray tasks: on a local Ray cluster, or the one --ray-address names.",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDR",
+    default=None,
+    help="A running Ray cluster to join (e.g. HOST:6379 from 'ray start --head'); implies --ray.",
+)
+@click.option(
+    "--pareto",
+    metavar="A,B",
+    default=None,
+    help="Two objectives to minimise together (figures or swept names), e.g. "
+    "seconds,memory.sram.capacity_MiB; overrides the file's pareto.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar or progress lines.")
+def sweep_cmd(sweep_file, out, jobs, use_ray, ray_address, pareto, quiet):
     """A design-space sweep: the grid of SWEEP.toml, each point compiled count-only.
 
-    Any target key (dotted, e.g. memory.hbm.bandwidth_GBps), and model, phase, seq,
-    batch, sockets, fusion, launch. Rows for points that do not fit say why.
+    Any target key (dotted, e.g. memory.hbm.bandwidth_GBps), and model (a zoo name or a
+    MODEL.py), phase, seq, batch, dtype, sockets, fusion, launch. Rows for points that do
+    not fit say why. Writes results.parquet/.csv/.json, plots, and the Pareto front.
     """
+    from dataclasses import replace
+
     from coec.report import tables
-    from coec.sweep import load_sweep, run_sweep, write_results
+    from coec.sweep import load_sweep, pareto_front, run_sweep, write_results
+    from coec.sweep.spec import check_pareto, workload
 
     sweep = load_sweep(sweep_file)
+    if pareto is not None:
+        sweep = replace(sweep, pareto=check_pareto(pareto.split(","), sweep.grid, "--pareto"))
     out = out or Path(f"sweep-{sweep.name}")
-    with _progress_bar(quiet) as bar:
-        task = bar.add_task(f"sweep {sweep.name}", total=len(sweep.points()))
-
-        def step(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        rows = run_sweep(sweep, out, sweep_file.parent, jobs, step)
+    with _sweep_progress(quiet, f"sweep {sweep.name}") as step:
+        rows = run_sweep(
+            sweep, out, sweep_file.parent, jobs, step, ray=use_ray, ray_address=ray_address
+        )
     fits = sum(r["fits"] for r in rows)
     click.echo(f"{sweep.name}: {len(rows)} points, {fits} fit, {len(rows) - fits} do not")
+    if sweep.pareto:
+        front = pareto_front(rows, *sweep.pareto, workload(sweep))
+        _show(tables.pareto(front, sweep.pareto, list(sweep.grid)))
     _show(tables.written(write_results(sweep, rows, out)))
+
+
+@contextlib.contextmanager
+def _sweep_progress(quiet: bool, title: str):
+    """``step(done, total)``: a rich bar with the time left on a terminal, else a plain
+    line on stderr every few seconds (points done, their rate, the time left)."""
+    if quiet:
+        yield lambda done, total: None
+        return
+    if _stderr_is_terminal():
+        from rich.progress import TimeRemainingColumn
+
+        with _progress_bar(False, TimeRemainingColumn()) as bar:
+            task = None
+
+            def step(done: int, total: int) -> None:
+                nonlocal task
+                if task is None:  # started at the points read back, so the rate is this run's
+                    task = bar.add_task(title, total=total, completed=done)
+                bar.update(task, completed=done, total=total)
+
+            yield step
+        return
+    import time
+
+    start = {"time": time.monotonic(), "done": None, "said": 0.0}
+
+    def line(done: int, total: int) -> None:
+        now = time.monotonic()
+        if start["done"] is None:
+            start["done"] = done
+        ran, spent = done - start["done"], now - start["time"]
+        if done < total and now - start["said"] < 5:
+            return
+        start["said"] = now
+        rate = ran / spent if spent > 0 else 0.0
+        left = f", about {(total - done) / rate:.0f} s left" if rate and done < total else ""
+        click.echo(f"{title}: {done}/{total} points, {rate:.2f} points/s{left}", err=True)
+
+    yield line
 
 
 @cli.command("opt")

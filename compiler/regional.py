@@ -2,10 +2,11 @@
 
 The embedding, one decoder layer and the head are each exported, lowered, fused
 and tiled once (under tensor parallelism: one socket's shard of each, every
-socket's weights sliced from the unsharded model's). The layer's fused and tiled IR is then cloned once per layer into
-one function — its weights renamed ``layers.<i>.<name>`` and bound to that
-layer's parameters, its folded constants (RoPE tables, ALiBi biases, which depend
-on shapes only) shared — and placement plans memory for the whole model. So
+socket's weights sliced from the unsharded model's). The layer's fused and tiled IR is
+then cloned once per layer into one function (``coec.stitch``) — its weights renamed
+``layers.<i>.<name>`` and bound to that layer's parameters, its folded constants (RoPE
+tables, ALiBi biases, which depend on shapes only) shared — and placement plans memory
+for the whole model. So
 compile time grows with the number of layers only by cloning, and every layer's
 kernels and counts are the same by construction (the paper's kernel looping).
 """
@@ -27,77 +28,20 @@ from coec.ir import ops as df
 from coec.ir.errors import ConfigError, UnsupportedOpError
 from coec.models.zoo import ZooInstance, make_embed, make_head, make_layer
 from coec.pipeline import Compiled, Options, Pipeline
+from coec.stitch import Binding, Parts, Stitcher, stitch
 
 
-class _Stitcher:
-    """Builds one function from part functions cloned in sequence."""
-
-    def __init__(self, sockets: int) -> None:
-        self.block = Block()
-        self.weights: list[dict[str, torch.Tensor]] = [{} for _ in range(sockets)]
-        self.shared: dict[str, SSAValue] = {}
-        self.mutated: list[str] = []  # the arguments written in place, in result order
-        self.names: list[str] = []  # the arguments' names, as given
-
-    def arg(self, t, hint: str) -> SSAValue:
-        a = self.block.insert_arg(t, len(self.block.args))
-        a.name_hint = hint
-        self.names.append(hint)
-        return a
-
-    def clone(
-        self,
-        part: Program,
-        inputs: list[SSAValue],
-        prefix: str,
-        params: dict[str, torch.Tensor],
-        shard: Callable[[str, dict[str, torch.Tensor], int], torch.Tensor] | None = None,
-        rename: Callable[[str], str] | None = None,
-    ) -> list[SSAValue]:
-        """Clone ``part``'s body reading ``inputs``; returns what it returns.
-
-        ``params`` is the unsharded module's state dict; ``shard(name, params, socket)``,
-        when given, is socket ``socket``'s tensor of the part's parameter ``name``. A
-        parameter is named ``prefix + name`` in the whole function, or ``rename(name)``,
-        which then also names it in ``params``.
-        """
-        fn = part.func
-        mapping: dict[SSAValue, SSAValue] = dict(zip(fn.body.block.args, inputs, strict=True))
-        for op in fn.body.block.ops:
-            if isinstance(op, func.ReturnOp):
-                return [mapping[v] for v in op.operands]
-            if isinstance(op, df.WeightOp):
-                name = op.sym_name.data
-                if op.kind.data == "param":
-                    new_name = rename(name) if rename else prefix + name
-                    key = new_name if rename else name
-                else:  # folded constants depend on shapes only: one copy serves every layer
-                    new_name = key = "const." + name
-                # one weight read by two parts (tied embedding and LM head) is one weight
-                if new_name in self.shared:
-                    mapping[op.result] = self.shared[new_name]
-                    continue
-                for s, weights in enumerate(self.weights):
-                    if op.kind.data != "param":
-                        weights[new_name] = part.weights[name]
-                    else:
-                        weights[new_name] = shard(key, params, s) if shard else params[key]
-                clone = df.WeightOp(new_name, op.kind.data, op.out_type)
-                clone.result.name_hint = op.result.name_hint
-                self.block.add_op(clone)
-                mapping[op.result] = self.shared[new_name] = clone.result
-                continue
-            clone = op.clone(value_mapper=mapping)
-            self.block.add_op(clone)
-        raise AssertionError("a part function without a return")
-
-
-def _lower_part(module: torch.nn.Module, inputs: tuple, pipeline: Pipeline) -> Program:
-    """One part exported, lowered and run through the per-function passes (up to tiling)."""
+def lower_part(module: torch.nn.Module, inputs: tuple, dtype: str) -> Program:
+    """One part exported and lowered to df IR (before any pass)."""
     module.eval()  # coec's own part modules: inference, never trained
-    program = lower_program(export_module(module, inputs), pipeline.options.dtype)
-    pipeline.run(program.module, until="tile")
-    return program
+    return lower_program(export_module(module, inputs), dtype)
+
+
+def lower_parts(inst: ZooInstance, sockets: int, dtype: str) -> Parts:
+    """The parts of ``inst`` (one socket's shards of ``sockets``) lowered, before any pass:
+    what a sweep compiles for each target (they depend on the model, its shape, the
+    socket count and the dtype only)."""
+    return Parts(*(lower_part(m, inputs, dtype) for _, m, inputs in zoo_parts(inst, sockets)))
 
 
 def shard_cache(inst: ZooInstance, cache: torch.Tensor, socket: int, sockets: int) -> torch.Tensor:
@@ -148,60 +92,30 @@ def compile_zoo(inst: ZooInstance, options: Options, progress: Progress | None =
     pipeline = Pipeline(options)
     options, target = pipeline.options, pipeline.target
     m, arch, tp = inst.model, inst.arch, target.sockets
-    tokens = inst.ids.shape[1]
-    with torch.device(inst.ids.device):  # parameters of the parts are bound below
-        h = torch.zeros(inst.batch, tokens, arch.hidden)
-        shard = make_layer(arch, inst.model.layers[0].past, tp)
-        # one socket's vocabulary shards (on one socket: the model's own parts)
-        embed_shard = make_embed(arch, tp) if tp > 1 else m.embed
-        head_shard = make_head(arch, tp) if tp > 1 else m.head
-    caches = [shard_cache(inst, c, 0, tp) for c in inst.caches[:2]]
-    step("exporting the embedding")
-    embed = _lower_part(embed_shard, (inst.ids,), pipeline)
-    step("exporting a decoder layer")
-    layer = _lower_part(shard, (h, *caches), pipeline)
-    step("exporting the head")
-    head = _lower_part(head_shard, (h,), pipeline)
-
-    st = _Stitcher(tp)
-    ids = st.arg(embed.func.body.block.args[0].type, "input_ids")
-    caches = [
-        st.arg(layer.func.body.block.args[1 + j].type, f"past_{'kv'[j]}_{i}")
-        for i in range(arch.layers)
-        for j in range(2)
-        if inst.caches
-    ]
-    (hidden,) = st.clone(
-        embed, [ids], "embed.", dict(m.embed.state_dict()), getattr(embed_shard, "shard", None)
+    specs = zoo_parts(inst, tp)  # one socket's shards (on one socket: the model's own parts)
+    programs = []
+    parts = ("the embedding", "a decoder layer", "the head")
+    for (_, module, inputs), what in zip(specs, parts, strict=True):
+        step(f"exporting {what}")
+        program = lower_part(module, inputs, options.dtype)
+        pipeline.run(program.module, until="tile")  # the per-function passes
+        programs.append(program)
+    (_, embed, _), (_, layer, _), (_, head, _) = specs
+    binding = Binding(  # each clone's weights: its layer's, sliced for each socket
+        (dict(m.embed.state_dict()), getattr(embed, "shard", None)),
+        lambda i: (dict(m.layers[i].state_dict()), layer.shard),
+        (dict(m.head.state_dict()), getattr(head, "shard", None)),
     )
-    kv = []
-    for i, block in enumerate(m.layers):
-        step(f"layer {i + 1}/{arch.layers}")
-        past = caches[2 * i : 2 * i + 2]
-        hidden, k, v = st.clone(
-            layer, [hidden, *past], f"layers.{i}.", dict(block.state_dict()), shard.shard
-        )
-        kv += [k, v]
-    (logits,) = st.clone(
-        head, [hidden], "head.", dict(m.head.state_dict()), getattr(head_shard, "shard", None)
-    )
-    st.block.add_op(func.ReturnOp(logits, *kv))
-    for i, kernel in enumerate(op for op in st.block.ops if isinstance(op, df.KernelOp)):
-        kernel.sym_name = StringAttr(f"k{i}")
-    fn = func.FuncOp(
-        "main",
-        ([a.type for a in st.block.args], [v.type for v in st.block.last_op.operands]),
-        Region(st.block),
-    )
-    module = ModuleOp([fn])
+    module, weights = stitch(Parts(*programs), arch.layers, tp, binding, step)
+    fn = next(op for op in module.ops if isinstance(op, func.FuncOp))
     step("placing memory")
     pipeline.run(module, start="place")
     program = Program(
         module,
-        st.weights[0],
-        [a.name_hint for a in st.block.args],
+        weights[0],
+        [a.name_hint for a in fn.body.block.args],
         options.dtype,
-        socket_weights=st.weights if tp > 1 else None,
+        socket_weights=weights if tp > 1 else None,
     )
     step("emitting the schedule")
     schedule = pipeline.emit(
@@ -390,8 +304,8 @@ def compile_hf(
     for seg in segments:
         step(f"compiling {seg.name}")
         pipeline.run(seg.program.module, until="tile")
-    st = _Stitcher(1)
-    stitched = _stitch_layers(st, program, segments, hf, dict(whole.state_dict()), step)
+    st = Stitcher(1)
+    stitched = _stitch_layers(st, program, segments, hf, (dict(whole.state_dict()), None), step)
     step("placing memory")
     module = ModuleOp([stitched])
     pipeline.run(module, start="place")
@@ -405,7 +319,7 @@ def compile_hf(
     return Compiled(whole_program, target, schedule, {}), inputs
 
 
-def _stitch_layers(st: _Stitcher, program: Program, segments, hf, params, step) -> func.FuncOp:
+def _stitch_layers(st: Stitcher, program: Program, segments, hf, params, step) -> func.FuncOp:
     """The whole model's function from the short model's segments (``compile_hf``): its
     arguments the short model's, each layer's own (its KV caches) once per layer; its
     results each layer's updated caches (written in place: ``st.mutated`` names them),

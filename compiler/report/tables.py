@@ -143,6 +143,21 @@ def _assumptions(lines: list[str]) -> Rendered:
     return ["assumptions:", *(f"  - {line}" for line in lines)]
 
 
+def pareto(front: list[dict], objectives: tuple[str, str], names: list[str]) -> Rendered:
+    """A sweep's Pareto front: its points' objectives (in people's units) and swept values."""
+    from coec.sweep.spec import AXES
+
+    rest = [n for n in names if n not in objectives]
+    heads = tuple(AXES.get(o, (o, 1))[0] for o in objectives)
+    table = _table(
+        (*heads, *rest), left=tuple(rest), title=f"Pareto front of {' and '.join(objectives)}"
+    )
+    for r in front:
+        cells = [f"{r[o] * AXES.get(o, (o, 1))[1]:.4g}" for o in objectives]
+        table.add_row(*cells, *(str(r[n]) for n in rest))
+    return [table]
+
+
 def written(paths) -> Rendered:
     return [f"wrote {path}" for path in paths]
 
