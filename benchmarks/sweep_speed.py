@@ -3,6 +3,7 @@
     python benchmarks/sweep_speed.py              # everything (a few minutes on 2 cores)
     python benchmarks/sweep_speed.py --no-ray     # without the Ray cluster
     python benchmarks/sweep_speed.py --no-before  # without the old path's figures
+    python benchmarks/sweep_speed.py --search-limit 0   # the greedy partition per point
 
 The point: llama2-70b decode (seq 4096) on the 8-socket SN40L node, hardware launch,
 count-only, goals: first point <= 3 s, each later point <= 0.2 s on one core.
@@ -173,7 +174,8 @@ def sweep_rates(jobs_list: list[int], ray: bool, env: dict) -> None:
     cache off (so every run exports and lowers the model once)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "speed.toml"
-        path.write_text(SWEEP)
+        limit = POINT.get("search_limit")
+        path.write_text(SWEEP + ("" if limit is None else f"search_limit = [{limit}]\n"))
         runs = [(f"{j} local process{'es' if j > 1 else ''}", j, False) for j in jobs_list]
         if ray:
             runs.append(("Ray (local cluster, 2 CPUs)", 1, True))
@@ -207,10 +209,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray cluster")
     ap.add_argument("--no-before", action="store_true", help="skip the old path's figures")
+    ap.add_argument(
+        "--search-limit",
+        type=int,
+        help="the points' partition search limit (default: the compile's; 0: greedy)",
+    )
     args = ap.parse_args()
+    if args.search_limit is not None:
+        POINT["search_limit"] = args.search_limit
     env = {**os.environ, "COEC_CACHE": "0", "HF_HUB_OFFLINE": "1"}
     os.environ.update({"COEC_CACHE": "0", "HF_HUB_OFFLINE": "1"})  # every run lowers anew
-    print(f"llama2-70b decode, seq 4096, {TARGET} (8 sockets), hardware launch, count-only")
+    limit = POINT.get("search_limit", "the compile's")
+    print(
+        f"llama2-70b decode, seq 4096, {TARGET} (8 sockets), hardware launch, count-only, "
+        f"search limit {limit}"
+    )
     if not args.no_before:
         before(env)
     first_point(env)

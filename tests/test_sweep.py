@@ -337,3 +337,16 @@ def test_on_a_terminal_progress_is_a_bar_with_the_time_left(
     err = capsys.readouterr().err
     assert "sweep tiny" in err and "points/s" not in err  # rich's bar, not the plain line
     assert "-:--:--" in err  # the time left, not yet known as the bar starts
+
+
+def test_the_partition_search_limit_is_swept_like_any_option(tmp_path):
+    """search_limit = 0 keeps the greedy partition; the searched one is never slower."""
+    path = tmp_path / "search.toml"
+    path.write_text(
+        'format = "coec.sweep/1"\ntarget = "sn40l"\n[grid]\nmodel = ["tiny-llama"]\n'
+        'phase = ["prefill"]\nseq = [64]\nsearch_limit = [0, 2000]\n'
+    )
+    rows = run_sweep(load_sweep(path), tmp_path / "out", tmp_path)
+    greedy, searched = sorted(rows, key=lambda r: r["search_limit"])
+    assert greedy["search_limit"] == 0 and searched["search_limit"] == 2000
+    assert searched["seconds"] <= greedy["seconds"]

@@ -4,8 +4,10 @@ A sweep file (TOML, ``format = "coec.sweep/1"``) names a base target and, under
 ``[grid]``, a list of values per swept name: any target key as a dotted path into the
 target file (``memory.hbm.bandwidth_GBps``), or ``model`` (a zoo name, or a MODEL.py path
 relative to the sweep file), ``phase``, ``seq``, ``batch``, ``dtype``, ``sockets``,
-``fusion``, ``launch``. What is not swept is llama2-7b decode at 4096 tokens, batch 1,
-bf16, with the target's own sockets, best fusion and launch. The points are the grid's
+``fusion``, ``launch``, ``search_limit`` (the dataflow partition search's, as
+``--search-limit``: 0 keeps the greedy partition, several times faster a point). What is
+not swept is llama2-7b decode at 4096 tokens, batch 1, bf16, with the target's own
+sockets, best fusion and launch, and the compile's search limit. The points are the grid's
 product, or ``sample = N`` of them drawn with ``seed``. ``pareto = [A, B]`` names two
 objectives (figures or swept numbers), both minimised: the points no other beats on both
 are reported, for each workload (each swept model, phase, seq, batch and dtype).
@@ -29,7 +31,7 @@ OPTIONS = {"model": "llama2-7b", "phase": "decode", "seq": 4096, "batch": 1, "dt
 #: what a point runs, rather than what it runs on: a Pareto front is drawn for each
 WORKLOAD = ("model", "phase", "seq", "batch", "dtype")
 #: compile options a sweep may vary (the target's own where it does not)
-COMPILE = ("sockets", "fusion", "launch")
+COMPILE = ("sockets", "fusion", "launch", "search_limit")
 #: the figures each row reports
 FIGURES = ("seconds", "kernels", "hbm_bytes", "ddr_bytes", "p2p_bytes", "peak_hbm", "peak_sram")
 #: each figure's unit, as the tables record it
@@ -193,6 +195,7 @@ def point_options(point: dict, base: BaseTarget):
         launch=point.get("launch"),
         sockets=point.get("sockets"),
         dtype=point.get("dtype", OPTIONS["dtype"]),
+        search_limit=point.get("search_limit"),
     )
 
 
