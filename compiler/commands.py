@@ -305,15 +305,48 @@ def compile_hf_model(
         with torch.no_grad():
             reference = flatten_outputs(whole(*copies))
         step(done + 2, total, f"{name}: running the schedule")
-        outs, report = cm.executor.run([to_numpy(x) for x in inputs])
-        # the model's outputs, then each cache as the step left it (written in place)
         names, mutated = compiled.program.input_names, compiled.program.mutated_inputs
+        sockets = compiled.target.sockets
+        if sockets == 1:
+            outs, report = cm.executor.run([to_numpy(x) for x in inputs])
+        else:  # every socket its shard of each input; the caches joined from their parts
+            outs, report = _run_sockets(compiled, inputs)
+        # the model's outputs, then each cache as the step left it (written in place)
         reference += [copies[names.index(m)] for m in mutated]
         outs = [*outs[len(mutated) :], *outs[: len(mutated)]]
         report["max_abs_err"], report["max_rel_err"] = compare(outs, reference)
     step(total, total, f"{name}: done")
     write_outputs(cm, report, output, inputs if execute else None, trace, None)
     return CompileResult(report, {}, compiled.target.name, cm)
+
+
+def _run_sockets(compiled, inputs) -> tuple[list[np.ndarray], dict]:
+    """Run a sharded schedule on every socket: each input cut to the socket's shape (the
+    function's argument types say how), the outputs whole, the inputs written in place
+    joined from the sockets' parts."""
+    from coec.passes.sharding import join_parts, layout_between, slice_for
+    from coec.runtime.node import run_node_reports
+
+    fn, sockets = compiled.program.func, compiled.target.sockets
+    layouts = [
+        layout_between(tuple(x.shape), a.type.shape_tuple)
+        for x, a in zip(inputs, fn.body.block.args, strict=True)
+    ]
+    feeds = [
+        [
+            np.ascontiguousarray(slice_for(to_numpy(x), lay, s, sockets))
+            for x, lay in zip(inputs, layouts, strict=True)
+        ]
+        for s in range(sockets)
+    ]
+    weights = [{k: to_numpy(v) for k, v in w.items()} for w in compiled.program.socket_weights]
+    per_socket, reports = run_node_reports(compiled.schedule, weights, feeds)
+    names, mutated = compiled.program.input_names, compiled.program.mutated_inputs
+    outs = [
+        join_parts([o[i] for o in per_socket], layouts[names.index(m)])
+        for i, m in enumerate(mutated)
+    ]
+    return outs + per_socket[0][len(mutated) :], reports[0]
 
 
 def write_outputs(

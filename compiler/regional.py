@@ -25,7 +25,7 @@ from coec.frontend.common import Program
 from coec.frontend.export import export_module
 from coec.frontend.lower import lower_program
 from coec.ir import ops as df
-from coec.ir.errors import ConfigError, UnsupportedOpError
+from coec.ir.errors import UnsupportedOpError
 from coec.models.zoo import ZooInstance, make_embed, make_head, make_layer
 from coec.pipeline import Compiled, Options, Pipeline
 from coec.stitch import Binding, Parts, Stitcher, stitch
@@ -285,11 +285,6 @@ def compile_hf(
 
     pipeline = Pipeline(options)
     options, target = pipeline.options, pipeline.target
-    if target.sockets > 1:
-        raise ConfigError(
-            f"{hf.name} on {target.sockets} sockets: a model from its config compiles on "
-            "one socket so far"
-        )
     n = len(hf.kinds)
     short = build_model(hf.config, device, hf.short_layers) if hf.short_layers < n else hf.model
     short_step, short_inputs = step_and_inputs(hf, short, phase, seq, batch, device)
@@ -303,6 +298,8 @@ def compile_hf(
     segments = split_layers(program, layer_of)
     for seg in segments:
         step(f"compiling {seg.name}")
+        if target.sockets > 1:
+            _shard_segment(seg, program, target.sockets)
         pipeline.run(seg.program.module, until="tile")
     st = Stitcher(1)
     stitched = _stitch_layers(st, program, segments, hf, (dict(whole.state_dict()), None), step)
@@ -311,12 +308,56 @@ def compile_hf(
     pipeline.run(module, start="place")
     whole_program = Program(module, st.weights[0], list(st.names), options.dtype)
     whole_program.mutated_inputs = st.mutated
+    if target.sockets > 1:  # each socket's weights, cut as the sharding laid them out
+        whole_program.socket_weights = _socket_weights(stitched, st.weights[0], target.sockets)
+        whole_program.weights = whole_program.socket_weights[0]
     step("emitting the schedule")
     meta = {"model": hf.name, "phase": phase, "batch": batch, "seq": seq, "layers": n}
-    schedule = pipeline.emit(module, {**meta, "sockets": 1})
+    schedule = pipeline.emit(module, {**meta, "sockets": target.sockets})
     if progress:
         progress(done, total, "compiled")
     return Compiled(whole_program, target, schedule, {}), inputs
+
+
+def _shard_segment(seg: _Segment, program: Program, sockets: int) -> None:
+    """One socket's program of a segment (``coec.passes.sharding``): what it hands on and
+    what the parts share is whole; its KV caches are laid out by their first reader, and
+    the caches it writes keep their layout."""
+    from coec.passes.sharding import R, shard_function
+
+    args = list(program.func.body.block.args)
+    mutated = {
+        program.func.body.block.last_op.operands[p]: args[program.input_names.index(name)]
+        for p, name in enumerate(program.mutated_inputs)
+    }
+    writes = {i: mutated[v] for i, v in enumerate(seg.outputs) if v in mutated}
+    layouts = [None if v in mutated.values() else R for v in seg.inputs]
+    in_place = {i: seg.inputs.index(a) if a in seg.inputs else None for i, a in writes.items()}
+    shard_function(seg.program.func, sockets, layouts, in_place)
+
+
+def _socket_weights(fn: func.FuncOp, weights: dict, sockets: int) -> list[dict]:
+    """Each socket's weights: every weight cut as its ``shard`` attribute says."""
+    from coec.passes.sharding import slice_for, weight_layout
+
+    layouts = {
+        op.sym_name.data: weight_layout(op) for op in fn.walk() if isinstance(op, df.WeightOp)
+    }
+    return [
+        {k: slice_for(w, layouts.get(k, (-1, 1)), s, sockets) for k, w in weights.items()}
+        for s in range(sockets)
+    ]
+
+
+def _arg_type(seg: _Segment, a: SSAValue, program: Program, returned: list[SSAValue]):
+    """The type of a layer's own argument ``a`` as its (maybe sharded) segment has it: of
+    the segment's argument reading it, or of the result written into it."""
+    if a in seg.inputs:
+        return seg.program.func.body.block.args[seg.inputs.index(a)].type
+    names = program.input_names
+    p = program.mutated_inputs.index(names[list(program.func.body.block.args).index(a)])
+    out = seg.outputs.index(returned[p])
+    return seg.program.func.body.block.last_op.operands[out].type
 
 
 def _stitch_layers(st: Stitcher, program: Program, segments, hf, params, step) -> func.FuncOp:
@@ -370,7 +411,11 @@ def _stitch_layers(st: Stitcher, program: Program, segments, hf, params, step) -
     for i, j in enumerate(hf.kinds):
         step(f"layer {i + 1}/{len(hf.kinds)}")
         seg = layers[j]
-        mine = {a: st.arg(a.type, f"{name[a]}_layer{i}") for a in args if own.get(a) == j}
+        mine = {
+            a: st.arg(_arg_type(seg, a, program, returned), f"{name[a]}_layer{i}")
+            for a in args
+            if own.get(a) == j
+        }
         ins = []
         for v in seg.inputs:
             if v in mine:

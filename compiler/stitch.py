@@ -127,8 +127,12 @@ class Stitcher:
                 else:  # folded constants depend on shapes only: one copy serves every layer
                     new_name = "const." + name
                 if new_name in self.shared:
-                    mapping[op.result] = self.shared[new_name]
-                    continue
+                    if _alike(self.shared[new_name].owner, op):
+                        mapping[op.result] = self.shared[new_name]
+                        continue
+                    # a tied weight laid out otherwise here (sharded one way for a lookup,
+                    # another for a matmul): a second copy, as each socket holds it
+                    new_name += f".as_{len([k for k in self.shared if k.startswith(new_name)])}"
                 if params is not None:
                     state, shard = params
                     for s, weights in enumerate(self.weights):
@@ -147,6 +151,11 @@ class Stitcher:
             clone = op.clone(value_mapper=mapping)
             self.block.add_op(clone)
         raise AssertionError("a part function without a return")
+
+
+def _alike(a: df.WeightOp, b: df.WeightOp) -> bool:
+    """Whether two weight ops of one name are one weight (same type and layout)."""
+    return a.out_type == b.out_type and a.attributes.get("shard") == b.attributes.get("shard")
 
 
 def stitch(

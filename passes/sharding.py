@@ -188,7 +188,7 @@ class _Sharder:
         self.put(op, [self.get(v, R)[0] for v in op.operands], R)
 
     # -- the walk --------------------------------------------------------------------------
-    def run(self, in_place: dict[int, int]) -> list[Layout]:
+    def run(self, in_place: dict[int, int | None]) -> list[Layout]:
         """Walk the ops; the results are made whole, but for those written in place into
         an argument (``in_place``: result -> argument), which keep its layout, or lay out
         an argument no op read (a cache written whole) as they are."""
@@ -197,8 +197,12 @@ class _Sharder:
             if isinstance(op, func.ReturnOp):
                 outs, layouts = [], []
                 for i, v in enumerate(op.operands):
-                    arg = args[in_place[i]] if i in in_place else None
-                    if arg is not None and arg in self.free:
+                    arg = args[in_place[i]] if in_place.get(i) is not None else None
+                    if i in in_place and arg is None:  # written into an argument elsewhere
+                        new, layout = self.get(v)
+                        if layout.kind == "P":
+                            new, layout = self.whole(v), R
+                    elif arg is not None and arg in self.free:
                         new, layout = self.get(v)
                         if layout.kind == "P":
                             new, layout = self.whole(v), R
@@ -497,13 +501,14 @@ def shard_function(
     fn: func.FuncOp,
     sockets: int,
     arg_layouts: Sequence[Layout | None] | None = None,
-    in_place: dict[int, int] | None = None,
+    in_place: dict[int, int | None] | None = None,
 ) -> tuple[list[Layout], list[Layout]]:
     """Rewrite ``fn`` in place to one socket's program over ``sockets``.
 
     ``arg_layouts``: each argument's layout, or None to let its first reader choose
     (default: R for every argument); ``in_place``: result index -> argument index of
-    results written into an argument (they keep its layout). Returns the arguments' and
+    results written into an argument (they keep its layout), or None for one written
+    into an argument of another function (it keeps the layout it has). Returns the arguments' and
     results' layouts, also recorded on the function as ``arg_shards``/``result_shards``.
     """
     args = list(fn.body.block.args)
@@ -560,6 +565,14 @@ def slice_for(x, layout: tuple[int, int], socket: int, sockets: int):
     """``socket_slice`` by a recorded ``(dim, parts)`` layout."""
     dim, parts = layout
     return socket_slice(x, dim, parts, socket, sockets)
+
+
+def layout_between(whole: Sequence[int], local: Sequence[int]) -> tuple[int, int]:
+    """The ``(dim, parts)`` that cut a ``whole`` shape to one socket's ``local`` one."""
+    cut = [(d, w // p) for d, (w, p) in enumerate(zip(whole, local, strict=True)) if w != p]
+    if len(cut) > 1 or any(whole[d] % local[d] for d, _ in cut):
+        raise UnsupportedOpError(f"{tuple(local)} is not one split of {tuple(whole)}")
+    return cut[0] if cut else WHOLE
 
 
 def join_parts(parts: Sequence[np.ndarray], layout: tuple[int, int]) -> np.ndarray:
