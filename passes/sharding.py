@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, ModuleOp, i64
+from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, IntegerAttr, ModuleOp, i64
 from xdsl.ir import Block, Operation, SSAValue
 from xdsl.passes import ModulePass
 
@@ -55,6 +55,9 @@ class Layout:
     kind: str  # "R", "S", "P"
     dim: int = -1
     parts: int = 1
+    #: a split dim made of blocks (a fused projection's q, k and v columns), each block
+    #: split in ``parts``: a socket holds its part of every block, side by side
+    blocks: tuple[int, ...] = ()
 
     @property
     def whole(self) -> bool:
@@ -68,15 +71,26 @@ def split(dim: int, parts: int) -> Layout:
     return R if parts == 1 else Layout("S", dim, parts)
 
 
-def socket_slice(x, dim: int, parts: int, socket: int, sockets: int):
-    """Socket ``socket``'s part of ``x`` (a tensor or array) under ``S(dim, parts)``."""
+def socket_slice(x, dim: int, parts: int, socket: int, sockets: int, blocks=()):
+    """Socket ``socket``'s part of ``x`` (a tensor or array) under ``S(dim, parts)``: of
+    each block when the dim is made of ``blocks``, side by side."""
     if dim < 0 or parts == 1:
         return x
-    size = x.shape[dim] // parts
     part = socket // (sockets // parts)
-    index = [slice(None)] * len(x.shape)
-    index[dim] = slice(part * size, (part + 1) * size)
-    return x[tuple(index)]
+    pieces, start = [], 0
+    for block in blocks or (x.shape[dim],):
+        size = block // parts
+        index = [slice(None)] * len(x.shape)
+        index[dim] = slice(start + part * size, start + (part + 1) * size)
+        pieces.append(x[tuple(index)])
+        start += block
+    if len(pieces) == 1:
+        return pieces[0]
+    if isinstance(x, np.ndarray):
+        return np.concatenate(pieces, axis=dim)
+    import torch
+
+    return torch.cat(pieces, dim=dim)
 
 
 def _local(t: TensorType, layout: Layout) -> TensorType:
@@ -103,7 +117,9 @@ class _Sharder:
         self.value: dict[SSAValue, SSAValue] = {}
         self.layout: dict[SSAValue, Layout] = {}
         self.free: dict[SSAValue, SSAValue] = {}  # old arg -> new arg, layout not chosen yet
-        self.weights: dict[SSAValue, Layout] = {}  # old weight value -> its layout, once chosen
+        #: ops on weights alone (a weight transposed or reshaped), laid out with the weight
+        #: when a reader asks for a layout: old value -> the op
+        self.views: dict[SSAValue, Operation] = {}
         self.arg_layouts: list[Layout] = []
         for a, given in zip(self.old.args, arg_layouts, strict=True):
             new = self.block.insert_arg(a.type, len(self.block.args))
@@ -125,6 +141,8 @@ class _Sharder:
         first_read = isinstance(v.owner, df.WeightOp | df.ConstantOp) and v not in self.value
         if v in self.free or first_read:
             return self._source(v, want or R)
+        if v in self.views and v not in self.value:
+            return self._view(v, want or R)
         new, layout = self.value[v], self.layout[v]
         if want is None or want == layout:
             return new, layout
@@ -146,9 +164,40 @@ class _Sharder:
         clone.results[0]._type = _local(v.type, layout)
         clone.results[0].name_hint = v.name_hint
         if layout.kind == "S" and isinstance(clone, df.WeightOp):
-            clone.attributes["shard"] = DenseArrayBase.from_list(i64, [layout.dim, layout.parts])
+            recorded = [layout.dim, layout.parts, *layout.blocks]
+            clone.attributes["shard"] = DenseArrayBase.from_list(i64, recorded)
         self.value[v], self.layout[v] = self.emit(clone), layout
         return self.value[v], layout
+
+    def _view(self, v: SSAValue, layout: Layout) -> tuple[SSAValue, Layout]:
+        """A weight's view (permute, reshape, cast) laid out as its reader wants: its
+        weight laid out along the dim that becomes the wanted one."""
+        op = self.views.pop(v)
+        source = op.operands[0]
+        if layout.kind == "S":
+            if isinstance(op, df.PermuteOp):
+                inner = split(list(op.perm.get_values())[layout.dim], layout.parts)
+            elif isinstance(op, df.ReshapeOp):
+                inner = _reshape_back(source.type.shape_tuple, v.type.shape_tuple, layout)
+            else:
+                inner = layout
+            if inner is None:
+                layout, inner = R, R
+        else:
+            inner = R
+        new, _ = self.get(source, inner)
+        self.put(op, [new, *(self.get(x, R)[0] for x in op.operands[1:])], layout)
+        return self.value[v], layout
+
+    def _is_view(self, op: Operation) -> bool:
+        """An op that only views weights, not yet laid out: laid out with them, later."""
+        if not isinstance(op, df.PermuteOp | df.ReshapeOp | df.ElementwiseOp):
+            return False
+        if isinstance(op, df.ElementwiseOp) and op.kind.data != "cast":
+            return False
+        x = op.operands[0]
+        lazy = isinstance(x.owner, df.WeightOp) and x not in self.value
+        return lazy or (x in self.views and x not in self.value)
 
     def whole(self, v: SSAValue) -> SSAValue:
         """``v`` made whole on every socket (all-reduce a partial sum, all-gather a split)."""
@@ -159,6 +208,8 @@ class _Sharder:
                 scale = self.emit(df.ConstantOp(layout.parts / self.n, new.type.dtype))
                 out = self.emit(df.ElementwiseOp("mul", [out, scale], new.type))
         elif layout.kind == "S":
+            if layout.blocks:
+                raise UnsupportedOpError(f"{v.name_hint}'s blocks cannot be gathered whole")
             if layout.parts != self.n:
                 raise UnsupportedOpError(
                     f"{v.name_hint} is split in {layout.parts} parts over {self.n} sockets: "
@@ -221,6 +272,9 @@ class _Sharder:
                 return layouts
             if isinstance(op, df.WeightOp | df.ConstantOp):
                 continue  # laid out when first read
+            if self._is_view(op):
+                self.views[op.results[0]] = op
+                continue
             rule = getattr(self, "_" + op.name.removeprefix("df."), None)
             if rule is None or not rule(op):
                 self.replicated(op)
@@ -250,10 +304,10 @@ class _Sharder:
         for v, lay in zip(op.operands, layouts, strict=True):
             if lay is not None and lay.kind == "S":
                 d = lay.dim + rank - len(v.type.shape_tuple)
-                splits.add((d, lay.parts))
+                splits.add((d, lay.parts, lay.blocks))
         if len(splits) != 1:
             return False
-        (d, k), operands = next(iter(splits)), []
+        (d, k, blocks), operands = next(iter(splits)), []
         for v in op.operands:
             lay = self.layout.get(v)
             at = self._aligned(op, d, v)
@@ -262,10 +316,11 @@ class _Sharder:
             elif at is None:
                 operands.append(self.get(v, R)[0])  # broadcast along the split
             elif v in self.free or isinstance(v.owner, df.WeightOp):
-                operands.append(self.get(v, split(at, k))[0])  # slice its data per socket
+                # slice its data per socket
+                operands.append(self.get(v, Layout("S", at, k, blocks))[0])
             else:
                 return False
-        self.put(op, operands, Layout("S", d, k))
+        self.put(op, operands, Layout("S", d, k, blocks))
         return True
 
     def _matmul(self, op: df.MatmulOp) -> bool:
@@ -274,16 +329,20 @@ class _Sharder:
         b_rank = len(b.type.shape_tuple)
         n_dim = b_rank - 2 if op.transpose_b.value.data else b_rank - 1
         k_dim = b_rank - 1 if op.transpose_b.value.data else b_rank - 2
-        weight = isinstance(b.owner, df.WeightOp) and b not in self.value
+        weight = b not in self.value and (isinstance(b.owner, df.WeightOp) or b in self.views)
         la = self.layout.get(a)
         if weight and la is not None:
             if la.kind == "P":
                 self.whole(a)
                 la = R
             if la.whole:  # column parallel: split the weight's output columns
-                size = b.type.shape_tuple[n_dim]
-                k = _parts_for(size, self.n, _grain(op))
-                self.put(op, [self.value[a], self.get(b, split(n_dim, k))[0]], split(rank - 1, k))
+                blocks = _blocks(op)
+                k = min(_parts_for(b, self.n, g) for b, g in blocks)
+                if k == 1:
+                    return False
+                cut = tuple(b for b, _ in blocks) if len(blocks) > 1 else ()
+                w = self.get(b, Layout("S", n_dim, k, cut))[0]
+                self.put(op, [self.value[a], w], Layout("S", rank - 1, k, cut))
                 return True
             if la.kind == "S" and la.dim == len(a.type.shape_tuple) - 1:  # row parallel
                 self.put(
@@ -314,6 +373,10 @@ class _Sharder:
         if lay is None or lay.kind != "S":
             return lay is not None and lay.kind == "P" and self._keep(op, lay)
         src, out = x.type.shape_tuple, op.results[0].type.shape_tuple
+        if lay.blocks:  # blocks stay blocks only in a view that keeps their dim, the last
+            if lay.dim == len(src) - 1 and out[-1:] == src[-1:]:
+                return self._keep(op, Layout("S", len(out) - 1, lay.parts, lay.blocks))
+            return False
         prefix = math.prod(src[: lay.dim])
         for e in range(len(out)):
             if math.prod(out[:e]) == prefix and out[e] % lay.parts == 0 and out[e] > 1:
@@ -330,7 +393,7 @@ class _Sharder:
         if lay is None or lay.kind != "S":
             return lay is not None and lay.kind == "P" and self._keep(op, lay)
         perm = list(op.perm.get_values())
-        return self._keep(op, Layout("S", perm.index(lay.dim), lay.parts))
+        return self._keep(op, Layout("S", perm.index(lay.dim), lay.parts, lay.blocks))
 
     def _along(self, op: Operation, axes: set[int]) -> bool:
         """Keep a split that is not along ``axes`` (of the op's one operand and result)."""
@@ -340,7 +403,28 @@ class _Sharder:
         return self._keep(op, lay)
 
     def _slice(self, op: df.SliceOp) -> bool:
-        return self._along(op, {op.props()["axis"]})
+        lay, p = self.layout.get(op.input), op.props()
+        if lay is not None and lay.kind == "S" and lay.blocks and lay.dim == p["axis"]:
+            # a slice of whole blocks (q, k or v of a fused projection) keeps their split
+            edges, at = [0], 0
+            for block in lay.blocks:
+                at += block
+                edges.append(at)
+            if p["step"] != 1 or p["start"] not in edges or p["end"] not in edges:
+                return False
+            kept = lay.blocks[edges.index(p["start"]) : edges.index(p["end"])]
+            local = Layout("S", lay.dim, lay.parts, kept if len(kept) > 1 else ())
+            self.put(op, [self.value[op.input]], local)
+            # its bounds on one socket: the parts of the blocks before it
+            new = self.value[op.results[0]].owner
+            start = sum(b // lay.parts for b in lay.blocks[: edges.index(p["start"])])
+            width = sum(b // lay.parts for b in kept)
+            new.properties["start"] = IntegerAttr(start, i64)
+            new.properties["end"] = IntegerAttr(start + width, i64)
+            return True
+        if lay is not None and lay.blocks:
+            return False
+        return self._along(op, {p["axis"]})
 
     def _softmax(self, op: df.SoftmaxOp) -> bool:
         rank = len(op.results[0].type.shape_tuple)
@@ -372,7 +456,7 @@ class _Sharder:
         if lay is None or lay.kind != "S":
             return False
         d = lay.dim + len(op.results[0].type.shape_tuple) - len(op.input.type.shape_tuple)
-        return self._keep(op, Layout("S", d, lay.parts))
+        return self._keep(op, Layout("S", d, lay.parts, lay.blocks))
 
     def _reduce(self, op: df.ReduceOp) -> bool:
         lay = self.layout.get(op.input)
@@ -381,12 +465,12 @@ class _Sharder:
         if lay is None or lay.kind != "S" or lay.dim in axes:
             return False
         d = lay.dim if op.keepdim.value.data else lay.dim - sum(a < lay.dim for a in axes)
-        return self._keep(op, Layout("S", d, lay.parts))
+        return self._keep(op, Layout("S", d, lay.parts, lay.blocks))
 
     def _attention(self, op: df.AttentionOp) -> bool:
         lq = self.layout.get(op.q)
         rank = len(op.q.type.shape_tuple)
-        if lq is None or lq.kind != "S" or lq.dim >= rank - 2:
+        if lq is None or lq.kind != "S" or lq.dim >= rank - 2 or lq.blocks:
             return False
         operands = [self.value[op.q]]
         for v in (op.k, op.v):
@@ -445,7 +529,7 @@ class _Sharder:
 
     def _update(self, op: df.UpdateOp) -> bool:
         lay = self.layout.get(op.src)
-        if lay is None or lay.kind != "S" or lay.dim == op.props()["axis"]:
+        if lay is None or lay.kind != "S" or lay.dim == op.props()["axis"] or lay.blocks:
             return False
         dest, _ = self.get(op.dest, lay) if op.dest in self.free else (None, None)
         if dest is None:
@@ -475,24 +559,69 @@ class _Sharder:
         return True
 
 
-def _grain(op: df.MatmulOp) -> int:
-    """The columns a matmul's output must be split at multiples of: the head size when a
-    reshape (after elementwise ops: a bias) cuts its last dim into heads."""
-    v, seen = op.results[0], 0
-    while seen < 8:
-        seen += 1
+def _reshape_back(src: Sequence[int], out: Sequence[int], layout: Layout) -> Layout | None:
+    """The layout of a reshape's input that gives its output ``layout`` (same prefix)."""
+    prefix = math.prod(out[: layout.dim])
+    for d in range(len(src)):
+        if math.prod(src[:d]) == prefix and src[d] % layout.parts == 0 and src[d] > 1:
+            return Layout("S", d, layout.parts)
+    return None
+
+
+def _blocks(op: df.MatmulOp) -> list[tuple[int, int]]:
+    """(columns, grain) of each block a matmul's output is sliced into along its last dim
+    (a fused projection: q, k, v; gate, up), or one block of all its columns: each block
+    must be split at multiples of its grain (``_grain``)."""
+    v, n = op.results[0], op.results[0].type.shape_tuple[-1]
+    while len(users := [u.operation for u in v.uses]) == 1 and _keeps_last(users[0], n):
+        v = users[0].results[0]  # a bias, a view that keeps the columns
+    last = len(v.type.shape_tuple) - 1
+    cuts = [u for u in users if isinstance(u, df.SliceOp) and u.props()["axis"] == last]
+    if len(users) < 2 or len(cuts) != len(users):
+        return [(n, _grain(op.results[0]))]
+    spans = sorted((c.props()["start"], c.props()["end"], c) for c in cuts)
+    edges = [0] + [end for _, end, _ in spans]
+    if any(c.props()["step"] != 1 for c in cuts) or [st for st, _, _ in spans] != edges[:-1]:
+        return [(n, _grain(op.results[0]))]
+    if edges[-1] != n:
+        return [(n, _grain(op.results[0]))]
+    return [(end - start, _grain(c.results[0])) for start, end, c in spans]
+
+
+def _keeps_last(op: Operation, n: int) -> bool:
+    """An elementwise op, or a reshape keeping the last dim (``n`` columns) whole."""
+    if isinstance(op, df.ElementwiseOp):
+        return True
+    return isinstance(op, df.ReshapeOp) and op.results[0].type.shape_tuple[-1:] == (n,)
+
+
+def _grain(v: SSAValue) -> int:
+    """The columns ``v`` (a matmul's output, or a block of it) must be split at multiples
+    of: when a reshape (after elementwise ops: a bias; and reshapes that keep the last
+    dim) cuts its last dim into heads (or groups of heads, [.., G, g, D]), one head's
+    (group's) columns."""
+    n = v.type.shape_tuple[-1]
+    for _ in range(8):
         users = [u.operation for u in v.uses]
         if len(users) != 1:
             return 1
         user = users[0]
-        if isinstance(user, df.ReshapeOp):
-            out, n = user.results[0].type.shape_tuple, v.type.shape_tuple[-1]
-            if len(out) >= 2 and out[-2] * out[-1] == n:
-                return out[-1]
-            return 1
         if isinstance(user, df.ElementwiseOp):
             v = user.results[0]
             continue
+        if not isinstance(user, df.ReshapeOp):
+            return 1
+        out = user.results[0].type.shape_tuple
+        if out and out[-1] == n:  # the last dim kept (a batch dim merged or split)
+            v = user.results[0]
+            continue
+        tail = 1
+        for d in reversed(out):  # the trailing dims the last one was cut into
+            tail *= d
+            if tail == n:
+                return n // d
+            if tail > n:
+                return 1
         return 1
     return 1
 
@@ -553,18 +682,17 @@ def read_layouts(fn: func.FuncOp, key: str) -> list[tuple[int, int]]:
     return [tuple(a.get_values()) for a in fn.attributes[key].data]
 
 
-def weight_layout(op: df.WeightOp) -> tuple[int, int]:
-    """The ``(dim, parts)`` a weight is split as (whole: ``(-1, 1)``)."""
+def weight_layout(op: df.WeightOp) -> tuple[int, ...]:
+    """The ``(dim, parts, *blocks)`` a weight is split as (whole: ``(-1, 1)``)."""
     if "shard" not in op.attributes:
         return WHOLE
-    dim, parts = op.attributes["shard"].get_values()
-    return int(dim), int(parts)
+    return tuple(int(v) for v in op.attributes["shard"].get_values())
 
 
-def slice_for(x, layout: tuple[int, int], socket: int, sockets: int):
-    """``socket_slice`` by a recorded ``(dim, parts)`` layout."""
-    dim, parts = layout
-    return socket_slice(x, dim, parts, socket, sockets)
+def slice_for(x, layout: tuple[int, ...], socket: int, sockets: int):
+    """``socket_slice`` by a recorded ``(dim, parts, *blocks)`` layout."""
+    dim, parts, *blocks = layout
+    return socket_slice(x, dim, parts, socket, sockets, tuple(blocks))
 
 
 def layout_between(whole: Sequence[int], local: Sequence[int]) -> tuple[int, int]:

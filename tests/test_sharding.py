@@ -34,6 +34,15 @@ def configs():
         "gemma2": T.Gemma2Config(num_key_value_heads=2, head_dim=16, sliding_window=4, **SMALL),
         "bloom": T.BloomConfig(n_layer=2, hidden_size=64, n_head=4, vocab_size=128),
         "gpt2": T.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=128),
+        "phi3": T.Phi3Config(num_key_value_heads=2, pad_token_id=0, **SMALL),
+        "falcon": T.FalconConfig(
+            num_hidden_layers=2,
+            hidden_size=64,
+            num_attention_heads=4,
+            new_decoder_architecture=True,
+            num_kv_heads=2,
+            vocab_size=128,
+        ),
     }
 
 
@@ -89,13 +98,14 @@ def sharded_run(name: str, phase: str, sockets: int):
     return outs[0][len(mutated)], reference.numpy(), caches, want, args, collectives
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2", "gemma2", "bloom"])
+@pytest.mark.parametrize("name", ["llama", "qwen2", "gemma2", "bloom", "phi3"])
 @pytest.mark.parametrize("phase", ["prefill", "decode"])
 def test_the_megatron_pattern_is_found_and_computes_what_transformers_does(name, phase):
     """Two sockets: logits and every cache equal transformers' (caches joined from the
     sockets' heads); the collectives are Megatron's: the embedding's rows gathered, an
     all-reduce after each layer's attention and MLP, the LM head's logits gathered; the
-    KV caches split by heads."""
+    KV caches split by heads. Phi-3's fused QKV and gate/up projections split block by
+    block (each socket its part of q, of k, of v)."""
     logits, reference, caches, want, args, collectives = sharded_run(name, phase, 2)
     np.testing.assert_allclose(logits, reference, atol=1e-5)
     for got, expected in zip(caches, want, strict=True):
@@ -115,11 +125,21 @@ def test_kv_heads_fewer_than_sockets_repeat_on_sockets():
     assert all(layout(a) == (1, 2) for a in args[1:])
 
 
-def test_a_fused_projection_falls_back_to_whole_values_and_stays_right():
-    """GPT-2's fused QKV is sliced along the split: no rule carries it, so the values are
-    made whole first — more collectives, the same numbers."""
-    logits, reference, caches, want, _, collectives = sharded_run("gpt2", "decode", 2)
+@pytest.mark.parametrize(
+    ("name", "reduces", "gathers"),
+    [
+        ("gpt2", 4, 3),  # two embedding tables (tokens, positions) gathered; fused QKV
+        ("falcon", 2, 2),  # attention and MLP side by side: one all-reduce a layer
+    ],
+)
+def test_fused_projections_and_parallel_blocks_shard_too(name, reduces, gathers):
+    """GPT-2's fused QKV (sliced into q, k, v) and Falcon's grouped QKV (reshaped into
+    groups of heads) split by heads; Falcon's parallel attention and MLP share one
+    all-reduce a layer."""
+    logits, reference, caches, want, args, collectives = sharded_run(name, "decode", 2)
     np.testing.assert_allclose(logits, reference, atol=1e-5)
     for got, expected in zip(caches, want, strict=True):
         np.testing.assert_allclose(got, expected, atol=1e-5)
-    assert collectives
+    assert collectives.count("df.allreduce") == reduces
+    assert collectives.count("df.allgather") == gathers
+    assert all(layout(a) == (1, 2) for a in args[1:])
