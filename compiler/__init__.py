@@ -5,6 +5,7 @@ cm = coec.compile(module, example_inputs, target="sn40l")
 y = cm(*example_inputs)          # runs on the NumPy runtime
 cm.report["bytes"]["hbm->sram"]  # what it cost on the modeled chip
 cm = coec.compile_onnx("model.onnx", fusion="dataflow")  # the ONNX frontend
+cm = coec.compile_hf_config("qwen2-7b", phase="decode", seq=4096, target="sn40l-node")
 torch.compile(module, backend="coec")  # as a torch.compile backend; coec.last_report()
 
 The top-level names load on first use (PEP 562), so ``import coec.runtime`` or
@@ -27,7 +28,7 @@ from coec.ir.errors import (
 )
 
 if TYPE_CHECKING:
-    from coec.api import CompiledModel, compile, compile_onnx
+    from coec.api import CompiledModel, compile, compile_hf_config, compile_onnx
     from coec.dynamo import last_report
     from coec.pipeline import Options
 
@@ -38,6 +39,7 @@ _LAZY = {
     "CompiledModel": "coec.api",
     "compile": "coec.api",
     "compile_onnx": "coec.api",
+    "compile_hf_config": "coec.api",
     "last_report": "coec.dynamo",
     "Options": "coec.pipeline",
 }
@@ -53,6 +55,7 @@ __all__ = [
     "UnsupportedOpError",
     "VerifyError",
     "compile",
+    "compile_hf_config",
     "compile_onnx",
     "last_report",
 ]

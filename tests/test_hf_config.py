@@ -183,3 +183,16 @@ def test_a_shipped_config_by_name_compiles_count_only_at_full_size():
     kv = 28 * 2 * 4 * 4097 * 128 * 2
     report = compile_hf_model("qwen2-7b", phase="decode", seq=4096).report
     assert weights + kv <= report["bytes"]["hbm->sram"] <= 1.001 * (weights + kv)
+
+
+def test_the_python_api_compiles_a_config(tmp_path):
+    import coec
+
+    cm = coec.compile_hf_config(
+        config_file(tmp_path, FAMILIES["qwen2"]),
+        phase="decode",
+        seq=8,
+        execute=True,
+        dtype="fp32",
+    )
+    assert cm.report["max_abs_err"] < 1e-4 and cm.report["kernels"] >= 1
