@@ -316,13 +316,14 @@ def compile_cmd(
     from coec.pipeline import Options
 
     options = Options(target, fusion, dtype, launch, max_tile, sockets, search_limit)
-    if zoo:
-        from coec.commands import compile_zoo_model
+    if zoo or hf_config:  # a zoo model or an HF config: built, compiled a layer kind at a time
+        from coec.commands import compile_hf_model, compile_zoo_model
 
+        name, compile_named = (zoo, compile_zoo_model) if zoo else (hf_config, compile_hf_model)
         with _progress_bar(quiet) as bar:
-            task = bar.add_task(f"compiling {zoo}", total=None)
-            result = compile_zoo_model(
-                zoo,
+            task = bar.add_task(f"compiling {name}", total=None)
+            result = compile_named(
+                name,
                 options,
                 trace=trace_file,
                 phase=phase,
@@ -335,27 +336,7 @@ def compile_cmd(
                     task, completed=done, total=total, description=what
                 ),
             )
-        model_file = f"{zoo} {phase} batch {batch} seq {seq}"
-    elif hf_config:
-        from coec.commands import compile_hf_model
-
-        with _progress_bar(quiet) as bar:
-            task = bar.add_task(f"compiling {hf_config}", total=None)
-            result = compile_hf_model(
-                hf_config,
-                options,
-                trace=trace_file,
-                phase=phase,
-                seq=seq,
-                batch=batch,
-                layers=layers,
-                execute=execute,
-                output=output,
-                progress=lambda done, total, what: bar.update(
-                    task, completed=done, total=total, description=what
-                ),
-            )
-        model_file = f"{hf_config} {phase} batch {batch} seq {seq}"
+        model_file = f"{name} {phase} batch {batch} seq {seq}"
     else:
         result = compile_model_file(
             model_file,

@@ -74,6 +74,22 @@ def zoo_parts(inst: ZooInstance, sockets: int = 1) -> list[tuple[str, torch.nn.M
 Progress = Callable[[int, int, str], None]
 
 
+class _Steps:
+    """A compile's steps, told to ``progress`` as each begins (and ``done()`` at the end)."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total, self.progress, self.count = total, progress, 0
+
+    def __call__(self, what: str) -> None:
+        if self.progress:
+            self.progress(self.count, self.total, what)
+        self.count += 1
+
+    def done(self) -> None:
+        if self.progress:
+            self.progress(self.count, self.total, "compiled")
+
+
 def zoo_steps(inst: ZooInstance) -> int:
     """How many steps ``compile_zoo`` reports: three parts, each layer, placement, emission."""
     return 3 + inst.arch.layers + 2
@@ -81,14 +97,7 @@ def zoo_steps(inst: ZooInstance) -> int:
 
 def compile_zoo(inst: ZooInstance, options: Options, progress: Progress | None = None) -> Compiled:
     """Compile a zoo model with its decoder layer compiled once and reused."""
-    total, done = zoo_steps(inst), 0
-
-    def step(what: str) -> None:
-        nonlocal done
-        if progress:
-            progress(done, total, what)
-        done += 1
-
+    step = _Steps(zoo_steps(inst), progress)
     pipeline = Pipeline(options)
     options, target = pipeline.options, pipeline.target
     m, arch, tp = inst.model, inst.arch, target.sockets
@@ -129,8 +138,7 @@ def compile_zoo(inst: ZooInstance, options: Options, progress: Progress | None =
             "sockets": tp,
         },
     )
-    if progress:
-        progress(done, total, "compiled")
+    step.done()
     return Compiled(program, target, schedule, {})
 
 
@@ -275,14 +283,7 @@ def compile_hf(
     from coec.frontend.export import export_module
     from coec.models.hf_config import build_model, layer_index, step_and_inputs
 
-    total, done = hf_steps(hf), 0
-
-    def step(what: str) -> None:
-        nonlocal done
-        if progress:
-            progress(done, total, what)
-        done += 1
-
+    step = _Steps(hf_steps(hf), progress)
     pipeline = Pipeline(options)
     options, target = pipeline.options, pipeline.target
     n = len(hf.kinds)
@@ -314,8 +315,7 @@ def compile_hf(
     step("emitting the schedule")
     meta = {"model": hf.name, "phase": phase, "batch": batch, "seq": seq, "layers": n}
     schedule = pipeline.emit(module, {**meta, "sockets": target.sockets})
-    if progress:
-        progress(done, total, "compiled")
+    step.done()
     return Compiled(whole_program, target, schedule, {}), inputs
 
 
