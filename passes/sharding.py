@@ -111,7 +111,7 @@ class _Sharder:
     """The walk: old value -> (new value, layout), in the rebuilt block."""
 
     def __init__(self, fn: func.FuncOp, sockets: int, arg_layouts: Sequence[Layout | None]):
-        self.fn, self.n = fn, sockets
+        self.n = sockets
         self.old = fn.body.block
         self.block = Block()
         self.value: dict[SSAValue, SSAValue] = {}
@@ -120,7 +120,6 @@ class _Sharder:
         #: ops on weights alone (a weight transposed or reshaped), laid out with the weight
         #: when a reader asks for a layout: old value -> the op
         self.views: dict[SSAValue, Operation] = {}
-        self.arg_layouts: list[Layout] = []
         for a, given in zip(self.old.args, arg_layouts, strict=True):
             new = self.block.insert_arg(a.type, len(self.block.args))
             new.name_hint = a.name_hint
@@ -176,7 +175,8 @@ class _Sharder:
         source = op.operands[0]
         if layout.kind == "S":
             if isinstance(op, df.PermuteOp):
-                inner = split(list(op.perm.get_values())[layout.dim], layout.parts)
+                dim = list(op.perm.get_values())[layout.dim]
+                inner = Layout("S", dim, layout.parts, layout.blocks)
             elif isinstance(op, df.ReshapeOp):
                 inner = _reshape_back(source.type.shape_tuple, v.type.shape_tuple, layout)
             else:

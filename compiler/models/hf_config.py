@@ -209,7 +209,6 @@ class PresetLayer(CacheLayerMixin):
     is_compileable = True
     is_croppable = False
     supports_early_init = True
-    is_initialized = True
 
     def __init__(self, keys, values, past: int, sliding: bool):
         super().__init__()
@@ -263,7 +262,7 @@ class _ProbeLayer(PresetLayer):
         return int(query_length), 0
 
 
-def _window(model, config, i: int) -> int | None:
+def _window(config, i: int) -> int | None:
     """Layer ``i``'s sliding window, if it has one."""
     types = getattr(config, "layer_types", None)
     window = getattr(config, "sliding_window", None)
@@ -318,7 +317,7 @@ def cache_shapes(hf: HFModel, model, batch: int, seq: int) -> list[tuple[int, ..
     """The K and V cache shapes of each layer of ``model`` (alternately), probed on the
     meta device; None for a model that caches nothing (an encoder)."""
     n = _count_layers(model, hf)
-    probes = [_ProbeLayer(_window(model, hf.config, i) is not None) for i in range(n)]
+    probes = [_ProbeLayer(_window(hf.config, i) is not None) for i in range(n)]
     with torch.device("meta"):
         ids = torch.zeros(batch, 1, dtype=torch.long)
         meta = build_model(hf.config, "meta", n)
@@ -332,7 +331,7 @@ def cache_shapes(hf: HFModel, model, batch: int, seq: int) -> list[tuple[int, ..
         return None
     shapes = []
     for i, p in enumerate(probes):
-        window = _window(model, hf.config, i)
+        window = _window(hf.config, i)
         length = seq if window is None else min(window, seq)
         for shape in p.shapes:
             shapes.append((batch, *shape[1:-2], length, shape[-1]))
@@ -364,7 +363,7 @@ def step_and_inputs(
     if shapes is None and phase == "decode":
         raise ConfigError(f"{hf.name}: an encoder has no decode step")
     n = _count_layers(model, hf)
-    windows = [_window(model, hf.config, i) for i in range(n)] if shapes else []
+    windows = [_window(hf.config, i) for i in range(n)] if shapes else []
     vocab = getattr(hf.config, "vocab_size", 2)
     dtype = next(model.parameters()).dtype  # the caches hold what the attention makes
     gen = torch.Generator().manual_seed(seed)
