@@ -28,7 +28,8 @@ from coec.ir.errors import (
 )
 
 if TYPE_CHECKING:
-    from coec.api import CompiledModel, compile, compile_hf_config, compile_onnx
+    from coec.api import CompiledModel, compile, compile_onnx
+    from coec.commands import compile_hf_config
     from coec.dynamo import last_report
     from coec.pipeline import Options
 
@@ -39,7 +40,7 @@ _LAZY = {
     "CompiledModel": "coec.api",
     "compile": "coec.api",
     "compile_onnx": "coec.api",
-    "compile_hf_config": "coec.api",
+    "compile_hf_config": "coec.commands",
     "last_report": "coec.dynamo",
     "Options": "coec.pipeline",
 }

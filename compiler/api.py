@@ -207,38 +207,3 @@ def compile_onnx(
         proto, options, input_shapes=input_shapes, source=source, constants=constants
     )
     return CompiledModel(compiled, emulate_bf16=emulate_bf16, step_rows=step_rows)
-
-
-def compile_hf_config(
-    config,
-    options: Options | None = None,
-    *,
-    phase: str = "prefill",
-    seq: int = 128,
-    batch: int = 1,
-    layers: int | None = None,
-    execute: bool = False,
-    **overrides,
-) -> CompiledModel:
-    """Compile a transformers model from its config: a config.json path, a model folder
-    holding one, or the name of a config coec ships (``coec.models.hf_config``).
-
-    transformers' own class is built on the meta device (count-only: ``report`` holds the
-    figures) unless ``execute`` (random weights, seed 0, run and compared with
-    transformers: ``report["max_abs_err"]``); each kind of layer is compiled once.
-    ``options`` / ``overrides`` as :func:`compile` (``target``, ``sockets``, ``fusion``...).
-    """
-    from coec.commands import compile_hf_model
-
-    result = compile_hf_model(
-        config,
-        options,
-        phase=phase,
-        seq=seq,
-        batch=batch,
-        layers=layers,
-        execute=execute,
-        **overrides,
-    )
-    result.model.report = result.report
-    return result.model
