@@ -103,6 +103,11 @@ def build_model(config, device: str = "meta", layers: int | None = None):
     from transformers import AutoModel, AutoModelForCausalLM
 
     config = copy.deepcopy(config)
+    if getattr(config, "is_encoder_decoder", False):
+        raise ConfigError(
+            f"{config.model_type}: an encoder-decoder model; coec compiles decoders and "
+            "encoders from their configs"
+        )
     if layers is not None:
         truncate(config, layers)
     if getattr(config, "attn_logit_softcapping", None) or getattr(
