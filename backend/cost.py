@@ -85,6 +85,8 @@ def op_work(op: str, attrs: Mapping, in_shapes: Sequence[Sequence[int]], out_sha
         return Work(vector=_numel(in_shapes[0]))
     if op == "softmax":
         return Work(vector=SOFTMAX_FLOPS * out)
+    if op == "topk":  # a comparison per input element and rank kept
+        return Work(vector=_numel(in_shapes[0]) * max(1, math.ceil(math.log2(attrs["k"] + 1))))
     if op == "layernorm":
         return Work(vector=LAYERNORM_FLOPS * out)
     if op == "rmsnorm":

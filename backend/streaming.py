@@ -82,7 +82,7 @@ def _rule(op: df.DfOp, j: int) -> Axes | None:
         )
         i = kept[j]
         return None if i in axes else [i]
-    if isinstance(op, df.SoftmaxOp):
+    if isinstance(op, df.SoftmaxOp | df.TopKOp):
         return None if j == op.props()["axis"] else [j]
     if isinstance(op, df.LayerNormOp | df.RMSNormOp):
         if j >= rank - op.props()["ndims"]:
@@ -110,11 +110,9 @@ def _rule(op: df.DfOp, j: int) -> Axes | None:
     if isinstance(op, df.ConcatOp):
         return None if j == op.props()["axis"] else [j] * len(op.operands)
     if isinstance(op, df.GatherOp):
+        # only along the indices: the table stays whole, so a lookup reads just the rows
+        # it picks (an indirect DMA), never a streamed slice of every row
         axis = op.props()["axis"]
         idx_rank = len(_shape(op.operands[1]))
-        if j < axis:
-            return [j, None]
-        if j < axis + idx_rank:
-            return [None, j - axis]
-        return [j - idx_rank + 1, None]
+        return [None, j - axis] if axis <= j < axis + idx_rank else None
     return None

@@ -574,6 +574,45 @@ class GatherOp(DfOp):
 
 
 @irdl_op_definition
+class TopKOp(DfOp):
+    """The ``k`` largest of ``input`` along ``axis`` (the smallest unless ``largest``),
+    largest first, ties to the lower position: their values, or with ``indices`` their
+    positions (i64). A mixture of experts' router picks each token's experts with it."""
+
+    name = "df.topk"
+    FAMILY: ClassVar[str] = "reduce"
+    input = operand_def(TensorType)
+    k = prop_def(IntegerAttr)
+    axis = prop_def(IntegerAttr)
+    largest = prop_def(BoolAttr)
+    indices = prop_def(BoolAttr)
+    result = result_def(TensorType)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($result)"
+
+    def __init__(self, x: SSAValue, k: int, axis: int, largest: bool, indices: bool, type_):
+        super().__init__(
+            operands=[x],
+            properties={
+                "k": _int(k),
+                "axis": _int(axis),
+                "largest": BoolAttr.from_bool(largest),
+                "indices": BoolAttr.from_bool(indices),
+            },
+            result_types=[type_],
+        )
+
+    def verify_(self) -> None:
+        shape, p = list(self.in_types()[0].shape_tuple), self.props()
+        if not 0 <= p["axis"] < len(shape) or not 0 <= p["k"] <= shape[p["axis"]]:
+            raise self.fail(f"top {p['k']} along axis {p['axis']} of {tuple(shape)}")
+        shape[p["axis"]] = p["k"]
+        self.check_shape(shape)
+        want = "i64" if p["indices"] else self.in_types()[0].dtype
+        if self.out_type.dtype != want:
+            raise self.fail(f"result dtype {self.out_type.dtype}, not {want}")
+
+
+@irdl_op_definition
 class UpdateOp(DfOp):
     """``dest`` with ``src`` written over ``[start, start + len)`` along ``axis`` (a KV-cache
     append: ``slice_scatter``). Functional here; the backend writes it in place, moving only
@@ -731,6 +770,7 @@ COMPUTE_OPS: tuple[type[DfOp], ...] = (
     ConcatOp,
     BroadcastOp,
     GatherOp,
+    TopKOp,
     UpdateOp,
     AllReduceOp,
     AllGatherOp,

@@ -177,6 +177,10 @@ class _Sharder:
             if isinstance(op, df.PermuteOp):
                 dim = list(op.perm.get_values())[layout.dim]
                 inner = Layout("S", dim, layout.parts, layout.blocks)
+            elif isinstance(op, df.GatherOp):  # the rows looked up keep the table's other dims
+                picked = len(op.operands[1].type.shape_tuple)
+                dim = layout.dim - picked + 1
+                inner = Layout("S", dim, layout.parts, layout.blocks) if dim >= 1 else None
             elif isinstance(op, df.ReshapeOp):
                 inner = _reshape_back(source.type.shape_tuple, v.type.shape_tuple, layout)
             else:
@@ -190,7 +194,13 @@ class _Sharder:
         return self.value[v], layout
 
     def _is_view(self, op: Operation) -> bool:
-        """An op that only views weights, not yet laid out: laid out with them, later."""
+        """An op that only views weights, not yet laid out: laid out with them, later (a
+        transpose, a reshape, a cast; a lookup of whole experts' matrices by index)."""
+        if isinstance(op, df.GatherOp):
+            table = op.operands[0]
+            if op.props()["axis"] != 0 or len(table.type.shape_tuple) < 3:
+                return False
+            return isinstance(table.owner, df.WeightOp) and table not in self.value
         if not isinstance(op, df.PermuteOp | df.ReshapeOp | df.ElementwiseOp):
             return False
         if isinstance(op, df.ElementwiseOp) and op.kind.data != "cast":
@@ -292,10 +302,14 @@ class _Sharder:
         layouts = [self.layout.get(v) for v in op.operands]
         partial = [lay for lay in layouts if lay is not None and lay.kind == "P"]
         if partial:
-            linear = kind in ("add", "sub") and all(
-                lay is not None and lay == partial[0] for lay in layouts
+            summed = kind in ("add", "sub") and all(lay == partial[0] for lay in layouts)
+            # a partial sum scaled by a whole value is the partial sum of the scaled parts
+            scaled = (
+                (kind == "mul" or (kind == "div" and layouts[0] == partial[0]))
+                and len(partial) == 1
+                and all(lay == partial[0] or (lay is not None and lay.whole) for lay in layouts)
             )
-            if not linear:
+            if not (summed or scaled):
                 return False
             self.put(op, [self.value[v] for v in op.operands], partial[0])
             return True
@@ -335,8 +349,10 @@ class _Sharder:
             if la.kind == "P":
                 self.whole(a)
                 la = R
+            if la.whole and _normalized(op.results[0]):
+                return False  # a router's logits, normalized at once: kept whole
             if la.whole:  # column parallel: split the weight's output columns
-                blocks = _blocks(op)
+                blocks = _blocks(op.results[0])
                 k = min(_parts_for(b, self.n, g) for b, g in blocks)
                 if k == 1:
                     return False
@@ -357,6 +373,8 @@ class _Sharder:
                 return True
             return False
         lb = self.layout.get(b)
+        if lb is not None and a not in self.value and self._is_weight(a):
+            return self._weight_first(op, lb)
         if la is None or lb is None:
             return False
         if la.kind == "S" and lb.kind == "S":  # a shared batch dim (attention's heads)
@@ -367,17 +385,52 @@ class _Sharder:
                 return True
         return False
 
+    def _is_weight(self, v: SSAValue) -> bool:
+        return isinstance(v.owner, df.WeightOp) or v in self.views
+
+    def _weight_first(self, op: df.MatmulOp, lb: Layout) -> bool:
+        """``W @ x`` (a batched linear, experts' weights first: [.., N, K] @ [.., K, 1]):
+        W's rows split when x is whole (its output rows split), its columns when x's rows
+        (the contraction) are (a partial sum)."""
+        a, b = op.a, op.b
+        rank, a_rank = len(op.results[0].type.shape_tuple), len(a.type.shape_tuple)
+        if op.transpose_b.value.data or lb.kind == "P":
+            return False
+        if lb.whole:
+            out = op.results[0]
+            users = [u.operation for u in out.uses]
+            if len(users) == 1 and isinstance(users[0], df.ReshapeOp):
+                squeezed = users[0].results[0]
+                rows = out.type.shape_tuple[-2]
+                blocks = _blocks(squeezed) if squeezed.type.shape_tuple[-1:] == (rows,) else None
+            else:
+                blocks = None
+            blocks = blocks or [(a.type.shape_tuple[-2], 1)]
+            k = min(_parts_for(n, self.n, g) for n, g in blocks)
+            if k == 1:
+                return False
+            cut = tuple(n for n, _ in blocks) if len(blocks) > 1 else ()
+            w = self.get(a, Layout("S", a_rank - 2, k, cut))[0]
+            self.put(op, [w, self.value[b]], Layout("S", rank - 2, k, cut))
+            return True
+        if lb.kind == "S" and lb.dim == len(b.type.shape_tuple) - 2:  # x's rows: the K dim
+            w = self.get(a, Layout("S", a_rank - 1, lb.parts, lb.blocks))[0]
+            self.put(op, [w, self.value[b]], Layout("P", -1, lb.parts))
+            return True
+        return False
+
     def _reshape(self, op: df.ReshapeOp) -> bool:
         x = op.input
         lay = self.layout.get(x)
         if lay is None or lay.kind != "S":
             return lay is not None and lay.kind == "P" and self._keep(op, lay)
         src, out = x.type.shape_tuple, op.results[0].type.shape_tuple
-        if lay.blocks:  # blocks stay blocks only in a view that keeps their dim, the last
-            if lay.dim == len(src) - 1 and out[-1:] == src[-1:]:
-                return self._keep(op, Layout("S", len(out) - 1, lay.parts, lay.blocks))
-            return False
         prefix = math.prod(src[: lay.dim])
+        if lay.blocks:  # blocks stay blocks only in a view that keeps their dim whole
+            for e in range(len(out)):
+                if math.prod(out[:e]) == prefix and out[e] == src[lay.dim]:
+                    return self._keep(op, Layout("S", e, lay.parts, lay.blocks))
+            return False
         for e in range(len(out)):
             if math.prod(out[:e]) == prefix and out[e] % lay.parts == 0 and out[e] > 1:
                 self.put(op, [self.value[x]], Layout("S", e, lay.parts))
@@ -460,6 +513,8 @@ class _Sharder:
 
     def _reduce(self, op: df.ReduceOp) -> bool:
         lay = self.layout.get(op.input)
+        if lay is not None and lay.kind == "P" and op.kind.data == "sum":
+            return self._keep(op, lay)  # a sum of partial sums
         rank = len(op.input.type.shape_tuple)
         axes = {a % max(rank, 1) for a in op.props()["axes"]}
         if lay is None or lay.kind != "S" or lay.dim in axes:
@@ -568,24 +623,38 @@ def _reshape_back(src: Sequence[int], out: Sequence[int], layout: Layout) -> Lay
     return None
 
 
-def _blocks(op: df.MatmulOp) -> list[tuple[int, int]]:
-    """(columns, grain) of each block a matmul's output is sliced into along its last dim
-    (a fused projection: q, k, v; gate, up), or one block of all its columns: each block
-    must be split at multiples of its grain (``_grain``)."""
-    v, n = op.results[0], op.results[0].type.shape_tuple[-1]
+def _blocks(out: SSAValue) -> list[tuple[int, int]]:
+    """(columns, grain) of each block a matmul's output ``out`` is sliced into along its
+    last dim (a fused projection: q, k, v; gate, up), or one block of all its columns:
+    each block must be split at multiples of its grain (``_grain``)."""
+    v, n = out, out.type.shape_tuple[-1]
     while len(users := [u.operation for u in v.uses]) == 1 and _keeps_last(users[0], n):
         v = users[0].results[0]  # a bias, a view that keeps the columns
     last = len(v.type.shape_tuple) - 1
     cuts = [u for u in users if isinstance(u, df.SliceOp) and u.props()["axis"] == last]
     if len(users) < 2 or len(cuts) != len(users):
-        return [(n, _grain(op.results[0]))]
+        return [(n, _grain(out))]
     spans = sorted((c.props()["start"], c.props()["end"], c) for c in cuts)
     edges = [0] + [end for _, end, _ in spans]
     if any(c.props()["step"] != 1 for c in cuts) or [st for st, _, _ in spans] != edges[:-1]:
-        return [(n, _grain(op.results[0]))]
+        return [(n, _grain(out))]
     if edges[-1] != n:
-        return [(n, _grain(op.results[0]))]
+        return [(n, _grain(out))]
     return [(end - start, _grain(c.results[0])) for start, end, c in spans]
+
+
+def _normalized(v: SSAValue) -> bool:
+    """Whether ``v``'s last dim goes (through elementwise ops) into a softmax or top-k over
+    it, which would need it whole at once (a mixture of experts' router)."""
+    while len(users := [u.operation for u in v.uses]) == 1:
+        user = users[0]
+        if isinstance(user, df.SoftmaxOp | df.TopKOp):
+            rank = len(v.type.shape_tuple)
+            return user.props()["axis"] % rank == rank - 1
+        if not isinstance(user, df.ElementwiseOp):
+            return False
+        v = user.results[0]
+    return False
 
 
 def _keeps_last(op: Operation, n: int) -> bool:

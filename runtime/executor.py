@@ -470,6 +470,9 @@ class Executor:
     def run_softmax(self, op: Op, ins: list, tile: Tile) -> np.ndarray:
         return self.compute(op, ins, tile)
 
+    def run_topk(self, op: Op, ins: list, tile: Tile) -> np.ndarray:
+        return self.compute(op, ins, tile)
+
     def run_layernorm(self, op: Op, ins: list, tile: Tile) -> np.ndarray:
         return self.compute(op, ins, tile)
 

@@ -261,6 +261,14 @@ def gather(xs, attrs, shape):
     return np.take(table, idx.astype(np.int64), axis=attrs["axis"])
 
 
+@handles("topk")
+def topk(xs, attrs, shape):
+    x, axis, k = xs[0], attrs["axis"], attrs["k"]
+    key = -x if attrs["largest"] else x  # a stable sort: ties to the lower position
+    order = np.argsort(key, axis=axis, kind="stable").take(np.arange(k), axis=axis)
+    return order.astype(np.int64) if attrs["indices"] else np.take_along_axis(x, order, axis)
+
+
 @handles("update")
 def update(xs, attrs, shape):
     dest, src = xs

@@ -139,7 +139,7 @@ def test_schedule_is_identical_across_processes(tmp_path):
             check=True,
         )
         outs.append(r.stdout)
-    assert outs[0] == outs[1] and '"format": "coec.schedule/3"' in outs[0]
+    assert outs[0] == outs[1] and '"format": "coec.schedule/4"' in outs[0]
 
 
 def small_target(tmp_path: Path, **capacity_mib: float) -> Path:

@@ -39,6 +39,22 @@ FAMILIES = {
     "gpt2": dict(model_type="gpt2", n_layer=3, n_embd=64, n_head=4, vocab_size=128),
     "bloom": dict(model_type="bloom", n_layer=3, hidden_size=64, n_head=4, vocab_size=128),
     "bert": dict(model_type="bert", **SMALL),
+    "mixtral": dict(
+        model_type="mixtral",
+        num_key_value_heads=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        **SMALL,
+    ),
+    "qwen2_moe": dict(
+        model_type="qwen2_moe",
+        num_key_value_heads=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=64,
+        num_experts=8,
+        num_experts_per_tok=2,
+        **SMALL,
+    ),
 }
 MORE = {
     "mistral": dict(model_type="mistral", num_key_value_heads=2, sliding_window=4, **SMALL),
@@ -196,3 +212,30 @@ def test_the_python_api_compiles_a_config(tmp_path):
         dtype="fp32",
     )
     assert cm.report["max_abs_err"] < 1e-4 and cm.report["kernels"] >= 1
+
+
+def test_a_token_reads_only_the_experts_it_is_routed_to(tmp_path):
+    """Mixtral decode: each more expert a token is routed to (top-k) reads exactly one more
+    expert's weights per layer — gate and up (2·I × D) and down (D × I), in fp32 — and
+    nothing else changes: the table of experts stays where it is, looked up by row."""
+    base = FAMILIES["mixtral"]
+
+    def reads(k):
+        path = config_file(tmp_path, {**base, "num_experts_per_tok": k})
+        return compile_hf_model(path, phase="decode", seq=8, dtype="fp32").report["bytes"]
+
+    layers, hidden, inter = 3, 64, 128
+    per_expert = layers * (2 * inter * hidden + hidden * inter) * 4
+    one, two, three = (reads(k)["hbm->sram"] for k in (1, 2, 3))
+    assert two - one == three - two == per_expert
+
+
+def test_experts_shard_over_sockets(tmp_path):
+    """On two sockets each holds half of every expert (its columns of gate and up, its rows
+    of down), so the HBM each socket holds is about half."""
+    path = config_file(tmp_path, FAMILIES["mixtral"])
+    one = compile_hf_model(path, phase="decode", seq=8, dtype="fp32").report
+    two = compile_hf_model(
+        path, phase="decode", seq=8, dtype="fp32", target="sn40l-node", sockets=2
+    ).report
+    assert two["peak_bytes"]["hbm"] < 0.6 * one["peak_bytes"]["hbm"]

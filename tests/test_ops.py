@@ -113,3 +113,20 @@ def test_vector_norm_and_normalize(p):
     check(Lambda(lambda x: torch.linalg.vector_norm(x, ord=p, dim=-1, keepdim=True) + x), X)
     if p == 2:
         check(Lambda(lambda x: F.normalize(x, p=2, dim=1)), X)
+
+
+def test_topk_values_and_indices_match_torch():
+    """A router's top-k: the values and the positions, largest first, against torch."""
+    import coec
+
+    class Router(torch.nn.Module):
+        def forward(self, x):
+            v, i = torch.topk(torch.softmax(x, -1), 3, dim=-1)
+            s, j = torch.topk(x, 2, dim=1, largest=False)
+            return v / v.sum(-1, keepdim=True), i, s, j
+
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+    for fusion in ("none", "dataflow"):
+        outs = coec.compile(Router().eval(), (x,), dtype="fp32", fusion=fusion)(x)
+        for got, want in zip(outs, Router()(x), strict=True):
+            torch.testing.assert_close(got.to(want.dtype), want)

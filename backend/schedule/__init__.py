@@ -4,7 +4,7 @@ A schedule is data only, typed by the frozen dataclasses of :mod:`.model` (one p
 JSON object, fields in the file's key order); ``Schedule.from_json`` reads and checks
 one, ``Schedule.to_json`` writes it, ``dumps`` makes its text. Top-level keys::
 
-    format    "coec.schedule/3"
+    format    "coec.schedule/4"
     target    the target's parameters (so the runtime needs no TOML file)
     options   {"fusion", "dtype", "launch"}
     inputs    buffer names of the model inputs, in call order

@@ -29,7 +29,7 @@ KernelIndex = Annotated[int, AtLeast(-1)]
 NonNegative = Annotated[float, AtLeast(0)]
 Positive = Annotated[float, Above(0)]
 
-Format = Literal["coec.schedule/3"]
+Format = Literal["coec.schedule/4"]
 Dtype = Literal[
     "bf16", "f16", "f32", "f64", "i64", "i32", "i16", "i8", "u64", "u32", "u16", "u8", "i1"
 ]
@@ -51,6 +51,7 @@ OpName = Literal[
     "concat",
     "broadcast",
     "gather",
+    "topk",
     "update",
     "allreduce",
     "allgather",

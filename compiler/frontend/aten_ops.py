@@ -359,6 +359,19 @@ def _index_put(lw: Lowering, node, a):
     return _update_at(lw, a["self"], a["values"], given[0], indices[given[0]])
 
 
+@lowers("topk")
+def _topk(lw: Lowering, node, a):
+    """``torch.topk``: its values and its indices, each a ``df.topk`` of the input."""
+    x = lw.value(a["self"])
+    shape = df.tensor_type(x).shape_tuple
+    axis = norm_dim(a.get("dim", -1), len(shape))
+    k, largest = a["k"], a.get("largest", True)
+    values_t, indices_t = (lw.type_of_value(v) for v in node.meta["val"])
+    values = lw.emit(df.TopKOp(x, k, axis, largest, False, values_t), f"{node.name}_values")
+    indices = lw.emit(df.TopKOp(x, k, axis, largest, True, indices_t), f"{node.name}_indices")
+    return [values, indices]
+
+
 @lowers("select")
 def _select(lw: Lowering, node, a):
     x = lw.value(a["self"])

@@ -83,7 +83,10 @@ class Lowering:
         raise self.unsupported(f"dtype {dtype}")
 
     def type_of(self, node: torch.fx.Node) -> TensorType:
-        val = node.meta["val"]
+        return self.type_of_value(node.meta["val"])
+
+    def type_of_value(self, val: torch.Tensor) -> TensorType:
+        """The df type of a (fake) tensor: one of a node's results."""
         return TensorType(tuple(int(d) for d in val.shape), self.storage(val.dtype))
 
     def like(self, v: SSAValue, shape=None, dtype: str | None = None) -> TensorType:

@@ -116,6 +116,9 @@ def build_model(config, device: str = "meta", layers: int | None = None):
         config._attn_implementation = "eager"  # SDPA has no soft-capping
     elif getattr(config, "_attn_implementation", None) in (None, "flash_attention_2"):
         config._attn_implementation = "sdpa"
+    # mixture-of-experts layers as batched matmuls of the experts each token is routed to
+    # (a gather of their weights): static shapes, which export and lower
+    config._experts_implementation = "batched_mm"
     auto = AutoModelForCausalLM if _causal_lm(config) else AutoModel
     with torch.device(device):
         try:
