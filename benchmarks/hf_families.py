@@ -35,6 +35,7 @@ def _lm(config: str, model: str, **kw):
     import transformers as T
 
     cfg = getattr(T, config)(vocab_size=VOCAB, use_cache=False, **kw)
+    cfg._experts_implementation = "batched_mm"  # MoE experts: static shapes that export
     return getattr(T, model)(cfg), _ids()
 
 
