@@ -160,6 +160,22 @@ _LAUNCH = click.option(
     help="Kernel launch: software (host, serial), hardware (on-chip), async (queued, GPU "
     "streams), graph (queued, CUDA Graphs). Default: the target's.",
 )
+_SLO_TTFT = click.option(
+    "--slo-ttft",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="p99 time-to-first-token target, s, for goodput and capacity (MLPerf Llama-2-70B "
+    "server's).",
+)
+_SLO_TPOT = click.option(
+    "--slo-tpot",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.2,
+    show_default=True,
+    help="p99 time-per-output-token target, s, for goodput and capacity (MLPerf Llama-2-70B "
+    "server's).",
+)
 _SEARCH_LIMIT = click.option(
     "--search-limit",
     type=click.IntRange(min=0),
@@ -794,20 +810,8 @@ def bench_fusion_cmd(out, models, layers, batch, no_sweep, quiet):
     show_default=True,
     help="Capacity planning: the requests/s to serve within the SLO.",
 )
-@click.option(
-    "--slo-ttft",
-    type=click.FloatRange(min=0, min_open=True),
-    default=2.0,
-    show_default=True,
-    help="p99 time-to-first-token target, s (MLPerf Llama-2-70B server's).",
-)
-@click.option(
-    "--slo-tpot",
-    type=click.FloatRange(min=0, min_open=True),
-    default=0.2,
-    show_default=True,
-    help="p99 time-per-output-token target, s (MLPerf Llama-2-70B server's).",
-)
+@_SLO_TTFT
+@_SLO_TPOT
 @click.option("--no-load", is_flag=True, help="Skip the load sweep and capacity planning.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
@@ -992,20 +996,8 @@ def coe_compile_cmd(coe_file, target, fusion, as_json):
     type=click.FloatRange(min=0, max=1, max_open=True),
     help="Draw prompt and output lengths uniformly within +-this share of the mean.",
 )
-@click.option(
-    "--slo-ttft",
-    type=click.FloatRange(min=0, min_open=True),
-    default=2.0,
-    show_default=True,
-    help="Time-to-first-token target, s (goodput; MLPerf Llama-2-70B server's p99).",
-)
-@click.option(
-    "--slo-tpot",
-    type=click.FloatRange(min=0, min_open=True),
-    default=0.2,
-    show_default=True,
-    help="Time-per-output-token target, s (goodput; MLPerf Llama-2-70B server's p99).",
-)
+@_SLO_TTFT
+@_SLO_TPOT
 @click.option(
     "--warmup",
     type=click.IntRange(min=0),

@@ -272,7 +272,7 @@ def compile_hf_model(
     transformers' own class, built on the meta device (count-only) unless ``execute``
     (random weights, seed 0; the outputs and updated caches are compared with
     transformers'), each kind of layer compiled once (``coec.regional.compile_hf``)."""
-    from coec.models.hf_config import HFModel, read_config, step_and_inputs, truncate
+    from coec.models.hf_config import HFModel, read_config, truncate
     from coec.regional import compile_hf, hf_steps
 
     options = Options.of(options, **overrides)
@@ -291,7 +291,7 @@ def compile_hf_model(
     torch.manual_seed(0)
     hf = HFModel.of(config, name, device)
     total = 1 + hf_steps(hf) + 1 + (2 if execute else 0)
-    compiled, inputs = compile_hf(
+    compiled, whole, inputs = compile_hf(
         hf, phase, seq, batch, options, device, lambda d, _, what: step(1 + d, total, what)
     )
     done = 1 + hf_steps(hf)
@@ -300,7 +300,6 @@ def compile_hf_model(
     report = dict(cm.report)
     if execute:
         step(done + 1, total, f"{name}: running transformers")
-        whole, _ = step_and_inputs(hf, hf.model, phase, seq, batch, device)
         copies = [x.clone() for x in inputs]
         with torch.no_grad():
             reference = flatten_outputs(whole(*copies))

@@ -272,14 +272,15 @@ def compile_hf(
     options: Options,
     device: str = "meta",
     progress: Progress | None = None,
-) -> tuple[Compiled, tuple]:
+) -> tuple[Compiled, torch.nn.Module, tuple]:
     """Compile a transformers model (``coec.models.hf_config.HFModel``) with each kind of
     layer compiled once: a short model holding one layer of each kind is exported and
     lowered whole (through the family's own forward: embeddings, positions, masks), cut
     into the part before the layers, one part per layer and the part after
     (``split_layers``), each fused and tiled, then cloned into the whole model: layer i
     is its kind's part, reading the layer before's output and its own KV caches, its
-    weights the whole model's layer i. Returns the compiled model and its inputs."""
+    weights the whole model's layer i. Returns the compiled model, the whole model's step
+    (``HFStep``: the reference it computes) and its inputs."""
     from coec.frontend.export import export_module
     from coec.models.hf_config import build_model, layer_index, step_and_inputs
 
@@ -316,7 +317,7 @@ def compile_hf(
     meta = {"model": hf.name, "phase": phase, "batch": batch, "seq": seq, "layers": n}
     schedule = pipeline.emit(module, {**meta, "sockets": target.sockets})
     step.done()
-    return Compiled(whole_program, target, schedule, {}), inputs
+    return Compiled(whole_program, target, schedule, {}), whole, inputs
 
 
 def _shard_segment(seg: _Segment, program: Program, sockets: int) -> None:
